@@ -1,0 +1,122 @@
+"""Loading and validating the workflow configuration.
+
+The JSON Schema in ``schemas/config.schema.yaml`` (also at
+``workflow/schemas/config.schema.yaml``) is the single source of defaults: validation
+fills them in, so the Snakefile and every CLI sub-command see the same resolved config.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+from jsonschema import Draft202012Validator, validators
+
+#: Pythia's ``Random:seed`` accepts 0 ... 900 000 000 (0 would mean "use the time").
+PYTHIA_MAX_SEED = 900_000_000
+
+
+class ConfigError(ValueError):
+    """A configuration that does not match the schema; the message names the key."""
+
+
+def schema() -> dict:
+    """The configuration schema as a dict."""
+    text = resources.files("pipeline").joinpath("schemas/config.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _with_defaults(validator_class):
+    """A validator class that fills each missing property with its schema default."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema and name not in instance:
+                    instance[name] = copy.deepcopy(subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return validators.extend(validator_class, {"properties": set_defaults})
+
+
+_DefaultingValidator = _with_defaults(Draft202012Validator)
+
+
+def _key_path(error) -> str:
+    return ".".join(str(part) for part in error.absolute_path) or "<top level>"
+
+
+def validate_config(config: Mapping[str, Any], source: str = "config") -> dict:
+    """Validate ``config`` against the schema and return a copy with defaults filled in.
+
+    Raises ConfigError naming ``source`` and the offending key for an unknown key, a
+    wrong type, a value out of range, or split fractions that do not add up to one.
+    """
+    resolved = copy.deepcopy(dict(config))
+    errors = sorted(
+        _DefaultingValidator(schema()).iter_errors(resolved),
+        key=lambda e: list(map(str, e.absolute_path)),
+    )
+    if errors:
+        lines = [f"  {_key_path(e)}: {e.message}" for e in errors]
+        raise ConfigError(f"{source}: invalid configuration:\n" + "\n".join(lines))
+    fractions = resolved["split"]
+    total = fractions["train"] + fractions["val"] + fractions["test"]
+    if abs(total - 1.0) > 1e-9:
+        raise ConfigError(
+            f"{source}: invalid configuration:\n  split: train + val + test = {total:g}, expected 1"
+        )
+    for name in resolved["validation"]["samples"]:
+        if name not in resolved["samples"]:
+            raise ConfigError(
+                f"{source}: invalid configuration:\n  validation.samples: unknown sample "
+                f"{name!r}, expected one of {sorted(resolved['samples'])}"
+            )
+    return resolved
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a YAML (or JSON) config file and validate it (see validate_config)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    return validate_config(raw, source=str(path))
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """SHA-256 of the canonical JSON form of a (resolved) config."""
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def derive_seed(global_seed: int, *names: object, maximum: int = PYTHIA_MAX_SEED) -> int:
+    """A seed in [1, maximum] derived from the global seed and a stream's names.
+
+    ``derive_seed(seed, "ttbar", 3, "pythia")`` is stable across runs and machines and
+    differs between samples, shards and streams.
+    """
+    key = ":".join([str(global_seed), *map(str, names)])
+    digest = hashlib.sha256(key.encode()).digest()
+    return int.from_bytes(digest[:8], "little") % maximum + 1
+
+
+def sample_config(config: Mapping[str, Any], sample: str) -> dict:
+    """The resolved settings of one sample, with a clear error for an unknown name."""
+    try:
+        return config["samples"][sample]
+    except KeyError:
+        raise ConfigError(
+            f"unknown sample {sample!r}; the config defines {sorted(config['samples'])}"
+        ) from None

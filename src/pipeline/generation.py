@@ -1,0 +1,405 @@
+"""Pythia 8 event generation, jet clustering and flavour labelling, one shard at a time.
+
+The hot path is vectorised: Pythia's ``nextBatch`` returns an awkward array of many
+events, which is flattened once into NumPy arrays (``EventRecord``); clustering uses
+FastJet's multi-event awkward interface; everything after that is array arithmetic.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import awkward as ak
+import numpy as np
+
+from pipeline.config import config_hash, derive_seed, sample_config
+from pipeline.formats import PARTICLE_JETS
+from pipeline.h5io import RaggedWriter, provenance_attrs, ragged_rows
+from pipeline.kinematics import delta_r, four_vector_kinematics
+
+log = logging.getLogger(__name__)
+
+#: Hard-process settings per process name; ``custom`` relies on pythia_settings alone.
+PROCESSES: dict[str, list[str]] = {
+    "ttbar": ["Top:gg2ttbar = on", "Top:qqbar2ttbar = on"],
+    "qcd_dijet": ["HardQCD:all = on"],
+    "custom": [],
+}
+
+NEUTRINOS = (12, 14, 16)
+
+#: Two production points closer than this (mm) are the same point when tracing which
+#: particle's decay made a vertex: strong and electromagnetic decays fly < 1e-7 mm,
+#: weak decays of b, c, s hadrons and taus typically microns to metres.
+SAME_POINT_TOLERANCE = 1e-4
+
+
+def pythia_settings(sample: Mapping, seed: int) -> list[str]:
+    """The Pythia setting strings of a sample, seeded with ``seed``."""
+    spot = sample["beam_spot"]
+    settings = [
+        "Print:quiet = on",
+        "Next:numberCount = 0",
+        f"Beams:eCM = {sample['sqrt_s']}",
+        "Random:setSeed = on",
+        f"Random:seed = {seed}",
+        "Beams:allowVertexSpread = on",
+        f"Beams:sigmaVertexX = {spot['sigma_x']}",
+        f"Beams:sigmaVertexY = {spot['sigma_y']}",
+        f"Beams:sigmaVertexZ = {spot['sigma_z']}",
+        *PROCESSES[sample["process"]],
+    ]
+    if sample["pthat_min"] > 0:
+        settings.append(f"PhaseSpace:pTHatMin = {sample['pthat_min']}")
+    if sample["pthat_max"] >= 0:
+        settings.append(f"PhaseSpace:pTHatMax = {sample['pthat_max']}")
+    return settings + list(sample["pythia_settings"])
+
+
+def make_pythia(settings: list[str]):
+    """An initialised Pythia instance; raises ValueError naming a rejected setting."""
+    import pythia8mc
+
+    pythia = pythia8mc.Pythia("", False)
+    for line in settings:
+        if not pythia.readString(line):
+            raise ValueError(f"Pythia rejected the setting {line!r}")
+    if not pythia.init():
+        raise RuntimeError(f"Pythia failed to initialise with settings {settings}")
+    return pythia
+
+
+def pythia_version(pythia) -> str:
+    return f"{pythia.settings.parm('Pythia:versionNumber'):.3f}"
+
+
+@dataclass
+class EventRecord:
+    """A batch of Pythia events flattened into NumPy arrays (all particles, all events).
+
+    Indices ``mother1`` and ``daughter1`` are global (into these arrays), -1 for none.
+    Momenta in GeV, vertices in mm (times in mm/c).
+    """
+
+    start: np.ndarray  # (n_events + 1,) offsets of each event's particles
+    event: np.ndarray  # (n,) event of each particle (0-based within the batch)
+    pdgid: np.ndarray
+    status: np.ndarray
+    mother1: np.ndarray
+    daughter1: np.ndarray
+    px: np.ndarray
+    py: np.ndarray
+    pz: np.ndarray
+    e: np.ndarray
+    vx: np.ndarray
+    vy: np.ndarray
+    vz: np.ndarray
+    vt: np.ndarray
+    weight: np.ndarray  # (n_events,)
+
+    @property
+    def n_events(self) -> int:
+        return len(self.start) - 1
+
+    def local_index(self, idx: np.ndarray) -> np.ndarray:
+        """Index within its event of each global particle index."""
+        return idx - self.start[self.event[idx]]
+
+
+def read_record(batch: ak.Array) -> EventRecord:
+    """Flatten the awkward output of ``Pythia.nextBatch`` into an EventRecord."""
+    prt = batch.prt
+    counts = ak.to_numpy(ak.num(prt.id)).astype(np.int64)
+    start = np.concatenate([[0], np.cumsum(counts)])
+    event = np.repeat(np.arange(len(counts)), counts)
+    offset = start[event]
+
+    def flat(array, fill=0.0):
+        return ak.to_numpy(ak.fill_none(ak.flatten(array), fill))
+
+    def pointer(local):
+        local = flat(local).astype(np.int64)
+        return np.where(local > 0, local + offset, -1)
+
+    weights = ak.fill_none(ak.firsts(batch.info.weights), 1.0)
+    return EventRecord(
+        start=start,
+        event=event,
+        pdgid=flat(prt.id).astype(np.int32),
+        status=flat(prt.status).astype(np.int32),
+        mother1=pointer(prt.mother1),
+        daughter1=pointer(prt.daughter1),
+        px=flat(prt.p.px),
+        py=flat(prt.p.py),
+        pz=flat(prt.p.pz),
+        e=flat(prt.p.e),
+        vx=flat(prt.vProd.px),
+        vy=flat(prt.vProd.py),
+        vz=flat(prt.vProd.pz),
+        vt=flat(prt.vProd.e),
+        weight=ak.to_numpy(weights).astype(np.float64),
+    )
+
+
+def decay_parents(rec: EventRecord, tolerance: float = SAME_POINT_TOLERANCE) -> np.ndarray:
+    """For each particle, the global index of the particle whose decay made its production
+    vertex, or -1 for particles from the primary vertex.
+
+    Walks up the mother chain while the mother was itself produced at the same point
+    (a strong or electromagnetic decay), so pions from B -> D* -> D pi point to the B.
+    """
+    position = np.stack([rec.vx, rec.vy, rec.vz], axis=1)
+    parent = rec.mother1.copy()
+    active = parent >= 0
+    while active.any():
+        idx = np.flatnonzero(active)
+        same = np.sum((position[parent[idx]] - position[idx]) ** 2, axis=1) < tolerance**2
+        parent[idx[same]] = rec.mother1[parent[idx[same]]]
+        active[idx[~same]] = False
+        active &= parent >= 0
+    return parent
+
+
+def hadron_flavour(pdgid: np.ndarray) -> np.ndarray:
+    """5 for b hadrons, 4 for c hadrons (without b), 0 otherwise; quarkonia count as 0."""
+    a = np.abs(pdgid)
+    code = a % 10000
+    q1, q2, q3 = (code // 1000) % 10, (code // 100) % 10, (code // 10) % 10
+    hadron = (q3 != 0) & (a < 1_000_000) & (a > 100)
+    quarkonium = (q1 == 0) & (q2 == q3)
+    has_b = hadron & ~quarkonium & ((q1 == 5) | (q2 == 5) | (q3 == 5))
+    has_c = hadron & ~quarkonium & ((q1 == 4) | (q2 == 4) | (q3 == 4))
+    return np.where(has_b, 5, np.where(has_c, 4, 0)).astype(np.int8)
+
+
+def weak_heavy_hadrons(rec: EventRecord, min_pt: float) -> tuple[np.ndarray, np.ndarray]:
+    """Global indices and flavours (5 or 4) of weakly decaying b and c hadrons above min_pt.
+
+    A hadron decays weakly when none of its daughters is a hadron of the same flavour
+    (so B* -> B gamma keeps only the B, and an oscillating B0 only its final copy).
+    """
+    flavour = hadron_flavour(rec.pdgid)
+    heavy = np.flatnonzero(flavour > 0)
+    same_flavour_child = np.zeros(len(flavour), bool)
+    mothers = rec.mother1[heavy]
+    ok = mothers >= 0
+    # A b hadron with a b-hadron daughter, or a c hadron with a c-hadron daughter.
+    child_of_same = ok.copy()
+    child_of_same[ok] = flavour[mothers[ok]] == flavour[heavy[ok]]
+    same_flavour_child[mothers[child_of_same]] = True
+    pt = np.hypot(rec.px, rec.py)
+    keep = heavy[~same_flavour_child[heavy] & (pt[heavy] > min_pt) & (rec.daughter1[heavy] >= 0)]
+    return keep, flavour[keep]
+
+
+def visible_final_state(rec: EventRecord) -> np.ndarray:
+    """Mask of final-state particles a detector can see (everything but neutrinos)."""
+    return (rec.status > 0) & ~np.isin(np.abs(rec.pdgid), NEUTRINOS)
+
+
+_ALGORITHMS = {"antikt": "antikt_algorithm", "kt": "kt_algorithm", "cambridge": "cambridge_algorithm"}
+
+
+@dataclass
+class ClusteredJets:
+    """Jets of a batch, flat and ordered by event then decreasing pT."""
+
+    event: np.ndarray  # (n_jets,) event within the batch
+    pt: np.ndarray
+    eta: np.ndarray
+    phi: np.ndarray
+    mass: np.ndarray
+    constituent_offsets: np.ndarray  # (n_jets + 1,)
+    constituents: np.ndarray  # global particle indices
+
+
+def cluster_jets(rec: EventRecord, jets_cfg: Mapping) -> ClusteredJets:
+    """Cluster visible final-state particles with FastJet, all events of the batch at once."""
+    import fastjet
+
+    visible = np.flatnonzero(visible_final_state(rec))
+    per_event = np.bincount(rec.event[visible], minlength=rec.n_events)
+    particles = ak.unflatten(
+        ak.zip(
+            {"px": rec.px[visible], "py": rec.py[visible], "pz": rec.pz[visible],
+             "E": rec.e[visible], "index": visible},
+            with_name="Momentum4D",
+        ),
+        per_event,
+    )
+    jetdef = fastjet.JetDefinition(getattr(fastjet, _ALGORITHMS[jets_cfg["algorithm"]]), jets_cfg["radius"])
+    sequence = fastjet.ClusterSequence(particles, jetdef)
+    jets = sequence.inclusive_jets(min_pt=jets_cfg["min_pt"])
+    constituents = sequence.constituents(min_pt=jets_cfg["min_pt"])
+
+    n_jets = ak.to_numpy(ak.num(jets)).astype(np.int64)
+    event = np.repeat(np.arange(rec.n_events), n_jets)
+    pt, eta, phi, mass = four_vector_kinematics(
+        *(ak.to_numpy(ak.flatten(jets[c])) for c in ("px", "py", "pz", "E"))
+    )
+    n_const = ak.to_numpy(ak.flatten(ak.num(constituents, axis=2))).astype(np.int64)
+    const_index = ak.to_numpy(ak.flatten(constituents["index"], axis=None)).astype(np.int64)
+
+    # FastJet returns jets unsorted: order by event, then decreasing pT; apply |eta| cut.
+    keep = np.abs(eta) < jets_cfg["max_abs_eta"]
+    order = np.lexsort((-pt, event))
+    order = order[keep[order]]
+    offsets = np.concatenate([[0], np.cumsum(n_const)])
+    rows = ragged_rows(offsets, order)
+    return ClusteredJets(
+        event=event[order],
+        pt=pt[order],
+        eta=eta[order],
+        phi=phi[order],
+        mass=mass[order],
+        constituent_offsets=np.concatenate([[0], np.cumsum(n_const[order])]),
+        constituents=const_index[rows],
+    )
+
+
+def match_hadrons(
+    rec: EventRecord, jets: ClusteredJets, hadrons: np.ndarray, match_dr: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Match each hadron to its nearest jet of the same event within match_dr.
+
+    Returns (matched hadron indices, their jet indices), ordered by jet.
+    """
+    jet_offsets = np.concatenate([[0], np.cumsum(np.bincount(jets.event, minlength=rec.n_events))])
+    had_event = rec.event[hadrons]
+    n_candidates = jet_offsets[had_event + 1] - jet_offsets[had_event]
+    pair_hadron = np.repeat(np.arange(len(hadrons)), n_candidates)
+    pair_jet = ragged_rows(jet_offsets, had_event)
+    h = hadrons[pair_hadron]
+    _, h_eta, h_phi, _ = four_vector_kinematics(rec.px[h], rec.py[h], rec.pz[h], rec.e[h])
+    dr = delta_r(h_eta, h_phi, jets.eta[pair_jet], jets.phi[pair_jet])
+    order = np.lexsort((dr, pair_hadron))
+    first = np.ones(len(order), bool)
+    first[1:] = pair_hadron[order][1:] != pair_hadron[order][:-1]
+    best = order[first]
+    best = best[dr[best] < match_dr]
+    by_jet = np.argsort(pair_jet[best], kind="stable")
+    return hadrons[pair_hadron[best[by_jet]]], pair_jet[best[by_jet]]
+
+
+class ChargeTable:
+    """Electric charges by PDG id from Pythia's ParticleData, cached per id."""
+
+    def __init__(self, particle_data):
+        self._data = particle_data
+        self._cache: dict[int, int] = {}
+
+    def __call__(self, pdgid: np.ndarray) -> np.ndarray:
+        ids, inverse = np.unique(pdgid, return_inverse=True)
+        for i in ids.tolist():
+            if i not in self._cache:
+                self._cache[i] = int(round(self._data.charge(i)))
+        return np.array([self._cache[i] for i in ids.tolist()], np.int8)[inverse]
+
+
+def particle_jet_arrays(
+    rec: EventRecord,
+    sample: Mapping,
+    charges: ChargeTable,
+    first_event: int,
+) -> tuple[dict, dict]:
+    """Everything the particle_jets file stores for one batch: (arrays, counts)."""
+    jets = cluster_jets(rec, sample["jets"])
+    heavy, heavy_flavour = weak_heavy_hadrons(rec, sample["flavour"]["hadron_min_pt"])
+    matched, matched_jet = match_hadrons(rec, jets, heavy, sample["flavour"]["match_dr"])
+    flavour_of = dict(zip(heavy.tolist(), heavy_flavour.tolist()))
+    matched_flavour = np.array([flavour_of[i] for i in matched.tolist()], np.int8)
+    jet_flavour = np.zeros(len(jets.pt), np.int8)
+    np.maximum.at(jet_flavour, matched_jet, matched_flavour)
+
+    parents = decay_parents(rec)
+    c = jets.constituents
+    parent = parents[c]
+    has_parent = parent >= 0
+    parent_local = np.where(has_parent, rec.local_index(np.maximum(parent, 0)), 0)
+    parent_pdgid = np.where(has_parent, rec.pdgid[np.maximum(parent, 0)], 0)
+    daughter = rec.daughter1[matched]
+
+    pv = rec.start[:-1]  # particle 0 of each event (the system) sits at the primary vertex
+    arrays = {
+        "events": {
+            "event": first_event + np.arange(rec.n_events),
+            "pv_x": rec.vx[pv], "pv_y": rec.vy[pv], "pv_z": rec.vz[pv],
+            "weight": rec.weight,
+        },
+        "jets": {"pt": jets.pt, "eta": jets.eta, "phi": jets.phi, "mass": jets.mass, "flavour": jet_flavour},
+        "hadrons": {
+            "pdgid": rec.pdgid[matched], "flavour": matched_flavour,
+            "px": rec.px[matched], "py": rec.py[matched], "pz": rec.pz[matched], "energy": rec.e[matched],
+            "prod_x": rec.vx[matched], "prod_y": rec.vy[matched], "prod_z": rec.vz[matched],
+            "decay_x": rec.vx[daughter], "decay_y": rec.vy[daughter], "decay_z": rec.vz[daughter],
+            "index": rec.local_index(matched),
+        },
+        "constituents": {
+            "px": rec.px[c], "py": rec.py[c], "pz": rec.pz[c], "energy": rec.e[c],
+            "pdgid": rec.pdgid[c], "charge": charges(rec.pdgid[c]),
+            "vx": rec.vx[c], "vy": rec.vy[c], "vz": rec.vz[c], "vt": rec.vt[c],
+            "parent_index": parent_local, "parent_pdgid": parent_pdgid,
+        },
+    }
+    counts = {
+        "jets": np.bincount(jets.event, minlength=rec.n_events),
+        "hadrons": np.bincount(matched_jet, minlength=len(jets.pt)),
+        "constituents": np.diff(jets.constituent_offsets),
+    }
+    return arrays, counts
+
+
+def generate_shard(
+    config: Mapping,
+    sample_name: str,
+    shard: int,
+    output: str | Path,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Generate one shard of a sample into a particle_jets HDF5 file.
+
+    Returns the wall time (s) spent per step: pythia, read, jets (clustering, labelling,
+    truth), write.
+    """
+    from tqdm import tqdm
+
+    sample = sample_config(config, sample_name)
+    if shard < 0 or shard >= sample["shards"]:
+        raise ValueError(f"shard {shard} out of range: sample {sample_name!r} has {sample['shards']} shards")
+    seed = derive_seed(config["seed"], sample_name, shard, "pythia")
+    settings = pythia_settings(sample, seed)
+    pythia = make_pythia(settings)
+    charges = ChargeTable(pythia.particleData)
+    attrs = provenance_attrs(config, config_hash(config), seed)
+    attrs.update(sample=sample_name, shard=shard, pythia_version=pythia_version(pythia),
+                 pythia_settings="\n".join(settings))
+    timing: dict[str, float] = defaultdict(float)
+    n_total, batch_size = sample["events_per_shard"], sample["batch_size"]
+    with RaggedWriter(output, PARTICLE_JETS, attrs) as writer, tqdm(
+        total=n_total, desc=f"generate {sample_name}/{shard}", unit="ev",
+        disable=not progress, mininterval=5.0,
+    ) as bar:
+        done = 0
+        while done < n_total:
+            n = min(batch_size, n_total - done)
+            t0 = time.perf_counter()
+            batch = pythia.nextBatch(n)
+            t1 = time.perf_counter()
+            rec = read_record(batch)
+            t2 = time.perf_counter()
+            arrays, counts = particle_jet_arrays(rec, sample, charges, done)
+            t3 = time.perf_counter()
+            writer.append(arrays, counts)
+            t4 = time.perf_counter()
+            for step, dt in zip(("pythia", "read", "jets", "write"), (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                timing[step] += dt
+            done += rec.n_events
+            bar.update(rec.n_events)
+    log.info("generated %d events of %s shard %d: %s", n_total, sample_name, shard,
+             ", ".join(f"{k} {v:.2f}s" for k, v in timing.items()))
+    return dict(timing)

@@ -1,0 +1,333 @@
+"""Versioned, ragged HDF5 files: one writer and one reader for every stage.
+
+Layout of a file (see ``pipeline.formats`` for the concrete schemas):
+
+* one group per *collection* (``events``, ``jets``, ``tracks``, ...), holding one
+  1-d dataset per field, chunked and gzip-compressed, with ``unit`` and
+  ``description`` attributes;
+* a collection with a parent (``tracks`` belongs to ``jets``) also holds
+  ``offsets`` (int64, length n_parent + 1): the children of parent row i are rows
+  ``offsets[i]:offsets[i+1]``;
+* file attributes: ``schema``, ``schema_version``, ``package_version``, ``git_sha``,
+  ``config`` (JSON), ``config_hash``, ``seed``, and what the stage adds.
+
+Files are written to a temporary name in the target directory and renamed into place
+only when complete, so a crashed job never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import h5py
+import numpy as np
+
+from pipeline import __version__
+
+#: Rows per HDF5 chunk; large enough for fast streaming, small enough for slicing.
+CHUNK_ROWS = 32768
+COMPRESSION = dict(compression="gzip", compression_opts=4, shuffle=True)
+
+
+class DataFileError(OSError):
+    """A file that cannot be read as the expected pipeline format; the message names it."""
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    dtype: str
+    unit: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Collection:
+    name: str
+    parent: str | None
+    fields: tuple[Field, ...]
+    description: str = ""
+
+    def field_names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+
+@dataclass(frozen=True)
+class FileSchema:
+    name: str
+    version: int
+    collections: tuple[Collection, ...]
+    description: str = ""
+
+    def collection(self, name: str) -> Collection:
+        for collection in self.collections:
+            if collection.name == name:
+                return collection
+        raise KeyError(f"schema {self.name!r} has no collection {name!r}")
+
+
+def git_sha() -> str:
+    """The git commit of the source tree this package runs from, or '' if unknown."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def provenance_attrs(config: Mapping, config_hash: str, seed: int) -> dict:
+    """The attributes every stage writes: versions, the resolved config, its hash, the seed."""
+    return {
+        "package_version": __version__,
+        "git_sha": git_sha(),
+        "config": json.dumps(config, sort_keys=True),
+        "config_hash": config_hash,
+        "seed": int(seed),
+    }
+
+
+class RaggedWriter:
+    """Append-only writer of one schema's collections; use as a context manager.
+
+    ``append`` takes, per collection, a dict of field arrays, and for each child
+    collection the number of children of each new parent row. On a clean exit the
+    temporary file is renamed to ``path``; on an exception it is deleted.
+    """
+
+    def __init__(self, path: str | Path, schema: FileSchema, attrs: Mapping[str, object]):
+        self.path = Path(path)
+        self.schema = schema
+        self.attrs = dict(attrs)
+        self._tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+        self._file: h5py.File | None = None
+        self._rows = {c.name: 0 for c in schema.collections}
+
+    def __enter__(self) -> "RaggedWriter":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = h5py.File(self._tmp, "w", track_order=True)
+        f = self._file
+        f.attrs["schema"] = self.schema.name
+        f.attrs["schema_version"] = self.schema.version
+        for key, value in self.attrs.items():
+            f.attrs[key] = value
+        for collection in self.schema.collections:
+            group = f.create_group(collection.name)
+            group.attrs["description"] = collection.description
+            if collection.parent is not None:
+                group.attrs["parent"] = collection.parent
+                offsets = group.create_dataset(
+                    "offsets", data=np.zeros(1, np.int64), maxshape=(None,),
+                    chunks=(CHUNK_ROWS,), track_times=False, **COMPRESSION,
+                )
+                offsets.attrs["description"] = (
+                    f"rows offsets[i]:offsets[i+1] of {collection.name} belong to {collection.parent} row i"
+                )
+            for fld in collection.fields:
+                ds = group.create_dataset(
+                    fld.name, shape=(0,), dtype=fld.dtype, maxshape=(None,),
+                    chunks=(CHUNK_ROWS,), track_times=False, **COMPRESSION,
+                )
+                ds.attrs["unit"] = fld.unit
+                ds.attrs["description"] = fld.description
+        return self
+
+    def append(
+        self,
+        arrays: Mapping[str, Mapping[str, np.ndarray]],
+        counts: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
+        """Append rows to every collection of the schema at once.
+
+        arrays: {collection: {field: 1-d array}}; every field of every collection.
+        counts: {child collection: number of children per new parent row}.
+        """
+        counts = counts or {}
+        f = self._file
+        new_rows = {}
+        for collection in self.schema.collections:
+            columns = arrays.get(collection.name)
+            if columns is None:
+                raise ValueError(f"{self.path}: append() is missing collection {collection.name!r}")
+            missing = set(collection.field_names()) - set(columns)
+            extra = set(columns) - set(collection.field_names())
+            if missing or extra:
+                raise ValueError(
+                    f"{self.path}: collection {collection.name!r} fields mismatch: "
+                    f"missing {sorted(missing)}, unexpected {sorted(extra)}"
+                )
+            lengths = {len(columns[name]) for name in collection.field_names()}
+            if len(lengths) != 1:
+                raise ValueError(f"{self.path}: fields of {collection.name!r} differ in length")
+            new_rows[collection.name] = lengths.pop()
+        for collection in self.schema.collections:
+            if collection.parent is None:
+                continue
+            n_children = np.asarray(counts.get(collection.name), dtype=np.int64)
+            if n_children.ndim != 1 or len(n_children) != new_rows[collection.parent]:
+                raise ValueError(
+                    f"{self.path}: counts for {collection.name!r} must have one entry per new "
+                    f"{collection.parent!r} row ({new_rows[collection.parent]})"
+                )
+            if n_children.sum() != new_rows[collection.name]:
+                raise ValueError(
+                    f"{self.path}: counts for {collection.name!r} add up to {n_children.sum()}, "
+                    f"but {new_rows[collection.name]} rows were given"
+                )
+            offsets = f[collection.name]["offsets"]
+            start = offsets.shape[0]
+            offsets.resize((start + len(n_children),))
+            offsets[start:] = self._rows[collection.name] + np.cumsum(n_children)
+        for collection in self.schema.collections:
+            start, n = self._rows[collection.name], new_rows[collection.name]
+            for fld in collection.fields:
+                ds = f[collection.name][fld.name]
+                ds.resize((start + n,))
+                ds[start:] = np.asarray(arrays[collection.name][fld.name], dtype=fld.dtype)
+            self._rows[collection.name] = start + n
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        assert self._file is not None
+        if exc_type is None:
+            self._file.attrs["complete"] = True
+            self._file.close()
+            os.replace(self._tmp, self.path)
+        else:
+            self._file.close()
+            self._tmp.unlink(missing_ok=True)
+
+
+class RaggedReader:
+    """Reader of one pipeline file that checks the schema name and version on open."""
+
+    def __init__(self, path: str | Path, schema: FileSchema):
+        self.path = Path(path)
+        self.schema = schema
+        if not self.path.exists():
+            raise DataFileError(f"{self.path}: file not found")
+        try:
+            self._file = h5py.File(self.path, "r")
+        except OSError as err:
+            raise DataFileError(
+                f"{self.path}: not a readable HDF5 file (truncated or corrupt?): {err}"
+            ) from None
+        try:
+            check_schema(self._file, self.path, schema)
+        except DataFileError:
+            self._file.close()
+            raise
+
+    @property
+    def attrs(self) -> dict:
+        return dict(self._file.attrs)
+
+    @property
+    def config(self) -> dict:
+        return json.loads(self._file.attrs["config"])
+
+    def n_rows(self, collection: str) -> int:
+        fields = self.schema.collection(collection).field_names()
+        return int(self._file[collection][fields[0]].shape[0])
+
+    def offsets(self, collection: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Offsets of a child collection for parent rows [start, stop) (length n + 1)."""
+        stop = self.n_rows(self.schema.collection(collection).parent) if stop is None else stop
+        return self._file[collection]["offsets"][start : stop + 1]
+
+    def read(
+        self,
+        collection: str,
+        fields: Iterable[str] | None = None,
+        start: int = 0,
+        stop: int | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Rows [start, stop) of the given fields (default: all) of a collection."""
+        names = list(fields) if fields is not None else self.schema.collection(collection).field_names()
+        group = self._file[collection]
+        return {name: group[name][start:stop] for name in names}
+
+    def read_children(
+        self,
+        collection: str,
+        parent_start: int,
+        parent_stop: int,
+        fields: Iterable[str] | None = None,
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The children of parent rows [parent_start, parent_stop) as one contiguous slice.
+
+        Returns (arrays, offsets) with offsets rebased to start at 0.
+        """
+        offsets = self.offsets(collection, parent_start, parent_stop)
+        arrays = self.read(collection, fields, int(offsets[0]), int(offsets[-1]))
+        return arrays, offsets - offsets[0]
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "RaggedReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def check_schema(f: h5py.File, path: Path, schema: FileSchema) -> None:
+    """Raise DataFileError unless ``f`` is a complete file of ``schema`` we can read."""
+    name = f.attrs.get("schema")
+    if name is None:
+        raise DataFileError(f"{path}: not a pipeline file (no 'schema' attribute)")
+    if isinstance(name, bytes):
+        name = name.decode()
+    if name != schema.name:
+        raise DataFileError(f"{path}: holds schema {name!r}, expected {schema.name!r}")
+    version = int(f.attrs.get("schema_version", -1))
+    if version > schema.version:
+        raise DataFileError(
+            f"{path}: schema {name!r} version {version} is newer than this package reads "
+            f"(version {schema.version}); upgrade the pipeline package"
+        )
+    if version < schema.version:
+        raise DataFileError(
+            f"{path}: schema {name!r} version {version} is older than this package reads "
+            f"(version {schema.version}); regenerate the file"
+        )
+    if not f.attrs.get("complete", False):
+        raise DataFileError(f"{path}: incomplete file (the job that wrote it did not finish)")
+    for collection in schema.collections:
+        missing = [n for n in collection.field_names() if n not in f.get(collection.name, {})]
+        if missing:
+            raise DataFileError(f"{path}: collection {collection.name!r} lacks fields {missing}")
+
+
+def ragged_rows(offsets: np.ndarray, parents: np.ndarray) -> np.ndarray:
+    """Child row indices of the selected parent rows, in order (vectorised).
+
+    offsets: (n_parent + 1,) int; parents: (k,) int indices of parent rows.
+    """
+    starts = offsets[parents]
+    lengths = offsets[parents + 1] - starts
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, np.int64)
+    # Position within each selected parent, plus that parent's start.
+    first = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.repeat(starts, lengths) + (np.arange(total) - first)
+
+
+def counts_from_offsets(offsets: np.ndarray) -> np.ndarray:
+    return np.diff(offsets)
+
+
+def parent_index(offsets: np.ndarray) -> np.ndarray:
+    """For each child row, the (local) index of its parent row."""
+    return np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
