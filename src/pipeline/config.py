@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
@@ -120,3 +121,28 @@ def sample_config(config: Mapping[str, Any], sample: str) -> dict:
         raise ConfigError(
             f"unknown sample {sample!r}; the config defines {sorted(config['samples'])}"
         ) from None
+
+
+def write_resolved_config(config: Mapping[str, Any], path: str | Path) -> Path:
+    """Write a resolved config as YAML, atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(
+        f"# resolved pipeline config, hash {config_hash(config)}\n"
+        + yaml.safe_dump(dict(config), sort_keys=False)
+    )
+    os.replace(tmp, path)
+    return path
+
+
+def snapshot_config(config: Mapping[str, Any], directory: str | Path) -> Path:
+    """The resolved config stored under ``directory`` by content hash (written once).
+
+    The workflow hands this path to every job, so jobs see exactly the validated config
+    of the run (including ``--config`` overrides), and a changed config is a new path.
+    """
+    path = Path(directory) / f"config-{config_hash(config)[:12]}.yaml"
+    if not path.exists():
+        write_resolved_config(config, path)
+    return path

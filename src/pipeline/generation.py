@@ -146,22 +146,22 @@ def read_record(batch: ak.Array) -> EventRecord:
     )
 
 
-def decay_parents(rec: EventRecord, tolerance: float = SAME_POINT_TOLERANCE) -> np.ndarray:
-    """For each particle, the global index of the particle whose decay made its production
-    vertex, or -1 for particles from the primary vertex.
+def decay_parents(rec: EventRecord, particles: np.ndarray, tolerance: float = SAME_POINT_TOLERANCE) -> np.ndarray:
+    """For the given global particle indices, the global index of the particle whose decay
+    made each one's production vertex, or -1 for particles from the primary vertex.
 
     Walks up the mother chain while the mother was itself produced at the same point
     (a strong or electromagnetic decay), so pions from B -> D* -> D pi point to the B.
     """
     position = np.stack([rec.vx, rec.vy, rec.vz], axis=1)
-    parent = rec.mother1.copy()
-    active = parent >= 0
-    while active.any():
-        idx = np.flatnonzero(active)
-        same = np.sum((position[parent[idx]] - position[idx]) ** 2, axis=1) < tolerance**2
-        parent[idx[same]] = rec.mother1[parent[idx[same]]]
-        active[idx[~same]] = False
-        active &= parent >= 0
+    target = position[particles]
+    parent = rec.mother1[particles]
+    active = np.flatnonzero(parent >= 0)
+    while len(active):
+        same = np.sum((position[parent[active]] - target[active]) ** 2, axis=1) < tolerance**2
+        active = active[same]
+        parent[active] = rec.mother1[parent[active]]
+        active = active[parent[active] >= 0]
     return parent
 
 
@@ -316,9 +316,8 @@ def particle_jet_arrays(
     jet_flavour = np.zeros(len(jets.pt), np.int8)
     np.maximum.at(jet_flavour, matched_jet, matched_flavour)
 
-    parents = decay_parents(rec)
     c = jets.constituents
-    parent = parents[c]
+    parent = decay_parents(rec, c)
     has_parent = parent >= 0
     parent_local = np.where(has_parent, rec.local_index(np.maximum(parent, 0)), 0)
     parent_pdgid = np.where(has_parent, rec.pdgid[np.maximum(parent, 0)], 0)
@@ -363,14 +362,15 @@ def generate_shard(
 ) -> dict[str, float]:
     """Generate one shard of a sample into a particle_jets HDF5 file.
 
-    Returns the wall time (s) spent per step: pythia, read, jets (clustering, labelling,
-    truth), write.
+    Returns the wall time (s) spent per step: init (Pythia and file set-up), pythia
+    (nextBatch), read, jets (clustering, labelling, truth), write.
     """
     from tqdm import tqdm
 
     sample = sample_config(config, sample_name)
     if shard < 0 or shard >= sample["shards"]:
         raise ValueError(f"shard {shard} out of range: sample {sample_name!r} has {sample['shards']} shards")
+    started = time.perf_counter()
     seed = derive_seed(config["seed"], sample_name, shard, "pythia")
     settings = pythia_settings(sample, seed)
     pythia = make_pythia(settings)
@@ -384,6 +384,7 @@ def generate_shard(
         total=n_total, desc=f"generate {sample_name}/{shard}", unit="ev",
         disable=not progress, mininterval=5.0,
     ) as bar:
+        timing["init"] = time.perf_counter() - started
         done = 0
         while done < n_total:
             n = min(batch_size, n_total - done)
@@ -400,6 +401,8 @@ def generate_shard(
                 timing[step] += dt
             done += rec.n_events
             bar.update(rec.n_events)
+        closing = time.perf_counter()
+    timing["write"] += time.perf_counter() - closing  # the final flush and rename
     log.info("generated %d events of %s shard %d: %s", n_total, sample_name, shard,
              ", ".join(f"{k} {v:.2f}s" for k, v in timing.items()))
     return dict(timing)

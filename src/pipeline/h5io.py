@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -31,7 +32,9 @@ from pipeline import __version__
 
 #: Rows per HDF5 chunk; large enough for fast streaming, small enough for slicing.
 CHUNK_ROWS = 32768
-COMPRESSION = dict(compression="gzip", compression_opts=4, shuffle=True)
+#: Rows buffered in memory per collection before they are written.
+FLUSH_ROWS = 4 * CHUNK_ROWS
+COMPRESSION = dict(compression="gzip", compression_opts=1, shuffle=True)
 
 
 class DataFileError(OSError):
@@ -112,6 +115,9 @@ class RaggedWriter:
         self._tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
         self._file: h5py.File | None = None
         self._rows = {c.name: 0 for c in schema.collections}
+        self._flushed = dict(self._rows)
+        self._pending: dict[tuple[str, str], list[np.ndarray]] = defaultdict(list)
+        self._pending_rows = 0
 
     def __enter__(self) -> "RaggedWriter":
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -184,21 +190,37 @@ class RaggedWriter:
                     f"{self.path}: counts for {collection.name!r} add up to {n_children.sum()}, "
                     f"but {new_rows[collection.name]} rows were given"
                 )
-            offsets = f[collection.name]["offsets"]
-            start = offsets.shape[0]
-            offsets.resize((start + len(n_children),))
-            offsets[start:] = self._rows[collection.name] + np.cumsum(n_children)
+            self._pending[(collection.name, "offsets")].append(
+                self._rows[collection.name] + np.cumsum(n_children)
+            )
         for collection in self.schema.collections:
-            start, n = self._rows[collection.name], new_rows[collection.name]
             for fld in collection.fields:
-                ds = f[collection.name][fld.name]
-                ds.resize((start + n,))
-                ds[start:] = np.asarray(arrays[collection.name][fld.name], dtype=fld.dtype)
-            self._rows[collection.name] = start + n
+                self._pending[(collection.name, fld.name)].append(
+                    np.asarray(arrays[collection.name][fld.name], dtype=fld.dtype)
+                )
+            self._rows[collection.name] += new_rows[collection.name]
+            self._pending_rows = max(self._pending_rows, self._rows[collection.name] - self._flushed[collection.name])
+        if self._pending_rows >= FLUSH_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Write the buffered rows: few large writes instead of many partial chunks."""
+        for (group, name), parts in self._pending.items():
+            if not parts:
+                continue
+            data = np.concatenate(parts)
+            ds = self._file[group][name]
+            start = ds.shape[0]
+            ds.resize((start + len(data),))
+            ds[start:] = data
+            parts.clear()
+        self._flushed = dict(self._rows)
+        self._pending_rows = 0
 
     def __exit__(self, exc_type, exc, tb) -> None:
         assert self._file is not None
         if exc_type is None:
+            self._flush()
             self._file.attrs["complete"] = True
             self._file.close()
             os.replace(self._tmp, self.path)
@@ -324,10 +346,46 @@ def ragged_rows(offsets: np.ndarray, parents: np.ndarray) -> np.ndarray:
     return np.repeat(starts, lengths) + (np.arange(total) - first)
 
 
-def counts_from_offsets(offsets: np.ndarray) -> np.ndarray:
-    return np.diff(offsets)
-
-
 def parent_index(offsets: np.ndarray) -> np.ndarray:
     """For each child row, the (local) index of its parent row."""
     return np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+
+
+def read_tree(reader: RaggedReader, start: int, stop: int) -> tuple[dict, dict]:
+    """Rows [start, stop) of the top-level collection and all their descendants.
+
+    Returns (arrays {collection: {field: array}}, offsets {child: rebased offsets,
+    one per parent row read}).
+    """
+    ranges = {}
+    arrays, offsets = {}, {}
+    for collection in reader.schema.collections:
+        if collection.parent is None:
+            ranges[collection.name] = (start, stop)
+        else:
+            p0, p1 = ranges[collection.parent]
+            rows = reader.offsets(collection.name, p0, p1)
+            ranges[collection.name] = (int(rows[0]), int(rows[-1]))
+            offsets[collection.name] = rows - rows[0]
+        arrays[collection.name] = reader.read(collection.name, None, *ranges[collection.name])
+    return arrays, offsets
+
+
+def select_tree(schema: FileSchema, arrays: dict, offsets: dict, rows: np.ndarray) -> tuple[dict, dict]:
+    """The selected top-level rows of a read_tree() result and all their descendants.
+
+    Returns (arrays, counts) ready for RaggedWriter.append.
+    """
+    selected = {}
+    out, counts = {}, {}
+    for collection in schema.collections:
+        if collection.parent is None:
+            take = np.asarray(rows, np.int64)
+        else:
+            parents = selected[collection.parent]
+            off = offsets[collection.name]
+            take = ragged_rows(off, parents)
+            counts[collection.name] = off[parents + 1] - off[parents]
+        selected[collection.name] = take
+        out[collection.name] = {k: v[take] for k, v in arrays[collection.name].items()}
+    return out, counts

@@ -17,7 +17,7 @@ import numpy as np
 
 from pipeline.config import config_hash, derive_seed
 from pipeline.formats import PARTICLE_JETS, TRACK_JETS
-from pipeline.h5io import RaggedReader, RaggedWriter, parent_index, provenance_attrs
+from pipeline.h5io import RaggedReader, RaggedWriter, parent_index, provenance_attrs, read_tree
 from pipeline.kinematics import eta_from_theta
 from pipeline.partition import all_pairs, connected_components, local_labels
 
@@ -198,16 +198,13 @@ def track_shard(config: Mapping, input_path: str | Path, output: str | Path, pro
             for start in tqdm(range(0, n_events, EVENTS_PER_CHUNK), desc=f"tracker {sample}/{shard}",
                               disable=not progress, mininterval=5.0):
                 stop = min(start + EVENTS_PER_CHUNK, n_events)
-                events = reader.read("events", start=start, stop=stop)
-                jet_offsets = reader.offsets("jets", start, stop)
-                j0, j1 = int(jet_offsets[0]), int(jet_offsets[-1])
-                jets = reader.read("jets", start=j0, stop=j1)
-                hadrons, hadron_offsets = reader.read_children("hadrons", j0, j1)
-                constituents, const_offsets = reader.read_children("constituents", j0, j1)
-                arrays, counts = simulate_tracks(constituents, const_offsets, tracker, rng)
-                arrays.update(events=events, jets=jets, hadrons=hadrons)
-                counts.update(jets=np.diff(jet_offsets), hadrons=np.diff(hadron_offsets))
+                particles, offsets = read_tree(reader, start, stop)
+                arrays, counts = simulate_tracks(
+                    particles["constituents"], offsets["constituents"], tracker, rng
+                )
+                arrays.update(events=particles["events"], jets=particles["jets"], hadrons=particles["hadrons"])
+                counts.update(jets=np.diff(offsets["jets"]), hadrons=np.diff(offsets["hadrons"]))
                 writer.append(arrays, counts)
-                n_jets += len(jets["pt"])
+                n_jets += len(particles["jets"]["pt"])
     log.info("tracked %d jets of %s shard %d", n_jets, sample, shard)
     return n_jets

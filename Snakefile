@@ -1,0 +1,33 @@
+# From Pythia 8 events to validated, versioned HDF5 (see README.md).
+# Thin by design: the logic lives in the `pipeline` package, one CLI sub-command per rule.
+
+from pathlib import Path
+
+from pipeline.config import snapshot_config, validate_config
+
+
+configfile: "config.yaml"
+
+
+# Schema validation fills in every default; an unknown key, a wrong type or a
+# negative count stops here, before any job starts, with the key named.
+config.update(validate_config(config, source="config.yaml (with --config overrides)"))
+RESOLVED_CONFIG = str(snapshot_config(config, "results/config"))
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/simulation.smk"
+include: "workflow/rules/datasets.smk"
+include: "workflow/rules/validation.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        expand("results/{sample}/split/{split}.h5", sample=SAMPLES, split=SPLITS),
+        expand(
+            "results/validation/{sample}/{plot}.{ext}",
+            sample=VALIDATION_SAMPLES,
+            plot=VALIDATION_PLOTS,
+            ext=["png", "pdf"],
+        ),

@@ -1,0 +1,178 @@
+"""The ``pipeline`` command: one sub-command per workflow step, each runnable by hand."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import yaml
+
+from pipeline import __version__
+
+
+def _generate(args) -> None:
+    from pipeline.config import load_config
+    from pipeline.generation import generate_shard
+
+    config = load_config(args.config)
+    generate_shard(config, args.sample, args.shard, args.output, progress=not args.quiet)
+
+
+def _simulate_tracker(args) -> None:
+    from pipeline.config import load_config
+    from pipeline.tracker import track_shard
+
+    track_shard(load_config(args.config), args.input, args.output, progress=not args.quiet)
+
+
+def _split(args) -> None:
+    from pipeline.config import load_config
+    from pipeline.split import split_sample
+
+    counts = split_sample(load_config(args.config), args.sample, args.inputs,
+                          {"train": args.train, "val": args.val, "test": args.test})
+    logging.getLogger("pipeline.split").info("events per split: %s", counts)
+
+
+def _plot_validation(args) -> None:
+    from pipeline.validation import plot_validation
+
+    plot_validation(args.inputs, args.output_dir, title=args.title)
+
+
+def _inspect(args) -> None:
+    print(describe_file(args.file, show_config=not args.no_config))
+
+
+def _config(args) -> None:
+    from pipeline.config import config_hash, load_config
+
+    config = load_config(args.config)
+    text = yaml.safe_dump(config, sort_keys=False)
+    if args.output:
+        from pipeline.config import write_resolved_config
+
+        write_resolved_config(config, args.output)
+    print(f"# config hash {config_hash(config)}\n{text}", end="")
+
+
+def describe_file(path: str | Path, show_config: bool = True) -> str:
+    """A human-readable summary of a pipeline HDF5 file (schema, counts, units, provenance)."""
+    import h5py
+
+    from pipeline.formats import SCHEMAS
+    from pipeline.h5io import DataFileError, RaggedReader
+
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            name = f.attrs.get("schema")
+    except (OSError, FileNotFoundError) as err:
+        raise DataFileError(f"{path}: not a readable HDF5 file: {err}") from None
+    if name is None or str(name) not in SCHEMAS:
+        raise DataFileError(f"{path}: not a pipeline file (schema {name!r}; known: {sorted(SCHEMAS)})")
+    schema = SCHEMAS[str(name)]
+    lines = []
+    with RaggedReader(path, schema) as reader:
+        attrs = reader.attrs
+        lines.append(f"file:            {path}")
+        lines.append(f"schema:          {schema.name} version {attrs['schema_version']}  ({schema.description})")
+        for key in ("package_version", "git_sha", "pythia_version", "sample", "shard", "split", "seed", "config_hash"):
+            if key in attrs:
+                lines.append(f"{key + ':':16} {attrs[key]}")
+        for collection in schema.collections:
+            parent = f", per {collection.parent}" if collection.parent else ""
+            lines.append(f"\n[{collection.name}] {reader.n_rows(collection.name)} rows{parent}: {collection.description}")
+            for fld in collection.fields:
+                unit = f"[{fld.unit}]" if fld.unit else ""
+                lines.append(f"  {fld.name:14} {fld.dtype:3} {unit:8} {fld.description}")
+        if show_config:
+            lines.append("\nconfig:")
+            lines.append(yaml.safe_dump(json.loads(attrs["config"]), sort_keys=False).rstrip())
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pipeline",
+        description="From Pythia 8 events through a fast detector model to versioned HDF5 "
+        "(the steps of the Snakemake workflow, runnable by hand).",
+    )
+    parser.add_argument("--version", action="version", version=f"pipeline {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name, func, help_text):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    def config_arg(p):
+        p.add_argument("--config", required=True, type=Path,
+                       help="config YAML (validated against workflow/schemas/config.schema.yaml)")
+
+    p = add("generate", _generate,
+            "Generate one shard of a sample with Pythia 8 and cluster particle-level jets "
+            "(anti-kt, FastJet) into a particle_jets HDF5 file.")
+    config_arg(p)
+    p.add_argument("--sample", required=True, help="sample name from the config's samples")
+    p.add_argument("--shard", required=True, type=int, help="shard number, 0 <= shard < samples.<name>.shards")
+    p.add_argument("--output", required=True, type=Path, help="particle_jets HDF5 file to write")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = add("simulate-tracker", _simulate_tracker,
+            "Run the tracker model over a particle_jets file: smeared perigee tracks and "
+            "truth vertices into a track_jets HDF5 file.")
+    config_arg(p)
+    p.add_argument("--input", required=True, type=Path, help="particle_jets HDF5 file")
+    p.add_argument("--output", required=True, type=Path, help="track_jets HDF5 file to write")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = add("split", _split, "Split a sample's track_jets shards by event into train/val/test files.")
+    config_arg(p)
+    p.add_argument("--sample", required=True)
+    p.add_argument("--inputs", required=True, nargs="+", type=Path, help="track_jets shard files")
+    p.add_argument("--train", required=True, type=Path)
+    p.add_argument("--val", required=True, type=Path)
+    p.add_argument("--test", required=True, type=Path)
+
+    p = add("plot-validation", _plot_validation,
+            "Draw per-flavour validation plots (track multiplicity, d0 significance, "
+            "hadron decay length, jet pT) as PNG and PDF.")
+    p.add_argument("--inputs", required=True, nargs="+", type=Path, help="track_jets files")
+    p.add_argument("--output-dir", required=True, type=Path)
+    p.add_argument("--title", default="", help="title written on every plot")
+
+    p = add("inspect", _inspect, "Print a pipeline HDF5 file's schema version, counts, units, config and seed.")
+    p.add_argument("file", type=Path)
+    p.add_argument("--no-config", action="store_true", help="do not print the stored config")
+
+    p = add("config", _config, "Validate a config file and print it with all defaults filled in.")
+    p.add_argument("config", type=Path)
+    p.add_argument("--output", type=Path, help="also write the resolved config here")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipeline.config import ConfigError
+    from pipeline.h5io import DataFileError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        args.func(args)
+    except (ConfigError, DataFileError, ValueError) as err:
+        print(f"pipeline {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

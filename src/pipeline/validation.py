@@ -1,0 +1,113 @@
+"""A page of validation plots per sample: is the simulation sane at a glance?
+
+Per jet flavour: track multiplicity, lifetime-signed d0 significance, jet pT; and the
+transverse decay length of the b (and c) hadrons. Histograms are filled chunk by chunk
+with fixed binning, so memory stays flat however many shards are plotted.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from pipeline.formats import TRACK_JETS
+from pipeline.h5io import RaggedReader, parent_index
+from pipeline.kinematics import wrap_phi
+
+FLAVOURS = {5: "b jets", 4: "c jets", 0: "light jets"}
+HADRONS = {5: "b hadrons", 4: "c hadrons"}
+PLOTS = ("track_multiplicity", "d0_significance", "hadron_decay_length", "jet_pt")
+JETS_PER_CHUNK = 50_000
+
+BINS = {
+    "track_multiplicity": np.arange(-0.5, 30.5, 1.0),
+    "d0_significance": np.linspace(-20, 40, 121),
+    "hadron_decay_length": np.linspace(0, 20, 81),
+    "jet_pt": np.linspace(20, 300, 57),
+}
+
+
+def signed_d0_significance(d0, sigma_d0, track_phi, jet_phi):
+    """d0/sigma(d0) signed positive when the track crosses the jet axis in front of the
+    primary vertex (as a decay in flight along the jet does)."""
+    sign = np.where(np.sin(wrap_phi(jet_phi - track_phi)) * d0 >= 0, 1.0, -1.0)
+    return sign * np.abs(d0) / sigma_d0
+
+
+def fill_histograms(paths: Sequence[str | Path]) -> dict[str, dict[int, np.ndarray]]:
+    """Histogram contents {plot: {flavour: counts}} over all given track_jets files."""
+    hists = {name: {f: np.zeros(len(BINS[name]) - 1) for f in (FLAVOURS if name != "hadron_decay_length" else HADRONS)}
+             for name in PLOTS}
+    for path in paths:
+        with RaggedReader(path, TRACK_JETS) as reader:
+            n_jets = reader.n_rows("jets")
+            for start in range(0, n_jets, JETS_PER_CHUNK):
+                stop = min(start + JETS_PER_CHUNK, n_jets)
+                jets = reader.read("jets", ["pt", "phi", "flavour"], start, stop)
+                tracks, offsets = reader.read_children("tracks", start, stop, ["d0", "sigma_d0", "phi"])
+                hadrons, _ = reader.read_children(
+                    "hadrons", start, stop, ["flavour", "prod_x", "prod_y", "decay_x", "decay_y"])
+                jet_of = parent_index(offsets)
+                significance = signed_d0_significance(
+                    tracks["d0"], tracks["sigma_d0"], tracks["phi"], jets["phi"][jet_of])
+                lxy = np.hypot(hadrons["decay_x"] - hadrons["prod_x"], hadrons["decay_y"] - hadrons["prod_y"])
+                for f in FLAVOURS:
+                    is_f = jets["flavour"] == f
+                    hists["track_multiplicity"][f] += np.histogram(np.diff(offsets)[is_f], BINS["track_multiplicity"])[0]
+                    hists["jet_pt"][f] += np.histogram(jets["pt"][is_f], BINS["jet_pt"])[0]
+                    hists["d0_significance"][f] += np.histogram(
+                        np.clip(significance[is_f[jet_of]], -19.99, 39.99), BINS["d0_significance"])[0]
+                for f in HADRONS:
+                    hists["hadron_decay_length"][f] += np.histogram(
+                        np.clip(lxy[hadrons["flavour"] == f], 0, 19.99), BINS["hadron_decay_length"])[0]
+    return hists
+
+
+_LABELS = {
+    "track_multiplicity": ("Number of tracks per jet", False),
+    "d0_significance": (r"Signed $d_0 / \sigma(d_0)$ (overflow in last bins)", True),
+    "hadron_decay_length": (r"Hadron transverse decay length $L_{xy}$ [mm]", True),
+    "jet_pt": (r"Jet $p_\mathrm{T}$ [GeV]", True),
+}
+
+
+def plot_validation(paths: Sequence[str | Path], output_dir: str | Path, title: str = "") -> list[Path]:
+    """Draw the validation plots as PNG and PDF into output_dir; returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mplhep
+
+    mplhep.style.use("ROOT")
+    hists = fill_histograms(paths)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in PLOTS:
+        xlabel, logy = _LABELS[name]
+        names = HADRONS if name == "hadron_decay_length" else FLAVOURS
+        fig, ax = plt.subplots(figsize=(8, 6))
+        for f, label in names.items():
+            counts = hists[name][f]
+            total = counts.sum()
+            if total == 0:
+                continue
+            mplhep.histplot(counts / total, BINS[name], ax=ax, label=f"{label} ({int(total)})")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("Fraction")
+        if logy:
+            ax.set_yscale("log")
+        ax.set_title(title, fontsize=14, loc="left")
+        ax.legend(fontsize=13)
+        for suffix in ("png", "pdf"):
+            target = output_dir / f"{name}.{suffix}"
+            tmp = target.with_name(f".{target.stem}.tmp{os.getpid()}.{suffix}")
+            fig.savefig(tmp, dpi=100 if suffix == "png" else None, bbox_inches="tight")
+            os.replace(tmp, target)
+            written.append(target)
+        plt.close(fig)
+    return written

@@ -1,0 +1,124 @@
+"""The `pipeline` command: every step runs by hand and explains itself; errors name the culprit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.cli import main
+
+CONFIG = {
+    "seed": 11,
+    "samples": {"mini": {"process": "ttbar", "events_per_shard": 12, "shards": 2, "batch_size": 6}},
+}
+
+
+def pipeline(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def by_hand(tmp_path_factory):
+    """Generate, track and inspect one shard through the command line."""
+    tmp = tmp_path_factory.mktemp("cli")
+    config = tmp / "config.yaml"
+    config.write_text(yaml.safe_dump(CONFIG))
+    generated, tracks = tmp / "gen.h5", tmp / "tracks.h5"
+    for args in (
+        ["generate", "--config", str(config), "--sample", "mini", "--shard", "1", "--output", str(generated), "--quiet"],
+        ["simulate-tracker", "--config", str(config), "--input", str(generated), "--output", str(tracks), "--quiet"],
+    ):
+        result = pipeline(*args)
+        assert result.returncode == 0, result.stderr
+    return {"config": config, "generated": generated, "tracks": tracks, "dir": tmp}
+
+
+@pytest.mark.parametrize("command", ["generate", "simulate-tracker", "split", "plot-validation", "inspect", "config"])
+def test_every_subcommand_explains_itself(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert f"usage: pipeline {command}" in capsys.readouterr().out
+
+
+def test_inspect_prints_schema_counts_units_config_and_seed(by_hand):
+    result = pipeline("inspect", str(by_hand["tracks"]))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "schema:          track_jets version 1" in out
+    assert "[events] 12 rows" in out
+    assert "sample:          mini" in out and "shard:           1" in out
+    assert "d0             f4  [mm]" in out
+    assert "seed:" in out and "config_hash:" in out
+    assert "process: ttbar" in out  # the stored config
+
+
+def test_generate_rejects_shard_out_of_range(by_hand, tmp_path):
+    result = pipeline("generate", "--config", str(by_hand["config"]), "--sample", "mini",
+                      "--shard", "2", "--output", str(tmp_path / "x.h5"))
+    assert result.returncode == 2
+    assert "shard 2 out of range" in result.stderr and "2 shards" in result.stderr
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_generate_rejects_unknown_sample(by_hand, tmp_path):
+    result = pipeline("generate", "--config", str(by_hand["config"]), "--sample", "zjets",
+                      "--shard", "0", "--output", str(tmp_path / "x.h5"))
+    assert result.returncode == 2
+    assert "unknown sample 'zjets'" in result.stderr and "mini" in result.stderr
+
+
+def test_tracker_refuses_a_file_of_the_wrong_stage(by_hand, tmp_path):
+    result = pipeline("simulate-tracker", "--config", str(by_hand["config"]),
+                      "--input", str(by_hand["tracks"]), "--output", str(tmp_path / "y.h5"))
+    assert result.returncode == 2
+    assert str(by_hand["tracks"]) in result.stderr
+    assert "holds schema 'track_jets', expected 'particle_jets'" in result.stderr
+    assert not (tmp_path / "y.h5").exists()
+
+
+def test_config_command_reports_bad_keys(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"samples": {"s": {"process": "ttbar", "shards": -1}}, "trackr": {}}))
+    result = pipeline("config", str(bad))
+    assert result.returncode == 2
+    assert str(bad) in result.stderr
+    assert "samples.s.shards: -1 is less than the minimum of 1" in result.stderr
+    assert "'trackr' was unexpected" in result.stderr
+
+
+def test_config_command_prints_defaults(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(CONFIG))
+    result = pipeline("config", str(good))
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)
+    assert resolved["tracker"]["bfield"] == 2.0
+    assert resolved["samples"]["mini"]["jets"]["radius"] == 0.4
+
+
+def test_split_and_plots_by_hand(by_hand):
+    out = by_hand["dir"]
+    result = pipeline("split", "--config", str(by_hand["config"]), "--sample", "mini",
+                      "--inputs", str(by_hand["tracks"]), "--train", str(out / "train.h5"),
+                      "--val", str(out / "val.h5"), "--test", str(out / "test.h5"))
+    assert result.returncode == 0, result.stderr
+    result = pipeline("plot-validation", "--inputs", str(out / "train.h5"), "--output-dir", str(out / "plots"))
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (out / "plots").iterdir()) == sorted(
+        f"{name}.{ext}" for name in ("track_multiplicity", "d0_significance", "hadron_decay_length", "jet_pt")
+        for ext in ("png", "pdf")
+    )
+
+
+def test_split_refuses_wrong_sample(by_hand, tmp_path):
+    result = pipeline("split", "--config", str(by_hand["config"]), "--sample", "other",
+                      "--inputs", str(by_hand["tracks"]), "--train", str(tmp_path / "a.h5"),
+                      "--val", str(tmp_path / "b.h5"), "--test", str(tmp_path / "c.h5"))
+    assert result.returncode == 2
+    assert "holds sample 'mini', expected 'other'" in result.stderr
+    assert list(Path(tmp_path).iterdir()) == []  # no partial outputs, no temporary files

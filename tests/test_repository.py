@@ -1,0 +1,21 @@
+"""The repository keeps its promises: CI runs exactly the README's test command."""
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_ci_runs_the_readme_test_command():
+    ci_commands = [
+        line for line in (REPO / ".ci" / "run").read_text().splitlines()
+        if line.strip() and not line.startswith("#") and not line.startswith(("set ", "cd "))
+    ]
+    assert len(ci_commands) == 1
+    assert "python -m pytest" in ci_commands[0]
+    assert f"```bash\n{ci_commands[0]}\n```" in (REPO / "README.md").read_text()
+
+
+def test_workflow_schema_is_the_package_schema():
+    workflow_schema = REPO / "workflow" / "schemas" / "config.schema.yaml"
+    package_schema = REPO / "src" / "pipeline" / "schemas" / "config.schema.yaml"
+    assert workflow_schema.read_text() == package_schema.read_text()

@@ -1,0 +1,105 @@
+"""The Snakemake workflow itself: dry run, lint, a tiny real run, config errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from pipeline.formats import TRACK_JETS
+from pipeline.h5io import RaggedReader
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
+
+TINY = {
+    "seed": 3,
+    "samples": {"tiny": {"process": "ttbar", "events_per_shard": 30, "shards": 2, "batch_size": 30}},
+}
+
+
+def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    # Jobs call `python -m pipeline`: the interpreter running the tests must come first.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = dict(os.environ, PATH=path, PYTHONUNBUFFERED="1")
+    result = subprocess.run(
+        [*SNAKEMAKE, "--directory", str(workdir), "--cores", "2", *args],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def write_config(workdir: Path, config: dict) -> Path:
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_default_config_dry_run_plans_every_step(tmp_path):
+    result = run_snakemake(tmp_path, "-n", "--configfile", str(REPO / "config.yaml"))
+    out = result.stdout + result.stderr
+    default = yaml.safe_load((REPO / "config.yaml").read_text())
+    shards = sum(s["shards"] for s in default["samples"].values())
+    for rule, count in [("generate", shards), ("simulate_tracker", shards), ("split", 1), ("plot_validation", 1)]:
+        assert any(line.split()[:2] == [rule, str(count)] for line in out.splitlines()), out
+
+
+def test_lint_is_clean(tmp_path):
+    result = run_snakemake(tmp_path, "--lint", "--configfile", str(REPO / "config.yaml"))
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+
+
+def test_unknown_key_fails_before_any_job(tmp_path):
+    bad = {**TINY, "samples": {"tiny": {**TINY["samples"]["tiny"], "event_per_shard": 5}}}
+    config = write_config(tmp_path, bad)
+    result = run_snakemake(tmp_path, "--configfile", str(config), check=False)
+    assert result.returncode != 0
+    assert "samples.tiny" in result.stderr and "event_per_shard" in result.stderr
+    assert not (tmp_path / "results" / "tiny").exists()
+
+
+@pytest.mark.slow
+def test_tiny_workflow_runs_end_to_end(tmp_path):
+    config = write_config(tmp_path, TINY)
+    run_snakemake(tmp_path, "--configfile", str(config))
+    results = tmp_path / "results"
+    for split in ("train", "val", "test"):
+        assert (results / "tiny" / "split" / f"{split}.h5").stat().st_size > 0
+    for plot in ("track_multiplicity", "d0_significance", "hadron_decay_length", "jet_pt"):
+        for ext in ("png", "pdf"):
+            assert (results / "validation" / "tiny" / f"{plot}.{ext}").stat().st_size > 1000
+    assert (tmp_path / "logs" / "generate" / "tiny" / "shard_0.log").exists()
+
+    # The splits partition all generated events with the configured fractions.
+    n_events = {}
+    for split in ("train", "val", "test"):
+        with RaggedReader(results / "tiny" / "split" / f"{split}.h5", TRACK_JETS) as reader:
+            n_events[split] = reader.n_rows("events")
+            assert reader.attrs["split"] == split
+    assert sum(n_events.values()) == 60
+    assert n_events == {"train": 2 * 21, "val": 2 * 4, "test": 2 * 5}  # round(0.7*30), round(0.15*30) per shard
+
+    # Every split event comes from a shard, with its jets intact.
+    events = []
+    for shard in (0, 1):
+        with RaggedReader(results / "tiny" / "tracks" / f"shard_{shard}.h5", TRACK_JETS) as reader:
+            events.append(reader.n_rows("jets"))
+    n_split_jets = 0
+    for split in ("train", "val", "test"):
+        with RaggedReader(results / "tiny" / "split" / f"{split}.h5", TRACK_JETS) as reader:
+            n_split_jets += reader.n_rows("jets")
+            offsets = reader.offsets("tracks")
+            assert offsets[-1] == reader.n_rows("tracks")
+            assert np.all(np.diff(offsets) >= 0)
+    assert n_split_jets == sum(events)
+
+    # A second run has nothing to do.
+    again = run_snakemake(tmp_path, "--configfile", str(config))
+    assert "Nothing to be done" in again.stdout + again.stderr

@@ -1,0 +1,26 @@
+# Shared names and input functions of the workflow.
+
+# Jobs run `python -m pipeline` with the workflow's src/ first on PYTHONPATH, so the same
+# rules work in the project's .venv, in the conda environment of workflow/envs/, and on
+# cluster nodes that share this directory.
+shell.prefix(f'export PYTHONPATH="{Path(workflow.basedir) / "src"}${{{{PYTHONPATH:+:$PYTHONPATH}}}}"; ')
+
+SAMPLES = list(config["samples"])
+SPLITS = ["train", "val", "test"]
+VALIDATION_SAMPLES = config["validation"]["samples"] or SAMPLES
+VALIDATION_PLOTS = ["track_multiplicity", "d0_significance", "hadron_decay_length", "jet_pt"]
+
+
+wildcard_constraints:
+    sample="[A-Za-z][A-Za-z0-9_]*",
+    shard=r"\d+",
+
+
+def shard_files(stage):
+    """Input function: every shard file of a sample for one stage (generated, tracks)."""
+
+    def files(wildcards):
+        n = config["samples"][wildcards.sample]["shards"]
+        return [f"results/{wildcards.sample}/{stage}/shard_{i}.h5" for i in range(n)]
+
+    return files
