@@ -3,7 +3,7 @@
 
 from pathlib import Path
 
-from pipeline.config import snapshot_config, validate_config
+from pipeline.config import validate_config
 
 
 configfile: "config.yaml"
@@ -12,7 +12,6 @@ configfile: "config.yaml"
 # Schema validation fills in every default; an unknown key, a wrong type or a
 # negative count stops here, before any job starts, with the key named.
 config.update(validate_config(config, source="config.yaml (with --config overrides)"))
-RESOLVED_CONFIG = str(snapshot_config(config, "results/config"))
 
 
 include: "workflow/rules/common.smk"

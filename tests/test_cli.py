@@ -115,10 +115,14 @@ def test_split_and_plots_by_hand(by_hand):
     )
 
 
-def test_split_refuses_wrong_sample(by_hand, tmp_path):
-    result = pipeline("split", "--config", str(by_hand["config"]), "--sample", "other",
-                      "--inputs", str(by_hand["tracks"]), "--train", str(tmp_path / "a.h5"),
-                      "--val", str(tmp_path / "b.h5"), "--test", str(tmp_path / "c.h5"))
+def test_split_refuses_a_shard_of_another_sample(by_hand, tmp_path):
+    two_samples = tmp_path / "two.yaml"
+    two_samples.write_text(yaml.safe_dump(
+        {**CONFIG, "samples": {**CONFIG["samples"], "other": CONFIG["samples"]["mini"]}}))
+    outputs = tmp_path / "out"
+    result = pipeline("split", "--config", str(two_samples), "--sample", "other",
+                      "--inputs", str(by_hand["tracks"]), "--train", str(outputs / "a.h5"),
+                      "--val", str(outputs / "b.h5"), "--test", str(outputs / "c.h5"))
     assert result.returncode == 2
-    assert "holds sample 'mini', expected 'other'" in result.stderr
-    assert list(Path(tmp_path).iterdir()) == []  # no partial outputs, no temporary files
+    assert f"{by_hand['tracks']}: holds sample 'mini', expected 'other'" in result.stderr
+    assert list(outputs.iterdir()) == []  # no partial outputs, no temporary files

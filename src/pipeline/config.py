@@ -136,13 +136,25 @@ def write_resolved_config(config: Mapping[str, Any], path: str | Path) -> Path:
     return path
 
 
-def snapshot_config(config: Mapping[str, Any], directory: str | Path) -> Path:
-    """The resolved config stored under ``directory`` by content hash (written once).
+def stage_config(config: Mapping[str, Any], sample: str, *sections: str) -> dict:
+    """The part of a resolved config that one stage of one sample depends on.
 
-    The workflow hands this path to every job, so jobs see exactly the validated config
+    Always the global seed and the sample's settings, plus the named top-level sections
+    (e.g. "tracker"). It is itself a valid config, stored in the stage's output files,
+    and what decides whether Snakemake reruns the stage.
+    """
+    subset = {"seed": config["seed"], "samples": {sample: sample_config(config, sample)}}
+    subset.update({name: config[name] for name in sections})
+    return subset
+
+
+def snapshot_config(config: Mapping[str, Any], directory: str | Path, name: str = "config") -> Path:
+    """A config stored under ``directory`` by content hash (written once).
+
+    The workflow hands such a path to each job, so jobs see exactly the validated config
     of the run (including ``--config`` overrides), and a changed config is a new path.
     """
-    path = Path(directory) / f"config-{config_hash(config)[:12]}.yaml"
+    path = Path(directory) / f"{name}-{config_hash(config)[:12]}.yaml"
     if not path.exists():
         write_resolved_config(config, path)
     return path

@@ -17,7 +17,7 @@ from typing import Mapping
 import awkward as ak
 import numpy as np
 
-from pipeline.config import config_hash, derive_seed, sample_config
+from pipeline.config import config_hash, derive_seed, sample_config, stage_config
 from pipeline.formats import PARTICLE_JETS
 from pipeline.h5io import RaggedWriter, provenance_attrs, ragged_rows
 from pipeline.kinematics import delta_r, four_vector_kinematics
@@ -375,7 +375,8 @@ def generate_shard(
     settings = pythia_settings(sample, seed)
     pythia = make_pythia(settings)
     charges = ChargeTable(pythia.particleData)
-    attrs = provenance_attrs(config, config_hash(config), seed)
+    stage = stage_config(config, sample_name)
+    attrs = provenance_attrs(stage, config_hash(stage), seed)
     attrs.update(sample=sample_name, shard=shard, pythia_version=pythia_version(pythia),
                  pythia_settings="\n".join(settings))
     timing: dict[str, float] = defaultdict(float)

@@ -75,10 +75,10 @@ class FileSchema:
 
 
 def git_sha() -> str:
-    """The git commit of the source tree this package runs from, or '' if unknown."""
+    """The git commit of the source tree this package runs from ("-dirty" if modified), or "" if unknown."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
+            ["git", "describe", "--always", "--dirty", "--abbrev=40"],
             cwd=Path(__file__).resolve().parent,
             capture_output=True,
             text=True,

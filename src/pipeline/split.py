@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from pipeline.config import config_hash, derive_seed
+from pipeline.config import config_hash, derive_seed, stage_config
 from pipeline.formats import TRACK_JETS
 from pipeline.h5io import RaggedReader, RaggedWriter, provenance_attrs, read_tree, select_tree
 
@@ -43,7 +43,8 @@ def split_sample(config: Mapping, sample: str, inputs: Sequence[str | Path], out
     if missing:
         raise ValueError(f"split_sample: missing output paths for {sorted(missing)}")
     fractions = config["split"]
-    attrs = provenance_attrs(config, config_hash(config), config["seed"])
+    stage = stage_config(config, sample, "split")
+    attrs = provenance_attrs(stage, config_hash(stage), config["seed"])
     attrs.update(sample=sample, fractions=json.dumps(dict(fractions)),
                  sources=json.dumps([str(p) for p in inputs]))
     n_events = dict.fromkeys(SPLITS, 0)

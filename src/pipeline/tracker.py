@@ -15,7 +15,7 @@ from typing import Mapping
 
 import numpy as np
 
-from pipeline.config import config_hash, derive_seed
+from pipeline.config import config_hash, derive_seed, stage_config
 from pipeline.formats import PARTICLE_JETS, TRACK_JETS
 from pipeline.h5io import RaggedReader, RaggedWriter, parent_index, provenance_attrs, read_tree
 from pipeline.kinematics import eta_from_theta
@@ -189,7 +189,8 @@ def track_shard(config: Mapping, input_path: str | Path, output: str | Path, pro
         sample, shard = str(attrs["sample"]), int(attrs["shard"])
         seed = derive_seed(config["seed"], sample, shard, "tracker")
         rng = np.random.Generator(np.random.PCG64(seed))
-        out_attrs = provenance_attrs(config, config_hash(config), seed)
+        stage = stage_config(config, sample, "tracker")
+        out_attrs = provenance_attrs(stage, config_hash(stage), seed)
         out_attrs.update(sample=sample, shard=shard, pythia_version=attrs["pythia_version"],
                          generator_seed=int(attrs["seed"]), generator_config_hash=attrs["config_hash"])
         n_events = reader.n_rows("events")

@@ -5,6 +5,8 @@
 # cluster nodes that share this directory.
 shell.prefix(f'export PYTHONPATH="{Path(workflow.basedir) / "src"}${{{{PYTHONPATH:+:$PYTHONPATH}}}}"; ')
 
+from pipeline.config import snapshot_config, stage_config
+
 SAMPLES = list(config["samples"])
 SPLITS = ["train", "val", "test"]
 VALIDATION_SAMPLES = config["validation"]["samples"] or SAMPLES
@@ -24,3 +26,17 @@ def shard_files(stage):
         return [f"results/{wildcards.sample}/{stage}/shard_{i}.h5" for i in range(n)]
 
     return files
+
+
+def stage_config_file(*sections):
+    """Param function: the resolved config a stage of a sample depends on, as a file.
+
+    Its name carries the content hash, so a job reruns exactly when its part of the
+    config changes (the tracker settings do not rerun Pythia).
+    """
+
+    def path(wildcards):
+        subset = stage_config(config, wildcards.sample, *sections)
+        return str(snapshot_config(subset, "results/config", name=wildcards.sample))
+
+    return path

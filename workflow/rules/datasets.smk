@@ -9,7 +9,7 @@ rule split:
         val="results/{sample}/split/val.h5",
         test="results/{sample}/split/test.h5",
     params:
-        config=RESOLVED_CONFIG,
+        config=stage_config_file("split"),
     log:
         "logs/split/{sample}.log",
     benchmark:

@@ -5,7 +5,7 @@ rule generate:
     output:
         "results/{sample}/generated/shard_{shard}.h5",
     params:
-        config=RESOLVED_CONFIG,
+        config=stage_config_file(),
     log:
         "logs/generate/{sample}/shard_{shard}.log",
     benchmark:
@@ -27,7 +27,7 @@ rule simulate_tracker:
     output:
         "results/{sample}/tracks/shard_{shard}.h5",
     params:
-        config=RESOLVED_CONFIG,
+        config=stage_config_file("tracker"),
     log:
         "logs/simulate_tracker/{sample}/shard_{shard}.log",
     benchmark:
