@@ -30,3 +30,4 @@ rule all:
             plot=VALIDATION_PLOTS,
             ext=["png", "pdf"],
         ),
+        expand("results/validation/{sample}/summary.md", sample=VALIDATION_SAMPLES),

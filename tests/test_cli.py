@@ -109,10 +109,10 @@ def test_split_and_plots_by_hand(by_hand):
     assert result.returncode == 0, result.stderr
     result = pipeline("plot-validation", "--inputs", str(out / "train.h5"), "--output-dir", str(out / "plots"))
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in (out / "plots").iterdir()) == sorted(
+    assert sorted(p.name for p in (out / "plots").iterdir()) == sorted([
         f"{name}.{ext}" for name in ("track_multiplicity", "d0_significance", "hadron_decay_length", "jet_pt")
         for ext in ("png", "pdf")
-    )
+    ] + ["summary.md"])
 
 
 def test_split_refuses_a_shard_of_another_sample(by_hand, tmp_path):

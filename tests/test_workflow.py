@@ -87,6 +87,7 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
     for plot in ("track_multiplicity", "d0_significance", "hadron_decay_length", "jet_pt"):
         for ext in ("png", "pdf"):
             assert (results / "validation" / "tiny" / f"{plot}.{ext}").stat().st_size > 1000
+    assert "| b jets |" in (results / "validation" / "tiny" / "summary.md").read_text()
     assert (tmp_path / "logs" / "generate" / "tiny" / "shard_0.log").exists()
 
     # The splits partition all generated events with the configured fractions.

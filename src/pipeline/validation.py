@@ -1,7 +1,7 @@
 """A page of validation plots per sample: is the simulation sane at a glance?
 
 Per jet flavour: track multiplicity, lifetime-signed d0 significance, jet pT; and the
-transverse decay length of the b (and c) hadrons. Histograms are filled chunk by chunk
+transverse decay length of the b (and c) hadrons; plus a Markdown summary table. Histograms are filled chunk by chunk
 with fixed binning, so memory stays flat however many shards are plotted.
 """
 
@@ -37,10 +37,12 @@ def signed_d0_significance(d0, sigma_d0, track_phi, jet_phi):
     return sign * np.abs(d0) / sigma_d0
 
 
-def fill_histograms(paths: Sequence[str | Path]) -> dict[str, dict[int, np.ndarray]]:
-    """Histogram contents {plot: {flavour: counts}} over all given track_jets files."""
+def fill_histograms(paths: Sequence[str | Path]) -> tuple[dict[str, dict[int, np.ndarray]], dict[str, dict[int, float]]]:
+    """Histogram contents {plot: {flavour: counts}} over all given track_jets files, and
+    the sums behind the summary table {quantity: {flavour: sum}}."""
     hists = {name: {f: np.zeros(len(BINS[name]) - 1) for f in (FLAVOURS if name != "hadron_decay_length" else HADRONS)}
              for name in PLOTS}
+    sums = {key: dict.fromkeys(FLAVOURS, 0.0) for key in ("jets", "tracks", "vertices", "hadrons", "lxy")}
     for path in paths:
         with RaggedReader(path, TRACK_JETS) as reader:
             n_jets = reader.n_rows("jets")
@@ -48,6 +50,7 @@ def fill_histograms(paths: Sequence[str | Path]) -> dict[str, dict[int, np.ndarr
                 stop = min(start + JETS_PER_CHUNK, n_jets)
                 jets = reader.read("jets", ["pt", "phi", "flavour"], start, stop)
                 tracks, offsets = reader.read_children("tracks", start, stop, ["d0", "sigma_d0", "phi"])
+                vertex_counts = np.diff(reader.offsets("vertices", start, stop))
                 hadrons, _ = reader.read_children(
                     "hadrons", start, stop, ["flavour", "prod_x", "prod_y", "decay_x", "decay_y"])
                 jet_of = parent_index(offsets)
@@ -56,18 +59,44 @@ def fill_histograms(paths: Sequence[str | Path]) -> dict[str, dict[int, np.ndarr
                 lxy = np.hypot(hadrons["decay_x"] - hadrons["prod_x"], hadrons["decay_y"] - hadrons["prod_y"])
                 for f in FLAVOURS:
                     is_f = jets["flavour"] == f
-                    hists["track_multiplicity"][f] += np.histogram(np.diff(offsets)[is_f], BINS["track_multiplicity"])[0]
+                    hists["track_multiplicity"][f] += np.histogram(
+                        np.minimum(np.diff(offsets)[is_f], 29), BINS["track_multiplicity"])[0]
+                    sums["jets"][f] += is_f.sum()
+                    sums["tracks"][f] += np.diff(offsets)[is_f].sum()
+                    sums["vertices"][f] += vertex_counts[is_f].sum()
                     hists["jet_pt"][f] += np.histogram(jets["pt"][is_f], BINS["jet_pt"])[0]
                     hists["d0_significance"][f] += np.histogram(
                         np.clip(significance[is_f[jet_of]], -19.99, 39.99), BINS["d0_significance"])[0]
                 for f in HADRONS:
+                    is_f = hadrons["flavour"] == f
                     hists["hadron_decay_length"][f] += np.histogram(
-                        np.clip(lxy[hadrons["flavour"] == f], 0, 19.99), BINS["hadron_decay_length"])[0]
-    return hists
+                        np.clip(lxy[is_f], 0, 19.99), BINS["hadron_decay_length"])[0]
+                    sums["hadrons"][f] += is_f.sum()
+                    sums["lxy"][f] += lxy[is_f].sum()
+    return hists, sums
+
+
+def summary_table(sums: dict[str, dict[int, float]], title: str = "") -> str:
+    """A Markdown table of per-flavour jet counts, multiplicities and hadron decay lengths."""
+    total = sum(sums["jets"].values())
+    lines = [f"# Validation summary{': ' + title if title else ''}", "",
+             "| flavour | jets | fraction | tracks / jet | true vertices / jet | matched hadrons | mean hadron L_xy [mm] |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for f, label in FLAVOURS.items():
+        n = sums["jets"][f]
+        n_had = sums["hadrons"].get(f, 0.0)
+        lxy = f"{sums['lxy'][f] / n_had:.2f}" if f in HADRONS and n_had else "-"
+        had = f"{int(n_had)}" if f in HADRONS else "-"
+        per_jet = (lambda key: f"{sums[key][f] / n:.2f}") if n else (lambda key: "-")
+        lines.append(f"| {label} | {int(n)} | {n / total if total else 0:.3f} | {per_jet('tracks')} | "
+                     f"{per_jet('vertices')} | {had} | {lxy} |")
+    lines.append("")
+    lines.append("Matched hadrons: weakly decaying b (in the b row) and c (in the c row) hadrons matched to any jet.")
+    return "\n".join(lines) + "\n"
 
 
 _LABELS = {
-    "track_multiplicity": ("Number of tracks per jet", False),
+    "track_multiplicity": ("Number of tracks per jet (overflow in last bin)", False),
     "d0_significance": (r"Signed $d_0 / \sigma(d_0)$ (overflow in last bins)", True),
     "hadron_decay_length": (r"Hadron transverse decay length $L_{xy}$ [mm]", True),
     "jet_pt": (r"Jet $p_\mathrm{T}$ [GeV]", True),
@@ -83,7 +112,7 @@ def plot_validation(paths: Sequence[str | Path], output_dir: str | Path, title: 
     import mplhep
 
     mplhep.style.use("ROOT")
-    hists = fill_histograms(paths)
+    hists, sums = fill_histograms(paths)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -110,4 +139,9 @@ def plot_validation(paths: Sequence[str | Path], output_dir: str | Path, title: 
             os.replace(tmp, target)
             written.append(target)
         plt.close(fig)
+    summary = output_dir / "summary.md"
+    tmp = summary.with_name(f".summary.tmp{os.getpid()}.md")
+    tmp.write_text(summary_table(sums, title))
+    os.replace(tmp, summary)
+    written.append(summary)
     return written

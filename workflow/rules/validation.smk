@@ -10,6 +10,7 @@ rule plot_validation:
             plot=VALIDATION_PLOTS,
             ext=["png", "pdf"],
         ),
+        "results/validation/{sample}/summary.md",
     params:
         title=lambda wc: f"{wc.sample}, {config['samples'][wc.sample]['sqrt_s'] / 1000:g} TeV",
     log:
