@@ -126,3 +126,14 @@ def test_split_refuses_a_shard_of_another_sample(by_hand, tmp_path):
     assert result.returncode == 2
     assert f"{by_hand['tracks']}: holds sample 'mini', expected 'other'" in result.stderr
     assert list(outputs.iterdir()) == []  # no partial outputs, no temporary files
+
+
+def test_generate_names_a_setting_pythia_rejects(tmp_path):
+    config = tmp_path / "config.yaml"
+    sample = {**CONFIG["samples"]["mini"], "pythia_settings": ["PhaseSpace:pTHatMinn = 20"]}
+    config.write_text(yaml.safe_dump({**CONFIG, "samples": {"mini": sample}}))
+    result = pipeline("generate", "--config", str(config), "--sample", "mini", "--shard", "0",
+                      "--output", str(tmp_path / "gen.h5"))
+    assert result.returncode == 2
+    assert "Pythia rejected the setting 'PhaseSpace:pTHatMinn = 20'" in result.stderr
+    assert not (tmp_path / "gen.h5").exists()

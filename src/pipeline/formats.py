@@ -144,3 +144,47 @@ TRACK_JETS = FileSchema(
 )
 
 SCHEMAS = {schema.name: schema for schema in (PARTICLE_JETS, TRACK_JETS)}
+
+#: Per-track features of the vertex finders, in the column order of ``features``.
+TRACK_FEATURES = (
+    "d0", "z0", "phi", "cot_theta", "log_pt", "charge",
+    "delta_phi", "delta_eta", "pt_fraction", "d0_significance", "z0_significance",
+    "log_sigma_d0", "log_sigma_z0", "log_sigma_phi", "log_sigma_theta", "log_sigma_qoverp",
+    "jet_log_pt", "jet_eta", "jet_phi", "jet_mass",
+)
+
+GRAPH_JETS = Collection(
+    "jets",
+    None,
+    _fields(
+        ("pt", "f4", "GeV", "jet transverse momentum"),
+        ("eta", "f4", "", "jet pseudorapidity"),
+        ("phi", "f4", "rad", "jet azimuth"),
+        ("mass", "f4", "GeV", "jet mass"),
+        ("flavour", "i1", "", "5 = b, 4 = c, 0 = light"),
+        ("n_tracks", "i4", "", "number of tracks"),
+        ("source_jet", "i8", "", "row of the jet in the track_jets file it came from"),
+    ),
+    "jets with min_tracks..max_tracks tracks, ordered by track count within chunks",
+)
+
+GRAPH_TRACKS = Collection(
+    "tracks",
+    "jets",
+    (
+        Field("features", "f4", "", "standardised track features, columns as the file's feature_names "
+              "attribute (raw = features * feature_std + feature_mean; d0, z0 in mm, angles in rad, pT in GeV)",
+              (len(TRACK_FEATURES),)),
+        Field("vertex", "i4", "", "truth label: the track's vertex within the jet"),
+    ),
+    "the jet's tracks, ordered by decreasing pT",
+)
+
+TRACK_GRAPHS = FileSchema(
+    "track_graphs",
+    1,
+    (GRAPH_JETS, GRAPH_TRACKS),
+    "vertex-finding input: standardised track features and the truth partition per jet",
+)
+
+SCHEMAS[TRACK_GRAPHS.name] = TRACK_GRAPHS

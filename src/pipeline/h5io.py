@@ -43,10 +43,13 @@ class DataFileError(OSError):
 
 @dataclass(frozen=True)
 class Field:
+    """One dataset of a collection: one row per collection entry, ``shape`` per row."""
+
     name: str
     dtype: str
     unit: str
     description: str
+    shape: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -140,9 +143,10 @@ class RaggedWriter:
                     f"rows offsets[i]:offsets[i+1] of {collection.name} belong to {collection.parent} row i"
                 )
             for fld in collection.fields:
+                rows = max(1, CHUNK_ROWS // max(1, int(np.prod(fld.shape))))
                 ds = group.create_dataset(
-                    fld.name, shape=(0,), dtype=fld.dtype, maxshape=(None,),
-                    chunks=(CHUNK_ROWS,), track_times=False, **COMPRESSION,
+                    fld.name, shape=(0, *fld.shape), dtype=fld.dtype, maxshape=(None, *fld.shape),
+                    chunks=(rows, *fld.shape), track_times=False, **COMPRESSION,
                 )
                 ds.attrs["unit"] = fld.unit
                 ds.attrs["description"] = fld.description
@@ -211,7 +215,7 @@ class RaggedWriter:
             data = np.concatenate(parts)
             ds = self._file[group][name]
             start = ds.shape[0]
-            ds.resize((start + len(data),))
+            ds.resize((start + len(data), *ds.shape[1:]))
             ds[start:] = data
             parts.clear()
         self._flushed = dict(self._rows)

@@ -65,3 +65,23 @@ def local_labels(components: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarra
     set_of = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
     component_offsets = roots_before[offsets]
     return global_label - first[set_of], component_offsets
+
+
+def partition_dense(adjacency: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Vertex labels from a padded batch of predicted "same vertex" matrices.
+
+    adjacency: (n_sets, N, N) bool, symmetric (only the upper triangle is read);
+    mask: (n_sets, N) bool, True for real elements (padding last). Returns (n_sets, N)
+    int64 labels 0, 1, ... in order of first appearance within each set (a valid
+    partition by construction: connected components), -1 on padding.
+    """
+    n_sets, width = mask.shape
+    n = mask.sum(axis=1)
+    offsets = np.concatenate([[0], np.cumsum(n)]).astype(np.int64)
+    upper = np.triu(adjacency & mask[:, :, None] & mask[:, None, :], k=1)
+    s, i, j = np.nonzero(upper)
+    components = connected_components(int(offsets[-1]), offsets[s] + i, offsets[s] + j)
+    local, _ = local_labels(components, offsets)
+    labels = np.full((n_sets, width), -1, np.int64)
+    labels[mask] = local  # padding is last, so mask order equals the flat order
+    return labels
