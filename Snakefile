@@ -18,6 +18,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/simulation.smk"
 include: "workflow/rules/datasets.smk"
 include: "workflow/rules/validation.smk"
+include: "workflow/rules/vertexing.smk"
 
 
 rule all:
@@ -31,3 +32,4 @@ rule all:
             ext=["png", "pdf"],
         ),
         expand("results/validation/{sample}/summary.md", sample=VALIDATION_SAMPLES),
+        VERTEXING_OUTPUTS,

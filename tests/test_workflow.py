@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -20,6 +21,9 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snake
 TINY = {
     "seed": 3,
     "samples": {"tiny": {"process": "ttbar", "events_per_shard": 30, "shards": 2, "batch_size": 30}},
+    "vertexing": {"network": {"set_widths": [32, 32, 5], "edge_widths": [32], "pair_widths": [32],
+                              "rnn_hidden": 16, "rnn_layers": 1}},
+    "training": {"max_epochs": 2, "batch_size": 32},
 }
 
 
@@ -59,7 +63,9 @@ def test_default_config_dry_run_plans_every_step(tmp_path):
     default = yaml.safe_load((REPO / "config.yaml").read_text())
     shards = sum(s["shards"] for s in default["samples"].values())
     assert job_counts(result.stdout + result.stderr) == {
-        "generate": shards, "simulate_tracker": shards, "split": 1, "plot_validation": 1, "all": 1, "total": 2 * shards + 3,
+        "generate": shards, "simulate_tracker": shards, "split": 1, "plot_validation": 1,
+        "build_track_graphs": 1, "train_vertex_finder": 3, "evaluate_vertexing": 1, "all": 1,
+        "total": 2 * shards + 8,
     }
 
 
@@ -113,6 +119,35 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
             assert np.all(np.diff(offsets) >= 0)
     assert n_split_jets == sum(events)
 
+    # Vertex finding: every method and flavour in the table, `all` the mean of b, c, light.
+    with open(results / "vertexing" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    methods = ["avr", "baseline", "track_pair", "rnn", "set2graph", "single_vertex", "all_singletons"]
+    assert [(r["method"], r["flavour"]) for r in rows] == [
+        (m, f) for m in methods for f in ("b", "c", "light", "all")]
+    for method in methods:
+        by_flavour = {r["flavour"]: r for r in rows if r["method"] == method}
+        for metric in ("f1", "ri", "ari", "ari_one_sided"):
+            values = [float(by_flavour[f][metric]) for f in ("b", "c", "light") if by_flavour[f][metric] != "nan"]
+            assert float(by_flavour["all"][metric]) == pytest.approx(np.mean(values), abs=2e-4)
+    assert all(float(r["f1"]) == 0.0 for r in rows if r["method"] == "all_singletons")
+    for name in ("table.md", "table.tex", "f1_vs_tracks.png", "f1_vs_tracks.pdf", "predictions.h5"):
+        assert (results / "vertexing" / name).stat().st_size > 0
+    assert "0.66" in (results / "vertexing" / "table.md").read_text()  # the paper's Set2Graph b-jet F1
+
+    # MLflow saw every training and evaluation (the embedded SQLite store under results/).
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{results / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("pipeline")
+    runs = client.search_runs([experiment.experiment_id])
+    names = sorted(run.info.run_name for run in runs)
+    assert names == sorted([f"train-{m}" for m in ("track_pair", "rnn", "set2graph")]
+                           + [f"evaluate-{m}" for m in methods])
+    train = next(run for run in runs if run.info.run_name == "train-set2graph")
+    assert "val_loss" in train.data.metrics and train.data.tags["pipeline.version"]
+    assert any(key.endswith(".sha256") for key in train.data.tags)
+
     # A second run has nothing to do.
     again = run_snakemake(tmp_path, "--configfile", str(config))
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -122,4 +157,5 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
     plan = run_snakemake(tmp_path, "-n", "--configfile", str(config))
     jobs = job_counts(plan.stdout + plan.stderr)
     assert jobs.get("simulate_tracker") == 2 and jobs.get("split") == 1
+    assert jobs.get("train_vertex_finder") == 3
     assert "generate" not in jobs

@@ -43,6 +43,37 @@ def _plot_validation(args) -> None:
     plot_validation(args.inputs, args.output_dir, title=args.title)
 
 
+def _build_track_graphs(args) -> None:
+    from pipeline.config import load_config
+    from pipeline.vertexing.features import build_track_graphs
+
+    counts = build_track_graphs(load_config(args.config), args.sample,
+                                {"train": args.train, "val": args.val, "test": args.test},
+                                {"train": args.out_train, "val": args.out_val, "test": args.out_test})
+    logging.getLogger("pipeline.vertexing").info("jets per split: %s", counts)
+
+
+def _train_vertexing(args) -> None:
+    from pipeline.config import load_config
+    from pipeline.vertexing.train import train_vertex_finder
+
+    train_vertex_finder(load_config(args.config), args.method, args.train, args.val,
+                        args.checkpoint, args.history, progress=not args.quiet)
+
+
+def _evaluate_vertexing(args) -> None:
+    from pipeline.config import load_config
+    from pipeline.vertexing.evaluate import evaluate_vertexing
+
+    checkpoints = {}
+    for item in args.checkpoint:
+        method, sep, path = item.partition("=")
+        if not sep:
+            raise ValueError(f"--checkpoint {item!r}: expected METHOD=PATH")
+        checkpoints[method] = Path(path)
+    evaluate_vertexing(load_config(args.config), args.test, checkpoints, args.output_dir)
+
+
 def _inspect(args) -> None:
     print(describe_file(args.file, show_config=not args.no_config))
 
@@ -145,6 +176,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inputs", required=True, nargs="+", type=Path, help="track_jets files")
     p.add_argument("--output-dir", required=True, type=Path)
     p.add_argument("--title", default="", help="title written on every plot")
+
+    p = add("build-track-graphs", _build_track_graphs,
+            "Turn a sample's train/val/test track_jets files into standardised track sets "
+            "(track_graphs files) for the vertex finders.")
+    config_arg(p)
+    p.add_argument("--sample", required=True)
+    for split in ("train", "val", "test"):
+        p.add_argument(f"--{split}", required=True, type=Path, help=f"{split} track_jets file")
+        p.add_argument(f"--out-{split}", required=True, type=Path, help=f"{split} track_graphs file to write")
+
+    p = add("train-vertexing", _train_vertexing,
+            "Train a learned vertex finder (set2graph, track_pair, rnn) with Lightning; logs to MLflow.")
+    config_arg(p)
+    p.add_argument("--method", required=True, choices=["set2graph", "track_pair", "rnn"])
+    p.add_argument("--train", required=True, type=Path, help="track_graphs training file")
+    p.add_argument("--val", required=True, type=Path, help="track_graphs validation file")
+    p.add_argument("--checkpoint", required=True, type=Path, help="best checkpoint to write (.ckpt)")
+    p.add_argument("--history", required=True, type=Path, help="per-epoch metrics to write (.csv)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = add("evaluate-vertexing", _evaluate_vertexing,
+            "Evaluate AVR, the baseline, the learned vertex finders and the trivial partitions on "
+            "the test jets: metrics.csv, tables, figure, predictions.h5; logs to MLflow.")
+    config_arg(p)
+    p.add_argument("--test", required=True, type=Path, help="track_graphs test file")
+    p.add_argument("--checkpoint", required=True, action="append", metavar="METHOD=PATH",
+                   help="a learned method's checkpoint (repeat for set2graph, track_pair, rnn)")
+    p.add_argument("--output-dir", required=True, type=Path)
 
     p = add("inspect", _inspect, "Print a pipeline HDF5 file's schema version, counts, units, config and seed.")
     p.add_argument("file", type=Path)

@@ -73,6 +73,19 @@ def validate_config(config: Mapping[str, Any], source: str = "config") -> dict:
         raise ConfigError(
             f"{source}: invalid configuration:\n  split: train + val + test = {total:g}, expected 1"
         )
+    vertexing = resolved["vertexing"]
+    if vertexing["sample"] is None:
+        vertexing["sample"] = next(iter(resolved["samples"]))
+    elif vertexing["sample"] not in resolved["samples"]:
+        raise ConfigError(
+            f"{source}: invalid configuration:\n  vertexing.sample: unknown sample "
+            f"{vertexing['sample']!r}, expected one of {sorted(resolved['samples'])}"
+        )
+    if vertexing["max_tracks"] < vertexing["min_tracks"]:
+        raise ConfigError(
+            f"{source}: invalid configuration:\n  vertexing.max_tracks ({vertexing['max_tracks']}) "
+            f"is below vertexing.min_tracks ({vertexing['min_tracks']})"
+        )
     for name in resolved["validation"]["samples"]:
         if name not in resolved["samples"]:
             raise ConfigError(

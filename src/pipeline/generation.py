@@ -180,18 +180,23 @@ def hadron_flavour(pdgid: np.ndarray) -> np.ndarray:
 def weak_heavy_hadrons(rec: EventRecord, min_pt: float) -> tuple[np.ndarray, np.ndarray]:
     """Global indices and flavours (5 or 4) of weakly decaying b and c hadrons above min_pt.
 
-    A hadron decays weakly when none of its daughters is a hadron of the same flavour
-    (so B* -> B gamma keeps only the B, and an oscillating B0 only its final copy).
+    A hadron decays weakly unless one of its daughters is a hadron of the same flavour
+    made at the hadron's own production point (a strong or electromagnetic decay, so
+    B* -> B gamma keeps only the B) or a copy of it (an oscillating B0 keeps only its
+    final copy). A weak decay to the same flavour (B_c -> B_s X) keeps both.
     """
     flavour = hadron_flavour(rec.pdgid)
     heavy = np.flatnonzero(flavour > 0)
     same_flavour_child = np.zeros(len(flavour), bool)
     mothers = rec.mother1[heavy]
-    ok = mothers >= 0
-    # A b hadron with a b-hadron daughter, or a c hadron with a c-hadron daughter.
-    child_of_same = ok.copy()
-    child_of_same[ok] = flavour[mothers[ok]] == flavour[heavy[ok]]
-    same_flavour_child[mothers[child_of_same]] = True
+    ok = np.flatnonzero(mothers >= 0)
+    child, mother = heavy[ok], mothers[ok]
+    flight2 = (rec.vx[child] - rec.vx[mother]) ** 2 + (rec.vy[child] - rec.vy[mother]) ** 2 \
+        + (rec.vz[child] - rec.vz[mother]) ** 2
+    not_weak = (flavour[mother] == flavour[child]) & (
+        (flight2 < SAME_POINT_TOLERANCE**2) | (np.abs(rec.pdgid[mother]) == np.abs(rec.pdgid[child]))
+    )
+    same_flavour_child[mother[not_weak]] = True
     pt = np.hypot(rec.px, rec.py)
     keep = heavy[~same_flavour_child[heavy] & (pt[heavy] > min_pt) & (rec.daughter1[heavy] >= 0)]
     return keep, flavour[keep]

@@ -10,6 +10,16 @@ from pipeline.config import snapshot_config, stage_config
 SAMPLES = list(config["samples"])
 SPLITS = ["train", "val", "test"]
 VALIDATION_SAMPLES = config["validation"]["samples"] or SAMPLES
+VERTEXING_SAMPLE = config["vertexing"]["sample"]
+LEARNED_VERTEX_FINDERS = ["track_pair", "rnn", "set2graph"]
+VERTEXING_OUTPUTS = [
+    "results/vertexing/metrics.csv",
+    "results/vertexing/table.md",
+    "results/vertexing/table.tex",
+    "results/vertexing/f1_vs_tracks.png",
+    "results/vertexing/f1_vs_tracks.pdf",
+    "results/vertexing/predictions.h5",
+]
 VALIDATION_PLOTS = ["track_multiplicity", "d0_significance", "hadron_decay_length", "jet_pt"]
 
 
@@ -28,15 +38,17 @@ def shard_files(stage):
     return files
 
 
-def stage_config_file(*sections):
+def stage_config_file(*sections, sample=None):
     """Param function: the resolved config a stage of a sample depends on, as a file.
 
     Its name carries the content hash, so a job reruns exactly when its part of the
-    config changes (the tracker settings do not rerun Pythia).
+    config changes (the tracker settings do not rerun Pythia). ``sample`` fixes the
+    sample for rules without a {sample} wildcard.
     """
 
     def path(wildcards):
-        subset = stage_config(config, wildcards.sample, *sections)
-        return str(snapshot_config(subset, "results/config", name=wildcards.sample))
+        name = sample or wildcards.sample
+        subset = stage_config(config, name, *sections)
+        return str(snapshot_config(subset, "results/config", name=name))
 
     return path

@@ -1,0 +1,310 @@
+"""Versioned ragged HDF5 I/O: round trips, atomic writes, readable errors, ragged indexing."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import h5py
+import numpy as np
+import pytest
+
+from pipeline import h5io
+from pipeline.h5io import (
+    Collection,
+    DataFileError,
+    Field,
+    FileSchema,
+    RaggedReader,
+    RaggedWriter,
+    parent_index,
+    ragged_rows,
+    read_tree,
+    select_tree,
+)
+
+EVENTS = Collection(
+    "events", None,
+    (Field("number", "i8", "", "event number"), Field("energy", "f8", "GeV", "total energy")),
+)
+HITS = Collection(
+    "hits", "events",
+    (Field("x", "f4", "mm", "hit x"), Field("layer", "i1", "", "layer"), Field("t", "f8", "ns", "time")),
+)
+SCHEMA = FileSchema("test_hits", 3, (EVENTS, HITS), "a test schema")
+ATTRS = {"config": "{}", "seed": 42, "note": "hello"}
+
+
+def batch(numbers, hits_per_event, x0=0.0):
+    """Arrays and counts for RaggedWriter.append: hit values encode their event."""
+    numbers = np.asarray(numbers, dtype=np.int64)
+    counts = np.asarray(hits_per_event, dtype=np.int64)
+    event_of_hit = np.repeat(numbers, counts)
+    within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    arrays = {
+        "events": {"number": numbers, "energy": numbers * 1.5},
+        "hits": {"x": x0 + event_of_hit + 0.25 * within, "layer": within, "t": event_of_hit * 10.0 + within},
+    }
+    return arrays, {"hits": counts}
+
+
+def write_file(path, batches, schema=SCHEMA, attrs=ATTRS):
+    with RaggedWriter(path, schema, attrs) as writer:
+        for arrays, counts in batches:
+            writer.append(arrays, counts)
+    return path
+
+
+@pytest.fixture
+def good_file(tmp_path):
+    return write_file(tmp_path / "good.h5", [batch([0, 1, 2], [2, 0, 3]), batch([3, 4], [1, 4])])
+
+
+# --- round trip ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flush_rows", [h5io.FLUSH_ROWS, 1, 3])
+def test_round_trip_of_appended_batches(tmp_path, monkeypatch, flush_rows):
+    # A small FLUSH_ROWS makes the writer flush between (and within) appends.
+    monkeypatch.setattr(h5io, "FLUSH_ROWS", flush_rows)
+    path = write_file(tmp_path / "data.h5", [batch([0, 1, 2], [2, 0, 3]), batch([3, 4], [1, 4]),
+                                             batch([5], [0])])
+    with RaggedReader(path, SCHEMA) as reader:
+        assert reader.n_rows("events") == 6
+        assert reader.n_rows("hits") == 10
+        np.testing.assert_array_equal(reader.offsets("hits"), [0, 2, 2, 5, 6, 10, 10])
+        events = reader.read("events")
+        hits = reader.read("hits")
+        np.testing.assert_array_equal(events["number"], np.arange(6))
+        np.testing.assert_array_equal(events["energy"], np.arange(6) * 1.5)
+        expected_event = np.array([0, 0, 2, 2, 2, 3, 4, 4, 4, 4])
+        expected_within = np.array([0, 1, 0, 1, 2, 0, 0, 1, 2, 3])
+        np.testing.assert_array_equal(hits["x"], (expected_event + 0.25 * expected_within).astype("f4"))
+        np.testing.assert_array_equal(hits["layer"], expected_within)
+        np.testing.assert_array_equal(hits["t"], expected_event * 10.0 + expected_within)
+        # Offsets of a parent range and children read by parent.
+        np.testing.assert_array_equal(reader.offsets("hits", 2, 4), [2, 5, 6])
+        children, offsets = reader.read_children("hits", 2, 4)
+        np.testing.assert_array_equal(offsets, [0, 3, 4])
+        np.testing.assert_array_equal(children["t"], [20.0, 21.0, 22.0, 30.0])
+        attrs = reader.attrs
+    assert attrs["schema"] == "test_hits"
+    assert attrs["schema_version"] == 3
+    assert attrs["seed"] == 42 and attrs["note"] == "hello"
+    assert bool(attrs["complete"])
+
+
+def test_dtypes_and_units_as_declared(good_file):
+    with h5py.File(good_file, "r") as f:
+        for collection in SCHEMA.collections:
+            for field in collection.fields:
+                ds = f[collection.name][field.name]
+                assert ds.dtype == np.dtype(field.dtype), (collection.name, field.name)
+                assert ds.attrs["unit"] == field.unit
+                assert ds.attrs["description"] == field.description
+        assert f["hits"]["offsets"].dtype == np.int64
+        assert "offsets" not in f["events"]
+        assert f["hits"].attrs["parent"] == "events"
+    with RaggedReader(good_file, SCHEMA) as reader:
+        assert reader.read("hits")["x"].dtype == np.float32
+        assert reader.read("hits")["layer"].dtype == np.int8
+
+
+def test_read_tree_and_select_tree_keep_children_with_their_parents(good_file):
+    with RaggedReader(good_file, SCHEMA) as reader:
+        arrays, offsets = read_tree(reader, 1, 4)  # events 1, 2, 3
+    np.testing.assert_array_equal(arrays["events"]["number"], [1, 2, 3])
+    np.testing.assert_array_equal(offsets["hits"], [0, 0, 3, 4])
+    np.testing.assert_array_equal(arrays["hits"]["t"], [20, 21, 22, 30])
+    selected, counts = select_tree(SCHEMA, arrays, offsets, np.array([2, 0, 1]))
+    np.testing.assert_array_equal(selected["events"]["number"], [3, 1, 2])
+    np.testing.assert_array_equal(counts["hits"], [1, 0, 3])
+    np.testing.assert_array_equal(selected["hits"]["t"], [30, 20, 21, 22])
+
+
+def test_append_rejects_inconsistent_input(tmp_path):
+    arrays, counts = batch([0, 1], [1, 2])
+    with pytest.raises(ValueError, match="add up"):
+        with RaggedWriter(tmp_path / "a.h5", SCHEMA, ATTRS) as writer:
+            writer.append(arrays, {"hits": np.array([1, 1])})
+    with pytest.raises(ValueError, match="missing"):
+        with RaggedWriter(tmp_path / "b.h5", SCHEMA, ATTRS) as writer:
+            writer.append({"events": arrays["events"], "hits": {"x": arrays["hits"]["x"]}}, counts)
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- atomic writes -----------------------------------------------------------------------
+
+
+def test_exception_inside_the_writer_leaves_no_file(tmp_path):
+    target = tmp_path / "out.h5"
+    with pytest.raises(RuntimeError, match="boom"):
+        with RaggedWriter(target, SCHEMA, ATTRS) as writer:
+            writer.append(*batch([0, 1], [2, 1]))
+            raise RuntimeError("boom")
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == []  # no temporary file either
+
+
+def test_exception_keeps_an_existing_file_intact(tmp_path, good_file):
+    before = good_file.read_bytes()
+    with pytest.raises(RuntimeError):
+        with RaggedWriter(good_file, SCHEMA, ATTRS) as writer:
+            writer.append(*batch([7], [9]))
+            raise RuntimeError("crash")
+    assert good_file.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.h5"]
+
+
+def test_file_appears_only_when_complete(tmp_path):
+    target = tmp_path / "out.h5"
+    with RaggedWriter(target, SCHEMA, ATTRS) as writer:
+        writer.append(*batch([0], [1]))
+        assert not target.exists()
+    assert target.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["out.h5"]
+
+
+# --- reader errors name the file -----------------------------------------------------------
+
+
+def assert_reader_error(path, *needles, schema=SCHEMA):
+    with pytest.raises(DataFileError) as info:
+        RaggedReader(path, schema)
+    message = str(info.value)
+    assert str(path) in message
+    for needle in needles:
+        assert needle in message, message
+    return message
+
+
+def test_missing_file(tmp_path):
+    assert_reader_error(tmp_path / "absent.h5", "not found")
+
+
+def test_truncated_file(tmp_path, good_file):
+    data = good_file.read_bytes()
+    truncated = tmp_path / "truncated.h5"
+    truncated.write_bytes(data[: len(data) // 2])
+    assert_reader_error(truncated)
+
+
+def test_not_an_hdf5_file(tmp_path):
+    path = tmp_path / "text.h5"
+    path.write_text("this is not HDF5\n" * 100)
+    assert_reader_error(path)
+
+
+def test_plain_hdf5_file(tmp_path):
+    path = tmp_path / "plain.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=np.arange(5))
+    assert_reader_error(path, "not a pipeline file")
+
+
+def test_file_of_another_schema(tmp_path):
+    other = dataclasses.replace(SCHEMA, name="other_schema")
+    path = write_file(tmp_path / "other.h5", [batch([0], [1])], schema=other)
+    assert_reader_error(path, "other_schema", "test_hits")
+
+
+def test_newer_schema_version(tmp_path, good_file):
+    with h5py.File(good_file, "r+") as f:
+        f.attrs["schema_version"] = SCHEMA.version + 1
+    assert_reader_error(good_file, "newer")
+
+
+def test_older_schema_version(tmp_path, good_file):
+    with h5py.File(good_file, "r+") as f:
+        f.attrs["schema_version"] = SCHEMA.version - 1
+    assert_reader_error(good_file, "older")
+
+
+def test_incomplete_file(tmp_path, good_file):
+    with h5py.File(good_file, "r+") as f:
+        del f.attrs["complete"]
+    assert_reader_error(good_file, "incomplete")
+
+
+def test_missing_field(tmp_path, good_file):
+    with h5py.File(good_file, "r+") as f:
+        del f["hits"]["layer"]
+    assert_reader_error(good_file, "layer")
+
+
+def test_reader_error_is_an_os_error():
+    assert issubclass(DataFileError, OSError)
+
+
+# --- ragged indexing ----------------------------------------------------------------------
+
+
+def test_ragged_rows_hand_computed():
+    offsets = np.array([0, 2, 2, 5, 6, 10])  # sizes 2, 0, 3, 1, 4
+    np.testing.assert_array_equal(ragged_rows(offsets, np.array([0, 2])), [0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(ragged_rows(offsets, np.array([4, 0])), [6, 7, 8, 9, 0, 1])
+    np.testing.assert_array_equal(ragged_rows(offsets, np.array([1, 3, 1])), [5])
+    np.testing.assert_array_equal(ragged_rows(offsets, np.array([2, 2])), [2, 3, 4, 2, 3, 4])
+    np.testing.assert_array_equal(ragged_rows(offsets, np.array([0, 1, 2, 3, 4])), np.arange(10))
+    assert len(ragged_rows(offsets, np.array([1]))) == 0
+    assert len(ragged_rows(offsets, np.array([], np.int64))) == 0
+
+
+def test_ragged_rows_random(rng):
+    sizes = rng.integers(0, 6, 50)
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    parents = rng.integers(0, 50, 30)
+    expected = [row for p in parents for row in range(offsets[p], offsets[p + 1])]
+    np.testing.assert_array_equal(ragged_rows(offsets, parents), expected)
+
+
+def test_parent_index_hand_computed():
+    np.testing.assert_array_equal(parent_index(np.array([0, 2, 2, 5, 6, 6])), [0, 0, 2, 2, 2, 3])
+    np.testing.assert_array_equal(parent_index(np.array([0, 0, 0, 1])), [2])
+    assert len(parent_index(np.array([0, 0, 0]))) == 0
+    assert len(parent_index(np.array([0]))) == 0
+
+
+# --- three levels: events -> jets -> tracks ------------------------------------------------
+
+NESTED = FileSchema("nested", 1, (
+    Collection("events", None, (Field("number", "i8", "", ""),)),
+    Collection("jets", "events", (Field("jet_id", "i8", "", ""),)),
+    Collection("tracks", "jets", (Field("track_id", "i8", "", ""),)),
+))
+
+
+def test_nested_read_and_select(tmp_path):
+    # events: 0 has jets [0, 1], 1 has none, 2 has jet [2]; jets have 2, 0, 3 tracks.
+    arrays = {"events": {"number": np.array([10, 11, 12])},
+              "jets": {"jet_id": np.array([100, 101, 102])},
+              "tracks": {"track_id": np.array([1000, 1001, 1020, 1021, 1022])}}
+    counts = {"jets": np.array([2, 0, 1]), "tracks": np.array([2, 0, 3])}
+    path = tmp_path / "nested.h5"
+    with RaggedWriter(path, NESTED, {}) as writer:
+        writer.append(arrays, counts)
+        writer.append({"events": {"number": np.array([13])}, "jets": {"jet_id": np.array([103])},
+                       "tracks": {"track_id": np.array([1030])}},
+                      {"jets": np.array([1]), "tracks": np.array([1])})
+    with RaggedReader(path, NESTED) as reader:
+        np.testing.assert_array_equal(reader.offsets("tracks"), [0, 2, 2, 5, 6])
+        tree, offsets = read_tree(reader, 1, 4)  # events 11, 12, 13
+    np.testing.assert_array_equal(tree["jets"]["jet_id"], [102, 103])
+    np.testing.assert_array_equal(tree["tracks"]["track_id"], [1020, 1021, 1022, 1030])
+    np.testing.assert_array_equal(offsets["jets"], [0, 0, 1, 2])
+    np.testing.assert_array_equal(offsets["tracks"], [0, 3, 4])
+    selected, counts = select_tree(NESTED, tree, offsets, np.array([2, 1]))  # events 13, 12
+    np.testing.assert_array_equal(selected["events"]["number"], [13, 12])
+    np.testing.assert_array_equal(selected["jets"]["jet_id"], [103, 102])
+    np.testing.assert_array_equal(counts["jets"], [1, 1])
+    np.testing.assert_array_equal(selected["tracks"]["track_id"], [1030, 1020, 1021, 1022])
+    np.testing.assert_array_equal(counts["tracks"], [1, 3])
+
+
+def test_file_without_rows_is_readable(tmp_path):
+    path = tmp_path / "empty.h5"
+    with RaggedWriter(path, SCHEMA, ATTRS) as writer:
+        writer.append(*batch([], []))
+    with RaggedReader(path, SCHEMA) as reader:
+        assert reader.n_rows("events") == 0 and reader.n_rows("hits") == 0
+        np.testing.assert_array_equal(reader.offsets("hits"), [0])
+        assert reader.read("hits")["x"].dtype == np.float32

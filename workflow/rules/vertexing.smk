@@ -1,0 +1,83 @@
+# Secondary-vertex finding in jets: track sets, learned and classical vertex finders,
+# evaluation with the metrics of Shlomi et al. (EPJC 81 (2021) 540).
+
+rule build_track_graphs:
+    input:
+        train=f"results/{VERTEXING_SAMPLE}/split/train.h5",
+        val=f"results/{VERTEXING_SAMPLE}/split/val.h5",
+        test=f"results/{VERTEXING_SAMPLE}/split/test.h5",
+    output:
+        train="results/vertexing/data/train.h5",
+        val="results/vertexing/data/val.h5",
+        test="results/vertexing/data/test.h5",
+    params:
+        config=stage_config_file("vertexing", sample=VERTEXING_SAMPLE),
+        sample=VERTEXING_SAMPLE,
+    log:
+        "logs/vertexing/build_track_graphs.log",
+    benchmark:
+        "logs/benchmarks/vertexing/build_track_graphs.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline build-track-graphs --config {params.config} --sample {params.sample}"
+        " --train {input.train} --val {input.val} --test {input.test}"
+        " --out-train {output.train} --out-val {output.val} --out-test {output.test} 2> {log}"
+
+
+rule train_vertex_finder:
+    input:
+        train="results/vertexing/data/train.h5",
+        val="results/vertexing/data/val.h5",
+    output:
+        checkpoint="results/vertexing/models/{method}.ckpt",
+        history="results/vertexing/models/{method}_history.csv",
+    wildcard_constraints:
+        method="|".join(LEARNED_VERTEX_FINDERS),
+    params:
+        config=stage_config_file("vertexing", "training", "mlflow", sample=VERTEXING_SAMPLE),
+    log:
+        "logs/vertexing/train_{method}.log",
+    benchmark:
+        "logs/benchmarks/vertexing/train_{method}.tsv"
+    threads: config["training"]["threads"]
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=1 if config["training"]["accelerator"] in ("gpu", "cuda") else 0,
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline train-vertexing --config {params.config} --method {wildcards.method}"
+        " --train {input.train} --val {input.val} --checkpoint {output.checkpoint}"
+        " --history {output.history} --quiet 2> {log}"
+
+
+rule evaluate_vertexing:
+    input:
+        test="results/vertexing/data/test.h5",
+        checkpoints=expand("results/vertexing/models/{method}.ckpt", method=LEARNED_VERTEX_FINDERS),
+    output:
+        VERTEXING_OUTPUTS,
+    params:
+        config=stage_config_file("vertexing", "mlflow", sample=VERTEXING_SAMPLE),
+        checkpoints=lambda wc, input: " ".join(
+            f"--checkpoint {m}={p}" for m, p in zip(LEARNED_VERTEX_FINDERS, input.checkpoints)
+        ),
+    log:
+        "logs/vertexing/evaluate.log",
+    benchmark:
+        "logs/benchmarks/vertexing/evaluate.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline evaluate-vertexing --config {params.config} --test {input.test}"
+        " {params.checkpoints} --output-dir results/vertexing 2> {log}"
