@@ -134,6 +134,9 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
     for name in ("table.md", "table.tex", "f1_vs_tracks.png", "f1_vs_tracks.pdf", "predictions.h5"):
         assert (results / "vertexing" / name).stat().st_size > 0
     assert "0.66" in (results / "vertexing" / "table.md").read_text()  # the paper's Set2Graph b-jet F1
+    inspect = subprocess.run([sys.executable, "-m", "pipeline", "inspect", str(results / "vertexing" / "predictions.h5")],
+                             capture_output=True, text=True)
+    assert inspect.returncode == 0 and "vertex_predictions version 1" in inspect.stdout, inspect.stderr
 
     # MLflow saw every training and evaluation (the embedded SQLite store under results/).
     from mlflow.tracking import MlflowClient

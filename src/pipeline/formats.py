@@ -143,7 +143,6 @@ TRACK_JETS = FileSchema(
     "tracker output: jets with smeared tracks, their truth vertex partition and the jet's b/c hadrons",
 )
 
-SCHEMAS = {schema.name: schema for schema in (PARTICLE_JETS, TRACK_JETS)}
 
 #: Per-track features of the vertex finders, in the column order of ``features``.
 TRACK_FEATURES = (
@@ -187,4 +186,25 @@ TRACK_GRAPHS = FileSchema(
     "vertex-finding input: standardised track features and the truth partition per jet",
 )
 
-SCHEMAS[TRACK_GRAPHS.name] = TRACK_GRAPHS
+#: The vertex finders compared by the vertexing study, and the trivial partitions.
+VERTEX_FINDERS = ("avr", "baseline", "track_pair", "rnn", "set2graph")
+TRIVIAL_PARTITIONS = ("single_vertex", "all_singletons")
+
+VERTEX_PREDICTIONS = FileSchema(
+    "vertex_predictions",
+    1,
+    (
+        Collection("jets", None, _fields(
+            ("flavour", "i1", "", "5 = b, 4 = c, 0 = light"),
+            ("n_tracks", "i4", "", "number of tracks"),
+            ("jet_index", "i8", "", "row of the jet in the track_graphs test file"),
+        ), "the test jets"),
+        Collection("tracks", "jets", (
+            Field("truth", "i4", "", "true vertex label"),
+            *(Field(m, "i4", "", f"vertex label predicted by {m}") for m in (*VERTEX_FINDERS, *TRIVIAL_PARTITIONS)),
+        ), "per track: the true and every method's vertex label"),
+    ),
+    "every vertex finder's partition of the test jets, with the truth",
+)
+
+SCHEMAS = {schema.name: schema for schema in (PARTICLE_JETS, TRACK_JETS, TRACK_GRAPHS, VERTEX_PREDICTIONS)}

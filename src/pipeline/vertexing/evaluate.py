@@ -20,8 +20,8 @@ import h5py
 import numpy as np
 
 from pipeline.config import config_hash
-from pipeline.formats import TRACK_FEATURES
-from pipeline.h5io import Collection, Field, FileSchema, RaggedWriter, provenance_attrs
+from pipeline.formats import TRACK_FEATURES, TRIVIAL_PARTITIONS, VERTEX_FINDERS, VERTEX_PREDICTIONS
+from pipeline.h5io import RaggedWriter, provenance_attrs
 from pipeline.vertexing.classical import avr_partition, baseline_partition
 from pipeline.vertexing.data import TrackGraphBatches
 from pipeline.vertexing.metrics import METRICS, jet_metrics
@@ -29,8 +29,8 @@ from pipeline.vertexing.metrics import METRICS, jet_metrics
 log = logging.getLogger(__name__)
 
 LEARNED = ("track_pair", "rnn", "set2graph")
-METHODS = ("avr", "baseline", *LEARNED)
-TRIVIAL = ("single_vertex", "all_singletons")
+METHODS = VERTEX_FINDERS
+TRIVIAL = TRIVIAL_PARTITIONS
 FLAVOURS = {"b": 5, "c": 4, "light": 0}
 COLUMNS = ("method", "flavour", "n_jets", *METRICS)
 
@@ -38,24 +38,6 @@ COLUMNS = ("method", "flavour", "n_jets", *METRICS)
 #: their data (Delphes, 14 TeV), quoted for comparison, not reproduced.
 PAPER_F1 = {"avr": (0.56, 0.70, 0.97), "track_pair": (0.62, 0.74, 0.96),
             "rnn": (0.59, 0.71, 0.93), "set2graph": (0.66, 0.75, 0.97)}
-
-VERTEX_PREDICTIONS = FileSchema(
-    "vertex_predictions",
-    1,
-    (
-        Collection("jets", None, (
-            Field("flavour", "i1", "", "5 = b, 4 = c, 0 = light"),
-            Field("n_tracks", "i4", "", "number of tracks"),
-            Field("jet_index", "i8", "", "row of the jet in the track_graphs test file"),
-        ), "the test jets"),
-        Collection("tracks", "jets", (
-            Field("truth", "i4", "", "true vertex label"),
-            *(Field(m, "i4", "", f"vertex label predicted by {m}") for m in (*METHODS, *TRIVIAL)),
-        ), "per track: the true and every method's vertex label"),
-    ),
-    "every vertex finder's partition of the test jets, with the truth",
-)
-
 
 def raw_tracks(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> dict[str, np.ndarray]:
     """Un-standardised track parameters the classical finders need, from padded features."""

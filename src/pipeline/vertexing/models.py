@@ -45,33 +45,42 @@ def mlp(widths: Sequence[int], final_activation: bool = False) -> nn.Sequential:
 
 
 class DeepSetLayer(nn.Module):
-    """An equivariant layer: each track's update sees itself and an attention-weighted
-    summary of the whole set; normalised per track (LayerNorm over features)."""
+    """An equivariant layer: each track's update sees itself and its own attention-weighted
+    view of the set (scaled dot-product attention over the jet's tracks), or, without
+    attention, the set's mean. Hidden layers are normalised per track (LayerNorm)."""
 
-    def __init__(self, width_in: int, width_out: int, attention: bool = True):
+    def __init__(self, width_in: int, width_out: int, attention: bool = True, normalise: bool = True,
+                 attention_width: int = 32):
         super().__init__()
         self.own = nn.Linear(width_in, width_out)
         self.set = nn.Linear(width_in, width_out)
-        self.attention = nn.Linear(width_in, 1) if attention else None
-        self.norm = nn.LayerNorm(width_out)
+        self.query = nn.Linear(width_in, attention_width) if attention else None
+        self.key = nn.Linear(width_in, attention_width) if attention else None
+        self.norm = nn.LayerNorm(width_out) if normalise else nn.Identity()
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if self.attention is not None:
-            score = self.attention(x).squeeze(-1).masked_fill(~mask, float("-inf"))
-            weight = torch.softmax(score, dim=1).nan_to_num(0.0).unsqueeze(-1)
-            summary = (x * weight).sum(1, keepdim=True)
+        if self.query is not None:
+            q, k = self.query(x), self.key(x)
+            score = q @ k.transpose(1, 2) / q.shape[-1] ** 0.5
+            score = score.masked_fill(~mask.unsqueeze(1), float("-inf"))
+            weight = torch.softmax(score, dim=-1).nan_to_num(0.0)  # (B, N, N): track i looks at j
+            context = weight @ x
         else:
-            summary = masked_mean(x, mask)
-        return self.norm(self.own(x) + self.set(summary))
+            context = masked_mean(x, mask).expand_as(x)
+        return self.norm(self.own(x) + self.set(context))
 
 
 class SetEncoder(nn.Module):
-    """Set2Graph's set-to-set encoder: DeepSet layers, ReLU between them."""
+    """Set2Graph's set-to-set encoder: DeepSet layers with ReLU between them; the last
+    layer (the per-track embedding, width 5 in the EPJC model) is not normalised."""
 
     def __init__(self, n_features: int, widths: Sequence[int] = (256, 256, 256, 256, 5)):
         super().__init__()
         sizes = [n_features, *widths]
-        self.layers = nn.ModuleList(DeepSetLayer(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        last = len(widths) - 1
+        self.layers = nn.ModuleList(
+            DeepSetLayer(a, b, normalise=k < last) for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))
+        )
         self.out_features = sizes[-1]
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -126,7 +135,9 @@ class EdgeClassifier(nn.Module):
         b, n, d = u.shape
         parts = [u.unsqueeze(2).expand(b, n, n, d), u.unsqueeze(1).expand(b, n, n, d)]
         if self.with_set_sum:
-            total = (u * mask.unsqueeze(-1)).sum(1)
+            # The set term as a mean, not a sum: a sum grows with the jet's track count
+            # and slowed training down markedly in our tests.
+            total = masked_mean(u, mask)[:, 0]
             parts.append(total[:, None, None, :].expand(b, n, n, d))
         logits = self.mlp(torch.cat(parts, dim=-1)).squeeze(-1)
         return 0.5 * (logits + logits.transpose(1, 2))
