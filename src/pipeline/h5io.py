@@ -163,7 +163,6 @@ class RaggedWriter:
         counts: {child collection: number of children per new parent row}.
         """
         counts = counts or {}
-        f = self._file
         new_rows = {}
         for collection in self.schema.collections:
             columns = arrays.get(collection.name)

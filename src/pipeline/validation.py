@@ -87,9 +87,9 @@ def summary_table(sums: dict[str, dict[int, float]], title: str = "") -> str:
         n_had = sums["hadrons"].get(f, 0.0)
         lxy = f"{sums['lxy'][f] / n_had:.2f}" if f in HADRONS and n_had else "-"
         had = f"{int(n_had)}" if f in HADRONS else "-"
-        per_jet = (lambda key: f"{sums[key][f] / n:.2f}") if n else (lambda key: "-")
-        lines.append(f"| {label} | {int(n)} | {n / total if total else 0:.3f} | {per_jet('tracks')} | "
-                     f"{per_jet('vertices')} | {had} | {lxy} |")
+        tracks, vertices = (f"{sums[key][f] / n:.2f}" if n else "-" for key in ("tracks", "vertices"))
+        lines.append(f"| {label} | {int(n)} | {n / total if total else 0:.3f} | {tracks} | "
+                     f"{vertices} | {had} | {lxy} |")
     lines.append("")
     lines.append("Matched hadrons: weakly decaying b (in the b row) and c (in the c row) hadrons matched to any jet.")
     return "\n".join(lines) + "\n"
