@@ -19,3 +19,12 @@ def test_workflow_schema_is_the_package_schema():
     workflow_schema = REPO / "workflow" / "schemas" / "config.schema.yaml"
     package_schema = REPO / "src" / "pipeline" / "schemas" / "config.schema.yaml"
     assert workflow_schema.read_text() == package_schema.read_text()
+
+
+def test_shipped_configs_are_valid():
+    from pipeline.config import load_config
+
+    configs = [REPO / "config.yaml", *sorted((REPO / "workflow" / "configs").glob("*.yaml"))]
+    assert len(configs) >= 2
+    for path in configs:
+        load_config(path)  # raises ConfigError naming the file and key
