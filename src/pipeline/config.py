@@ -10,13 +10,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 from jsonschema import Draft202012Validator, validators
+
+from pipeline.outputs import write_text
 
 #: Pythia's ``Random:seed`` accepts 0 ... 900 000 000 (0 would mean "use the time").
 PYTHIA_MAX_SEED = 900_000_000
@@ -138,15 +139,8 @@ def sample_config(config: Mapping[str, Any], sample: str) -> dict:
 
 def write_resolved_config(config: Mapping[str, Any], path: str | Path) -> Path:
     """Write a resolved config as YAML, atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(
-        f"# resolved pipeline config, hash {config_hash(config)}\n"
-        + yaml.safe_dump(dict(config), sort_keys=False)
-    )
-    os.replace(tmp, path)
-    return path
+    return write_text(path, f"# resolved pipeline config, hash {config_hash(config)}\n"
+                      + yaml.safe_dump(dict(config), sort_keys=False))
 
 
 def stage_config(config: Mapping[str, Any], sample: str, *sections: str) -> dict:

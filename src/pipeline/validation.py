@@ -7,7 +7,6 @@ with fixed binning, so memory stays flat however many shards are plotted.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -16,6 +15,7 @@ import numpy as np
 from pipeline.formats import TRACK_JETS
 from pipeline.h5io import RaggedReader, parent_index
 from pipeline.kinematics import wrap_phi
+from pipeline.outputs import save_figure, write_text
 
 FLAVOURS = {5: "b jets", 4: "c jets", 0: "light jets"}
 HADRONS = {5: "b hadrons", 4: "c hadrons"}
@@ -132,16 +132,7 @@ def plot_validation(paths: Sequence[str | Path], output_dir: str | Path, title: 
             ax.set_yscale("log")
         ax.set_title(title, fontsize=14, loc="left")
         ax.legend(fontsize=13)
-        for suffix in ("png", "pdf"):
-            target = output_dir / f"{name}.{suffix}"
-            tmp = target.with_name(f".{target.stem}.tmp{os.getpid()}.{suffix}")
-            fig.savefig(tmp, dpi=100 if suffix == "png" else None, bbox_inches="tight")
-            os.replace(tmp, target)
-            written.append(target)
+        written += save_figure(fig, output_dir / name, bbox_inches="tight")
         plt.close(fig)
-    summary = output_dir / "summary.md"
-    tmp = summary.with_name(f".summary.tmp{os.getpid()}.md")
-    tmp.write_text(summary_table(sums, title))
-    os.replace(tmp, summary)
-    written.append(summary)
+    written.append(write_text(output_dir / "summary.md", summary_table(sums, title)))
     return written

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Mapping
 
@@ -22,6 +21,7 @@ import numpy as np
 from pipeline.config import config_hash
 from pipeline.formats import TRACK_FEATURES, TRIVIAL_PARTITIONS, VERTEX_FINDERS, VERTEX_PREDICTIONS
 from pipeline.h5io import RaggedWriter, provenance_attrs
+from pipeline.outputs import atomic_output, save_figure, write_text
 from pipeline.vertexing.classical import avr_partition, baseline_partition
 from pipeline.vertexing.data import TrackGraphBatches
 from pipeline.vertexing.metrics import METRICS, jet_metrics
@@ -106,21 +106,13 @@ def summarise(predictions: Mapping[str, np.ndarray]) -> tuple[list[dict], dict[s
     return rows, per_jet
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_tables(rows: list[dict], output_dir: Path) -> None:
     """metrics.csv, table.md and table.tex."""
-    tmp = output_dir / f".metrics.csv.tmp{os.getpid()}"
-    with open(tmp, "w", newline="") as f:
+    with atomic_output(output_dir / "metrics.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, COLUMNS)
         writer.writeheader()
         for row in rows:
             writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
-    os.replace(tmp, output_dir / "metrics.csv")
 
     def paper(row):
         values = PAPER_F1.get(row["method"])
@@ -140,8 +132,8 @@ def write_tables(rows: list[dict], output_dir: Path) -> None:
     tex += [r"\hline", r"\end{tabular}"]
     note = ("\nF1, paper: Shlomi et al., EPJC 81 (2021) 540, on their Delphes sample (theirs, not reproduced here). "
             "The `all` row is the mean of the b, c and light rows.\n")
-    _atomic_write_text(output_dir / "table.md", "\n".join(md) + "\n" + note)
-    _atomic_write_text(output_dir / "table.tex", "\n".join(tex) + "\n")
+    write_text(output_dir / "table.md", "\n".join(md) + "\n" + note)
+    write_text(output_dir / "table.tex", "\n".join(tex) + "\n")
 
 
 def plot_f1_vs_tracks(predictions: Mapping[str, np.ndarray], per_jet: Mapping[str, dict], output_dir: Path) -> None:
@@ -168,11 +160,7 @@ def plot_f1_vs_tracks(predictions: Mapping[str, np.ndarray], per_jet: Mapping[st
     axes[0].set_ylim(0, 1.05)
     axes[-1].legend(fontsize=12)
     fig.tight_layout()
-    for suffix in ("png", "pdf"):
-        target = output_dir / f"f1_vs_tracks.{suffix}"
-        tmp = target.with_name(f".{target.stem}.tmp{os.getpid()}.{suffix}")
-        fig.savefig(tmp, dpi=100 if suffix == "png" else None)
-        os.replace(tmp, target)
+    save_figure(fig, output_dir / "f1_vs_tracks")
     plt.close(fig)
 
 

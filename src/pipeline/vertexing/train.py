@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Mapping
 
 from pipeline.config import derive_seed
 from pipeline.formats import TRACK_FEATURES
+from pipeline.outputs import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +38,10 @@ class _History:
 
     def write(self, path: Path) -> None:
         keys = sorted({k for row in self.rows for k in row} - {"epoch"})
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        with open(tmp, "w", newline="") as f:
+        with atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, ["epoch", *keys])
             writer.writeheader()
             writer.writerows(self.rows)
-        os.replace(tmp, path)
 
 
 def train_vertex_finder(
@@ -87,10 +85,8 @@ def train_vertex_finder(
     best = trainer.checkpoint_callback.best_model_path
     if not best:
         raise RuntimeError(f"training {method} produced no checkpoint in {work}")
-    checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    tmp = checkpoint.with_name(f".{checkpoint.name}.tmp{os.getpid()}")
-    shutil.copyfile(best, tmp)
-    os.replace(tmp, checkpoint)
+    with atomic_output(checkpoint) as tmp:
+        shutil.copyfile(best, tmp)
     recorder.write(history)
     logger.experiment.log_artifact(logger.run_id, str(checkpoint), artifact_path="model")
     logger.experiment.log_artifact(logger.run_id, str(history))
