@@ -272,7 +272,7 @@ def match_hadrons(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Match each hadron to its nearest jet of the same event within match_dr.
 
-    Returns (matched hadron indices, their jet indices), ordered by jet.
+    Returns (positions in ``hadrons`` of the matched ones, their jet indices), ordered by jet.
     """
     jet_offsets = np.concatenate([[0], np.cumsum(np.bincount(jets.event, minlength=rec.n_events))])
     had_event = rec.event[hadrons]
@@ -288,7 +288,7 @@ def match_hadrons(
     best = order[first]
     best = best[dr[best] < match_dr]
     by_jet = np.argsort(pair_jet[best], kind="stable")
-    return hadrons[pair_hadron[best[by_jet]]], pair_jet[best[by_jet]]
+    return pair_hadron[best[by_jet]], pair_jet[best[by_jet]]
 
 
 class ChargeTable:
@@ -315,9 +315,8 @@ def particle_jet_arrays(
     """Everything the particle_jets file stores for one batch: (arrays, counts)."""
     jets = cluster_jets(rec, sample["jets"])
     heavy, heavy_flavour = weak_heavy_hadrons(rec, sample["flavour"]["hadron_min_pt"])
-    matched, matched_jet = match_hadrons(rec, jets, heavy, sample["flavour"]["match_dr"])
-    flavour_of = dict(zip(heavy.tolist(), heavy_flavour.tolist()))
-    matched_flavour = np.array([flavour_of[i] for i in matched.tolist()], np.int8)
+    position, matched_jet = match_hadrons(rec, jets, heavy, sample["flavour"]["match_dr"])
+    matched, matched_flavour = heavy[position], heavy_flavour[position]
     jet_flavour = np.zeros(len(jets.pt), np.int8)
     np.maximum.at(jet_flavour, matched_jet, matched_flavour)
 
