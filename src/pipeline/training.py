@@ -87,5 +87,4 @@ def build_trainer(config: Mapping, checkpoint_dir: str | Path, logger=None, prog
         logger=logger if logger is not None else False,
         enable_progress_bar=progress,
         log_every_n_steps=10,
-        deterministic=False,
     )
