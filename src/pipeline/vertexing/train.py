@@ -8,6 +8,8 @@ import shutil
 from pathlib import Path
 from typing import Mapping
 
+import lightning.pytorch as pl
+
 from pipeline.config import derive_seed
 from pipeline.formats import TRACK_FEATURES
 from pipeline.outputs import atomic_output
@@ -15,26 +17,16 @@ from pipeline.outputs import atomic_output
 log = logging.getLogger(__name__)
 
 
-class _History:
-    """Collects the logged metrics at the end of every validation epoch."""
+class EpochHistory(pl.Callback):
+    """Collects the logged metrics at the end of every validation epoch (not the sanity check)."""
 
     def __init__(self):
         self.rows: list[dict[str, float]] = []
 
-    def callback(self):
-        import lightning.pytorch as pl
-
-        history = self
-
-        class HistoryCallback(pl.Callback):
-            def on_validation_epoch_end(self, trainer, module):
-                if trainer.sanity_checking:
-                    return
-                row = {"epoch": trainer.current_epoch}
-                row.update({k: float(v) for k, v in trainer.callback_metrics.items()})
-                history.rows.append(row)
-
-        return HistoryCallback()
+    def on_validation_epoch_end(self, trainer, module):
+        if not trainer.sanity_checking:
+            self.rows.append({"epoch": trainer.current_epoch,
+                              **{k: float(v) for k, v in trainer.callback_metrics.items()}})
 
     def write(self, path: Path) -> None:
         keys = sorted({k for row in self.rows for k in row} - {"epoch"})
@@ -55,8 +47,6 @@ def train_vertex_finder(
 ) -> dict[str, float]:
     """Train ``method`` (set2graph, track_pair, rnn); write the best checkpoint and the
     per-epoch history CSV. Returns the final validation metrics."""
-    import lightning.pytorch as pl
-
     from pipeline.training import build_trainer, mlflow_logger, run_tags
     from pipeline.vertexing.data import TrackGraphDataModule
     from pipeline.vertexing.models import ENCODERS, VertexFinder
@@ -78,8 +68,8 @@ def train_vertex_finder(
                             **{f"network.{k}": v for k, v in config["vertexing"]["network"].items()}})
     work = checkpoint.parent / f".{checkpoint.stem}-work"
     trainer = build_trainer(config, work, logger=logger, progress=progress)
-    recorder = _History()
-    trainer.callbacks.append(recorder.callback())
+    recorder = EpochHistory()
+    trainer.callbacks.append(recorder)
     trainer.fit(model, datamodule=data)
 
     best = trainer.checkpoint_callback.best_model_path
