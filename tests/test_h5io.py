@@ -308,3 +308,16 @@ def test_file_without_rows_is_readable(tmp_path):
         assert reader.n_rows("events") == 0 and reader.n_rows("hits") == 0
         np.testing.assert_array_equal(reader.offsets("hits"), [0])
         assert reader.read("hits")["x"].dtype == np.float32
+
+
+def test_a_failing_final_flush_leaves_no_file(tmp_path):
+    writer = RaggedWriter(tmp_path / "out.h5", SCHEMA, ATTRS)
+    writer.__enter__()
+
+    def disk_full():
+        raise OSError("disk full")
+
+    writer._flush = disk_full
+    with pytest.raises(OSError, match="disk full"):
+        writer.__exit__(None, None, None)
+    assert list(tmp_path.iterdir()) == []

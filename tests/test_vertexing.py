@@ -9,7 +9,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from pipeline.partition import partition_dense
 from pipeline.tracker import perigee
-from pipeline.vertexing.classical import avr_partition, baseline_partition, canonical_labels
+from pipeline.vertexing.classical import avr_partition, baseline_partition
 from pipeline.vertexing.data import TrackGraphBatches, TrackGraphDataModule, pad_tracks
 from pipeline.vertexing.metrics import bell_ratios, jet_metrics
 from pipeline.vertexing.models import VertexFinder, pair_targets, vertex_finding_loss
@@ -92,10 +92,11 @@ def test_partition_dense_is_connected_components_in_order_of_appearance():
     assert partition_dense(adjacency, mask).tolist() == [[0, 1, 2, 1, 1], [0, 1, 0, -1, -1]]
 
 
-def test_canonical_labels():
+def test_partition_dense_relabels_a_labelling_in_order_of_appearance():
     labels = np.array([[3, 3, 7, 1, -1]])
     mask = np.array([[1, 1, 1, 1, 0]], bool)
-    assert canonical_labels(labels, mask).tolist() == [[0, 0, 1, 2, -1]]
+    same = labels[:, :, None] == labels[:, None, :]
+    assert partition_dense(same, mask).tolist() == [[0, 0, 1, 2, -1]]
 
 
 def _jet_from_vertices(vertices, tracks_per_vertex, rng):

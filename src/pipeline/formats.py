@@ -155,12 +155,7 @@ TRACK_FEATURES = (
 GRAPH_JETS = Collection(
     "jets",
     None,
-    _fields(
-        ("pt", "f4", "GeV", "jet transverse momentum"),
-        ("eta", "f4", "", "jet pseudorapidity"),
-        ("phi", "f4", "rad", "jet azimuth"),
-        ("mass", "f4", "GeV", "jet mass"),
-        ("flavour", "i1", "", "5 = b, 4 = c, 0 = light"),
+    JETS.fields + _fields(
         ("n_tracks", "i4", "", "number of tracks"),
         ("source_jet", "i8", "", "row of the jet in the track_jets file it came from"),
     ),

@@ -18,7 +18,6 @@ only when complete, so a crashed job never leaves a half-written file behind.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections import defaultdict
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import h5py
 import numpy as np
 
 from pipeline import __version__
+from pipeline.outputs import atomic_output
 
 #: Rows per HDF5 chunk; large enough for fast streaming, small enough for slicing.
 CHUNK_ROWS = 32768
@@ -115,7 +115,7 @@ class RaggedWriter:
         self.path = Path(path)
         self.schema = schema
         self.attrs = dict(attrs)
-        self._tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+        self._output = atomic_output(self.path)
         self._file: h5py.File | None = None
         self._rows = {c.name: 0 for c in schema.collections}
         self._flushed = dict(self._rows)
@@ -123,8 +123,7 @@ class RaggedWriter:
         self._pending_rows = 0
 
     def __enter__(self) -> "RaggedWriter":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = h5py.File(self._tmp, "w", track_order=True)
+        self._file = h5py.File(self._output.__enter__(), "w", track_order=True)
         f = self._file
         f.attrs["schema"] = self.schema.name
         f.attrs["schema_version"] = self.schema.version
@@ -222,14 +221,18 @@ class RaggedWriter:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         assert self._file is not None
-        if exc_type is None:
-            self._flush()
-            self._file.attrs["complete"] = True
+        error = (exc_type, exc, tb)
+        try:
+            if exc_type is None:
+                self._flush()
+                self._file.attrs["complete"] = True
+        except BaseException as err:
+            error = (type(err), err, err.__traceback__)
+            raise
+        finally:
             self._file.close()
-            os.replace(self._tmp, self.path)
-        else:
-            self._file.close()
-            self._tmp.unlink(missing_ok=True)
+            # Renames the temporary file into place, or deletes it after an exception.
+            self._output.__exit__(*error)
 
 
 class RaggedReader:

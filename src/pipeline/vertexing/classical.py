@@ -20,6 +20,8 @@ from typing import Mapping
 
 import numpy as np
 
+from pipeline.partition import partition_dense
+
 #: Annealing temperatures of the adaptive fit (chi2 units) and the chi2 cut-off.
 TEMPERATURES = (256.0, 64.0, 16.0, 4.0, 1.0, 1.0)
 CHI2_CUT = 9.0
@@ -98,15 +100,5 @@ def avr_partition(tracks: Mapping[str, np.ndarray], mask: np.ndarray, min_weight
     leftover = (labels < 0) & mask
     rank = np.cumsum(leftover, axis=1) - 1
     labels[leftover] = (next_label[:, None] + rank)[leftover]
-    return canonical_labels(labels, mask)
-
-
-def canonical_labels(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Relabel each row's partition 0, 1, ... in order of first appearance (-1 on padding)."""
-    n_jets, width = labels.shape
-    same = (labels[:, :, None] == labels[:, None, :]) & mask[:, :, None] & mask[:, None, :]
-    first = np.argmax(same, axis=2)  # index of the first track with the same label
-    is_first = (first == np.arange(width)) & mask
-    order = np.cumsum(is_first, axis=1) - 1
-    out = np.take_along_axis(order, first, axis=1)
-    return np.where(mask, out, -1)
+    # Relabel in order of first appearance: the partition step's components of "same label".
+    return partition_dense(labels[:, :, None] == labels[:, None, :], mask)

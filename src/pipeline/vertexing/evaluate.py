@@ -67,9 +67,10 @@ def predict(test_path: str | Path, checkpoints: Mapping[str, str | Path], batch_
         for index in range(len(batches)):
             batch = batches[index]
             mask = batch["mask"].numpy()
+            raw = raw_tracks(batch["x"].numpy(), mean, std)
             labels = {
-                "baseline": baseline_partition(raw_tracks(batch["x"].numpy(), mean, std), mask),
-                "avr": avr_partition(raw_tracks(batch["x"].numpy(), mean, std), mask),
+                "baseline": baseline_partition(raw, mask),
+                "avr": avr_partition(raw, mask),
                 "single_vertex": np.where(mask, 0, -1),
                 "all_singletons": np.where(mask, np.arange(mask.shape[1]), -1),
             }
