@@ -19,6 +19,7 @@ include: "workflow/rules/simulation.smk"
 include: "workflow/rules/datasets.smk"
 include: "workflow/rules/validation.smk"
 include: "workflow/rules/vertexing.smk"
+include: "workflow/rules/flavour_tagging.smk"
 
 
 rule all:
@@ -33,3 +34,4 @@ rule all:
         ),
         expand("results/validation/{sample}/summary.md", sample=VALIDATION_SAMPLES),
         VERTEXING_OUTPUTS,
+        FLAVOUR_TAGGING_OUTPUTS,

@@ -56,6 +56,20 @@ def particle_data(tiny_files) -> dict:
     return _read_all(tiny_files["particle_jets"], PARTICLE_JETS)
 
 
+@pytest.fixture(scope="session")
+def track_graphs(tmp_path_factory, tiny_config_session, tiny_files) -> dict:
+    """track_graphs files (train, val, test) of the session's data set."""
+    from pipeline.split import split_sample
+    from pipeline.vertexing.features import build_track_graphs
+
+    tmp = tmp_path_factory.mktemp("track_graphs")
+    splits = {name: tmp / f"{name}.h5" for name in ("train", "val", "test")}
+    split_sample(tiny_config_session, "tiny", [tiny_files["track_jets"]], splits)
+    graphs = {name: tmp / f"graphs_{name}.h5" for name in splits}
+    build_track_graphs(tiny_config_session, "tiny", splits, graphs)
+    return graphs
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)

@@ -14,23 +14,6 @@ from pipeline.vertexing.data import TrackGraphBatches, TrackGraphDataModule, pad
 from pipeline.vertexing.metrics import bell_ratios, jet_metrics
 from pipeline.vertexing.models import VertexFinder, pair_targets, vertex_finding_loss
 
-@pytest.fixture(scope="module")
-def track_graphs(tmp_path_factory):
-    """track_graphs files of a small real sample (Pythia, tracker, split, features)."""
-    from pipeline.split import split_sample
-    from pipeline.tiny import tiny_config, write_tiny_dataset
-    from pipeline.vertexing.features import build_track_graphs
-
-    tmp = tmp_path_factory.mktemp("vertexing")
-    config = tiny_config(events_per_shard=80, shards=1)
-    tracks = write_tiny_dataset(tmp, config)["track_jets"]
-    splits = {name: tmp / f"{name}.h5" for name in ("train", "val", "test")}
-    split_sample(config, "tiny", [tracks], splits)
-    graphs = {name: tmp / f"graphs_{name}.h5" for name in splits}
-    build_track_graphs(config, "tiny", splits, graphs)
-    return graphs
-
-
 NETWORK = {"set_widths": [32, 32, 5], "edge_widths": [32], "pair_widths": [32], "rnn_hidden": 16, "rnn_layers": 2}
 
 
@@ -183,6 +166,20 @@ def test_loss_rewards_the_right_partition():
     bad = -good
     assert vertex_finding_loss(good, target, pairs) < vertex_finding_loss(bad, target, pairs)
     assert vertex_finding_loss(good, target, pairs) < -0.9  # BCE ~ 0, soft F1 ~ 1
+
+
+def test_loss_soft_f1_is_a_mean_over_jets():
+    """A 2-track jet and a 6-track jet, both perfectly predicted except the large one
+    half wrong: the soft F1 term weighs the jets equally, not by their pair counts."""
+    vertex = torch.tensor([[0, 0, -1, -1, -1, -1], [0, 0, 0, 1, 1, 1]])
+    target, pairs = pair_targets(vertex, vertex >= 0)
+    sure = torch.where(target > 0, 30.0, -30.0)
+    logits = sure.clone()
+    logits[1] = 30.0  # the large jet: everything merged, precision 12 / 30
+    loss = vertex_finding_loss(logits, target, pairs)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, weight=pairs.float(), reduction="sum") / pairs.sum()
+    f1_large = 2 * 12 / (2 * 12 + 18)
+    assert loss.item() == pytest.approx(bce.item() - (1.0 + f1_large) / 2, abs=1e-5)
 
 
 def test_track_graph_files_and_batches(track_graphs):

@@ -24,6 +24,7 @@ TINY = {
     "vertexing": {"network": {"set_widths": [32, 32, 5], "edge_widths": [32], "pair_widths": [32],
                               "rnn_hidden": 16, "rnn_layers": 1}},
     "training": {"max_epochs": 2, "batch_size": 32},
+    "flavour_tagging": {"width": 8, "message_layers": 1, "readout_widths": [8]},
 }
 
 
@@ -64,8 +65,9 @@ def test_default_config_dry_run_plans_every_step(tmp_path):
     shards = sum(s["shards"] for s in default["samples"].values())
     assert job_counts(result.stdout + result.stderr) == {
         "generate": shards, "simulate_tracker": shards, "split": 1, "plot_validation": 1,
-        "build_track_graphs": 1, "train_vertex_finder": 3, "evaluate_vertexing": 1, "all": 1,
-        "total": 2 * shards + 8,
+        "build_track_graphs": 1, "train_vertex_finder": 3, "evaluate_vertexing": 1,
+        "score_vertex_edges": 5, "train_flavour_tagger": 6, "evaluate_flavour_tagging": 1, "all": 1,
+        "total": 2 * shards + 20,
     }
 
 
@@ -145,11 +147,33 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
     experiment = client.get_experiment_by_name("pipeline")
     runs = client.search_runs([experiment.experiment_id])
     names = sorted(run.info.run_name for run in runs)
+    taggers = ["no_vertex", "avr", "baseline", "track_pair", "rnn", "set2graph"]
     assert names == sorted([f"train-{m}" for m in ("track_pair", "rnn", "set2graph")]
-                           + [f"evaluate-{m}" for m in methods])
-    train = next(run for run in runs if run.info.run_name == "train-set2graph")
+                           + [f"evaluate-{m}" for m in methods]
+                           + [f"flavour-{m}" for m in taggers] + [f"evaluate-flavour-{m}" for m in taggers]
+                           + ["finder-avr", "finder-baseline"])
+    run = {r.info.run_name: r for r in runs}
+    train = run["train-set2graph"]
     assert "val_loss" in train.data.metrics and train.data.tags["pipeline.version"]
     assert any(key.endswith(".sha256") for key in train.data.tags)
+
+    # Flavour tagging: one row per method; every tagger run names the vertex finder run it used.
+    with open(results / "flavour_tagging" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["method"] for r in rows] == taggers
+    assert list(rows[0]) == ["method", "accuracy", "f1_macro", "acc_b", "acc_c", "acc_light", "light_rejection_b70",
+                             "c_rejection_b70", "light_rejection_b77", "c_rejection_b77"]
+    table = (results / "flavour_tagging" / "table.md").read_text()
+    assert "| set2graph (lecture, theirs) | 0.63 | 0.62 | 0.72 | 0.44 | 0.69 |" in table
+    for name in ["roc", *(f"confusion_{m}" for m in taggers)]:
+        assert (results / "flavour_tagging" / f"{name}.png").stat().st_size > 1000
+    for finder in ("set2graph", "track_pair"):
+        for name in (f"flavour-{finder}", f"evaluate-flavour-{finder}"):
+            assert run[name].data.tags["vertex_finder.run_id"] == run[f"train-{finder}"].info.run_id
+    assert run["flavour-avr"].data.tags["vertex_finder.run_id"] == run["finder-avr"].info.run_id
+    assert run["finder-avr"].data.params["chi2_cut"] == "9.0"
+    assert run["flavour-no_vertex"].data.tags["vertex_finder.run_id"] == "none"
+    assert run["evaluate-flavour-rnn"].data.tags["flavour_tagger.run_id"] == run["flavour-rnn"].info.run_id
 
     # A second run has nothing to do.
     again = run_snakemake(tmp_path, "--configfile", str(config))

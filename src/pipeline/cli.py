@@ -65,13 +65,54 @@ def _evaluate_vertexing(args) -> None:
     from pipeline.config import load_config
     from pipeline.vertexing.evaluate import evaluate_vertexing
 
-    checkpoints = {}
-    for item in args.checkpoint:
-        method, sep, path = item.partition("=")
-        if not sep:
-            raise ValueError(f"--checkpoint {item!r}: expected METHOD=PATH")
-        checkpoints[method] = Path(path)
-    evaluate_vertexing(load_config(args.config), args.test, checkpoints, args.output_dir)
+    evaluate_vertexing(load_config(args.config), args.test, _named_paths(args.checkpoint, "--checkpoint"),
+                       args.output_dir)
+
+
+def _named_paths(items: list[str] | None, option: str) -> dict[str, Path]:
+    """{name: path} of repeated ``option NAME=PATH`` arguments."""
+    paths = {}
+    for item in items or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"{option} {item!r}: expected NAME=PATH")
+        paths[name] = Path(path)
+    return paths
+
+
+def _score_edges(args) -> None:
+    from pipeline.config import load_config
+    from pipeline.flavour.edges import classical_finder_run, score_edges
+    from pipeline.training import checkpoint_run_id
+
+    config = load_config(args.config)
+    run_id = checkpoint_run_id(args.checkpoint) if args.checkpoint else classical_finder_run(config, args.finder)
+    counts = score_edges(config, args.finder,
+                         {"train": args.train, "val": args.val, "test": args.test},
+                         {"train": args.out_train, "val": args.out_val, "test": args.out_test},
+                         checkpoint=args.checkpoint, run_id=run_id)
+    logging.getLogger("pipeline.flavour").info("jets scored per split: %s", counts)
+
+
+def _train_flavour(args) -> None:
+    from pipeline.config import load_config
+    from pipeline.flavour.train import train_flavour_tagger
+
+    edges = None
+    if args.edges_train or args.edges_val:
+        if not (args.edges_train and args.edges_val):
+            raise ValueError("--edges-train and --edges-val go together")
+        edges = {"train": args.edges_train, "val": args.edges_val}
+    train_flavour_tagger(load_config(args.config), args.method, {"train": args.train, "val": args.val}, edges,
+                         args.checkpoint, args.history, progress=not args.quiet)
+
+
+def _evaluate_flavour(args) -> None:
+    from pipeline.config import load_config
+    from pipeline.flavour.evaluate import evaluate_flavour_tagging
+
+    evaluate_flavour_tagging(load_config(args.config), args.test, _named_paths(args.checkpoint, "--checkpoint"),
+                             _named_paths(args.edges, "--edges"), args.output_dir)
 
 
 def _inspect(args) -> None:
@@ -126,7 +167,33 @@ def describe_file(path: str | Path, show_config: bool = True) -> str:
     return "\n".join(lines)
 
 
+def config_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, type=Path,
+                   help="config YAML (validated against workflow/schemas/config.schema.yaml)")
+
+
+def training_arguments(p: argparse.ArgumentParser, methods: list[str]) -> None:
+    """The arguments every training sub-command takes: config, method, data, outputs."""
+    config_argument(p)
+    p.add_argument("--method", required=True, choices=methods)
+    p.add_argument("--train", required=True, type=Path, help="track_graphs training file")
+    p.add_argument("--val", required=True, type=Path, help="track_graphs validation file")
+    p.add_argument("--checkpoint", required=True, type=Path, help="best checkpoint to write (.ckpt)")
+    p.add_argument("--history", required=True, type=Path, help="per-epoch metrics to write (.csv)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def evaluation_arguments(p: argparse.ArgumentParser, checkpoint_help: str) -> None:
+    """The arguments every evaluation sub-command takes: config, test file, checkpoints, output."""
+    config_argument(p)
+    p.add_argument("--test", required=True, type=Path, help="track_graphs test file")
+    p.add_argument("--checkpoint", required=True, action="append", metavar="METHOD=PATH", help=checkpoint_help)
+    p.add_argument("--output-dir", required=True, type=Path)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from pipeline.formats import VERTEX_FINDERS
+
     parser = argparse.ArgumentParser(
         prog="pipeline",
         description="From Pythia 8 events through a fast detector model to versioned HDF5 "
@@ -141,14 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    def config_arg(p):
-        p.add_argument("--config", required=True, type=Path,
-                       help="config YAML (validated against workflow/schemas/config.schema.yaml)")
-
     p = add("generate", _generate,
             "Generate one shard of a sample with Pythia 8 and cluster particle-level jets "
             "(anti-kt, FastJet) into a particle_jets HDF5 file.")
-    config_arg(p)
+    config_argument(p)
     p.add_argument("--sample", required=True, help="sample name from the config's samples")
     p.add_argument("--shard", required=True, type=int, help="shard number, 0 <= shard < samples.<name>.shards")
     p.add_argument("--output", required=True, type=Path, help="particle_jets HDF5 file to write")
@@ -157,13 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("simulate-tracker", _simulate_tracker,
             "Run the tracker model over a particle_jets file: smeared perigee tracks and "
             "truth vertices into a track_jets HDF5 file.")
-    config_arg(p)
+    config_argument(p)
     p.add_argument("--input", required=True, type=Path, help="particle_jets HDF5 file")
     p.add_argument("--output", required=True, type=Path, help="track_jets HDF5 file to write")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = add("split", _split, "Split a sample's track_jets shards by event into train/val/test files.")
-    config_arg(p)
+    config_argument(p)
     p.add_argument("--sample", required=True)
     p.add_argument("--inputs", required=True, nargs="+", type=Path, help="track_jets shard files")
     p.add_argument("--train", required=True, type=Path)
@@ -180,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("build-track-graphs", _build_track_graphs,
             "Turn a sample's train/val/test track_jets files into standardised track sets "
             "(track_graphs files) for the vertex finders.")
-    config_arg(p)
+    config_argument(p)
     p.add_argument("--sample", required=True)
     for split in ("train", "val", "test"):
         p.add_argument(f"--{split}", required=True, type=Path, help=f"{split} track_jets file")
@@ -188,22 +251,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("train-vertexing", _train_vertexing,
             "Train a learned vertex finder (set2graph, track_pair, rnn) with Lightning; logs to MLflow.")
-    config_arg(p)
-    p.add_argument("--method", required=True, choices=["set2graph", "track_pair", "rnn"])
-    p.add_argument("--train", required=True, type=Path, help="track_graphs training file")
-    p.add_argument("--val", required=True, type=Path, help="track_graphs validation file")
-    p.add_argument("--checkpoint", required=True, type=Path, help="best checkpoint to write (.ckpt)")
-    p.add_argument("--history", required=True, type=Path, help="per-epoch metrics to write (.csv)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    training_arguments(p, ["set2graph", "track_pair", "rnn"])
 
     p = add("evaluate-vertexing", _evaluate_vertexing,
             "Evaluate AVR, the baseline, the learned vertex finders and the trivial partitions on "
             "the test jets: metrics.csv, tables, figure, predictions.h5; logs to MLflow.")
-    config_arg(p)
-    p.add_argument("--test", required=True, type=Path, help="track_graphs test file")
-    p.add_argument("--checkpoint", required=True, action="append", metavar="METHOD=PATH",
-                   help="a learned method's checkpoint (repeat for set2graph, track_pair, rnn)")
-    p.add_argument("--output-dir", required=True, type=Path)
+    evaluation_arguments(p, "a learned method's checkpoint (repeat for set2graph, track_pair, rnn)")
+
+    p = add("score-edges", _score_edges,
+            "Write a frozen vertex finder's same-vertex edge scores for the track_graphs splits "
+            "(the flavour tagger's input).")
+    config_argument(p)
+    p.add_argument("--finder", required=True, choices=VERTEX_FINDERS)
+    p.add_argument("--checkpoint", type=Path, help="the learned finder's checkpoint (not for avr, baseline)")
+    for split in ("train", "val", "test"):
+        p.add_argument(f"--{split}", required=True, type=Path, help=f"track_graphs {split} file")
+        p.add_argument(f"--out-{split}", required=True, type=Path, help=f"vertex_edges {split} file to write")
+
+    p = add("train-flavour", _train_flavour,
+            "Train the b / c / light graph tagger on one vertex finder's edges (or none: no_vertex).")
+    training_arguments(p, ["no_vertex", *VERTEX_FINDERS])
+    p.add_argument("--edges-train", type=Path, help="vertex_edges of the training file (not for no_vertex)")
+    p.add_argument("--edges-val", type=Path, help="vertex_edges of the validation file (not for no_vertex)")
+
+    p = add("evaluate-flavour", _evaluate_flavour,
+            "Evaluate the flavour taggers on the test jets: metrics.csv, the lecture-style table, ROC and "
+            "confusion figures; logs to MLflow.")
+    evaluation_arguments(p, "a tagger's checkpoint (repeat for no_vertex and every vertex finder)")
+    p.add_argument("--edges", required=True, action="append", metavar="FINDER=PATH",
+                   help="a vertex finder's test vertex_edges file (repeat for every finder)")
 
     p = add("inspect", _inspect, "Print a pipeline HDF5 file's schema version, counts, units, config and seed.")
     p.add_argument("file", type=Path)

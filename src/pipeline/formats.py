@@ -202,4 +202,21 @@ VERTEX_PREDICTIONS = FileSchema(
     "every vertex finder's partition of the test jets, with the truth",
 )
 
-SCHEMAS = {schema.name: schema for schema in (PARTICLE_JETS, TRACK_JETS, TRACK_GRAPHS, VERTEX_PREDICTIONS)}
+VERTEX_EDGES = FileSchema(
+    "vertex_edges",
+    1,
+    (
+        Collection("jets", None, _fields(
+            ("n_tracks", "i4", "", "number of tracks (n); the jet has n * n pair rows"),
+            ("jet_index", "i8", "", "row of the jet in the track_graphs file scored"),
+        ), "the jets of a track_graphs file, in its order"),
+        Collection("pairs", "jets", _fields(
+            ("score", "f4", "", "the vertex finder's same-vertex score of tracks (i, j), row i * n + j; "
+             "a probability for learned finders, 0 or 1 for partitions; 1 on the diagonal"),
+        ), "every ordered track pair of the jet, row-major"),
+    ),
+    "a frozen vertex finder's same-vertex edge scores, the input of the flavour tagger",
+)
+
+SCHEMAS = {schema.name: schema for schema in (PARTICLE_JETS, TRACK_JETS, TRACK_GRAPHS, VERTEX_PREDICTIONS,
+                                              VERTEX_EDGES)}

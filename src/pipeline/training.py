@@ -10,13 +10,25 @@ also plain files, so nothing downstream depends on MLflow's state.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
+import logging
+import shutil
 from pathlib import Path
 from typing import Iterable, Mapping
 
+import lightning.pytorch as pl
+
 from pipeline import __version__
 from pipeline.h5io import git_sha
+from pipeline.outputs import atomic_output
+
+log = logging.getLogger(__name__)
+
+#: Key under which the MLflow run id of the training is stored in an exported checkpoint,
+#: so that downstream runs (evaluations, the flavour tagger) can name the run they used.
+RUN_ID_KEY = "mlflow_run_id"
 
 
 def file_checksum(path: str | Path, block: int = 1 << 20) -> str:
@@ -88,3 +100,92 @@ def build_trainer(config: Mapping, checkpoint_dir: str | Path, logger=None, prog
         enable_progress_bar=progress,
         log_every_n_steps=10,
     )
+
+
+def adam_with_schedule(module: pl.LightningModule, learning_rate: float, schedule: str = "constant"):
+    """Adam on a module's parameters, with the learning rate ``constant`` or following a
+    ``cosine`` decay to zero over the Trainer's max_epochs (what configure_optimizers returns)."""
+    import torch
+
+    optimiser = torch.optim.Adam(module.parameters(), lr=learning_rate)
+    if schedule == "constant":
+        return optimiser
+    if schedule == "cosine":
+        decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(module.trainer.max_epochs, 1))
+        return {"optimizer": optimiser, "lr_scheduler": {"scheduler": decay, "interval": "epoch"}}
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}; expected constant or cosine")
+
+
+def with_training_overrides(config: Mapping, overrides: Mapping | None) -> dict:
+    """The config with some ``training`` settings replaced (a study's own epochs, batch size)."""
+    return {**config, "training": {**config["training"], **(overrides or {})}}
+
+
+class EpochHistory(pl.Callback):
+    """Collects the logged metrics at the end of every validation epoch (not the sanity check)."""
+
+    def __init__(self):
+        self.rows: list[dict[str, float]] = []
+
+    def on_validation_epoch_end(self, trainer, module):
+        if not trainer.sanity_checking:
+            self.rows.append({"epoch": trainer.current_epoch,
+                              **{k: float(v) for k, v in trainer.callback_metrics.items()}})
+
+    def write(self, path: Path) -> None:
+        keys = sorted({k for row in self.rows for k in row} - {"epoch"})
+        with atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, ["epoch", *keys])
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+
+def fit_and_export(
+    config: Mapping,
+    model: pl.LightningModule,
+    data: pl.LightningDataModule,
+    run_name: str,
+    tags: Mapping[str, str],
+    params: Mapping[str, object],
+    checkpoint: str | Path,
+    history: str | Path,
+    progress: bool = True,
+) -> tuple[dict[str, float], str]:
+    """Fit ``model`` with the shared Trainer, logged to MLflow; export the best checkpoint
+    (with the run id inside, under ``RUN_ID_KEY``) and the per-epoch history CSV, both
+    written atomically. Returns the last epoch's metrics and the MLflow run id."""
+    import torch
+
+    checkpoint, history = Path(checkpoint), Path(history)
+    logger = mlflow_logger(config, run_name=run_name, tags=tags)
+    logger.log_hyperparams({"parameters": sum(p.numel() for p in model.parameters()), **params})
+    work = checkpoint.parent / f".{checkpoint.stem}-work"
+    trainer = build_trainer(config, work, logger=logger, progress=progress)
+    recorder = EpochHistory()
+    trainer.callbacks.append(recorder)
+    trainer.fit(model, datamodule=data)
+
+    best = trainer.checkpoint_callback.best_model_path
+    if not best:
+        raise RuntimeError(f"training {run_name} produced no checkpoint in {work}")
+    state = torch.load(best, map_location="cpu", weights_only=False)
+    state[RUN_ID_KEY] = logger.run_id
+    with atomic_output(checkpoint) as tmp:
+        torch.save(state, tmp)
+    recorder.write(history)
+    logger.experiment.log_artifact(logger.run_id, str(checkpoint), artifact_path="model")
+    logger.experiment.log_artifact(logger.run_id, str(history))
+    shutil.rmtree(work, ignore_errors=True)
+    final = recorder.rows[-1] if recorder.rows else {}
+    log.info("trained %s: best checkpoint %s, last epoch %s", run_name, checkpoint, final)
+    return final, logger.run_id
+
+
+def checkpoint_run_id(path: str | Path) -> str:
+    """The MLflow run id stored in a checkpoint written by ``fit_and_export``."""
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if RUN_ID_KEY not in state:
+        raise KeyError(f"{path}: no {RUN_ID_KEY!r} in the checkpoint; was it written by `pipeline train-*`?")
+    return str(state[RUN_ID_KEY])

@@ -6,6 +6,7 @@
 shell.prefix(f'export PYTHONPATH="{Path(workflow.basedir) / "src"}${{{{PYTHONPATH:+:$PYTHONPATH}}}}"; ')
 
 from pipeline.config import snapshot_config, stage_config
+from pipeline.formats import VERTEX_FINDERS
 
 SAMPLES = list(config["samples"])
 SPLITS = ["train", "val", "test"]
@@ -19,6 +20,13 @@ VERTEXING_OUTPUTS = [
     "results/vertexing/f1_vs_tracks.png",
     "results/vertexing/f1_vs_tracks.pdf",
     "results/vertexing/predictions.h5",
+]
+FLAVOUR_TAGGING_METHODS = ["no_vertex", *VERTEX_FINDERS]
+FLAVOUR_TAGGING_OUTPUTS = [
+    "results/flavour_tagging/metrics.csv",
+    "results/flavour_tagging/table.md",
+    *(f"results/flavour_tagging/{name}.{ext}" for name in
+      ["roc", *(f"confusion_{m}" for m in FLAVOUR_TAGGING_METHODS)] for ext in ("png", "pdf")),
 ]
 VALIDATION_PLOTS = ["track_multiplicity", "d0_significance", "hadron_decay_length", "jet_pt"]
 

@@ -20,6 +20,7 @@ from typing import Mapping
 
 import numpy as np
 
+from pipeline.formats import TRACK_FEATURES
 from pipeline.partition import partition_dense
 
 #: Annealing temperatures of the adaptive fit (chi2 units) and the chi2 cut-off.
@@ -102,3 +103,30 @@ def avr_partition(tracks: Mapping[str, np.ndarray], mask: np.ndarray, min_weight
     labels[leftover] = (next_label[:, None] + rank)[leftover]
     # Relabel in order of first appearance: the partition step's components of "same label".
     return partition_dense(labels[:, :, None] == labels[:, None, :], mask)
+
+
+#: The non-learned vertex finders, by name, and their settings (for the record).
+CLASSICAL = {"avr": avr_partition, "baseline": baseline_partition}
+SETTINGS = {
+    "avr": {"temperatures": list(TEMPERATURES), "chi2_cut": CHI2_CUT, "min_weight": 0.5},
+    "baseline": {"significance_cut": 3.0},
+}
+
+
+def raw_tracks(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> dict[str, np.ndarray]:
+    """The perigee parameters (mm, rad) and errors the classical finders need, un-standardised
+    from padded track_graphs features x (B, N, F) with the file's feature mean and std (F,)."""
+    raw = x * std + mean
+    column = {name: raw[..., k] for k, name in enumerate(TRACK_FEATURES)}
+    return {
+        "d0": column["d0"], "z0": column["z0"], "phi": column["phi"], "cot_theta": column["cot_theta"],
+        "sigma_d0": np.exp(column["log_sigma_d0"]), "sigma_z0": np.exp(column["log_sigma_z0"]),
+    }
+
+
+def classical_partition(finder: str, x: np.ndarray, mask: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Vertex labels (B, N), -1 on padding, of a classical finder (``avr``, ``baseline``) for
+    padded standardised track features x (B, N, F) and mask (B, N)."""
+    if finder not in CLASSICAL:
+        raise ValueError(f"unknown classical vertex finder {finder!r}; expected one of {sorted(CLASSICAL)}")
+    return CLASSICAL[finder](raw_tracks(x, mean, std), mask)

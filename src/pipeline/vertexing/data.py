@@ -96,10 +96,14 @@ class TrackGraphDataModule(pl.LightningDataModule):
         self.seed = seed
         self.datasets: dict[str, TrackGraphBatches] = {}
 
+    def make_dataset(self, name: str, path: Path) -> Dataset:
+        """The batches of one split; studies that add inputs to the track sets override this."""
+        return TrackGraphBatches(path, self.batch_size)
+
     def setup(self, stage: str | None = None) -> None:
         for name, path in self.paths.items():
             if name not in self.datasets:
-                self.datasets[name] = TrackGraphBatches(path, self.batch_size)
+                self.datasets[name] = self.make_dataset(name, path)
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         dataset = self.datasets[name]

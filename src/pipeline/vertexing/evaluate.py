@@ -19,10 +19,10 @@ import h5py
 import numpy as np
 
 from pipeline.config import config_hash
-from pipeline.formats import TRACK_FEATURES, TRIVIAL_PARTITIONS, VERTEX_FINDERS, VERTEX_PREDICTIONS
+from pipeline.formats import TRIVIAL_PARTITIONS, VERTEX_FINDERS, VERTEX_PREDICTIONS
 from pipeline.h5io import RaggedWriter, provenance_attrs
 from pipeline.outputs import atomic_output, save_figure, write_text
-from pipeline.vertexing.classical import avr_partition, baseline_partition
+from pipeline.vertexing.classical import CLASSICAL, classical_partition
 from pipeline.vertexing.data import TrackGraphBatches
 from pipeline.vertexing.metrics import METRICS, jet_metrics
 
@@ -38,16 +38,6 @@ COLUMNS = ("method", "flavour", "n_jets", *METRICS)
 #: their data (Delphes, 14 TeV), quoted for comparison, not reproduced.
 PAPER_F1 = {"avr": (0.56, 0.70, 0.97), "track_pair": (0.62, 0.74, 0.96),
             "rnn": (0.59, 0.71, 0.93), "set2graph": (0.66, 0.75, 0.97)}
-
-def raw_tracks(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> dict[str, np.ndarray]:
-    """Un-standardised track parameters the classical finders need, from padded features."""
-    raw = x * std + mean
-    column = {name: raw[..., k] for k, name in enumerate(TRACK_FEATURES)}
-    return {
-        "d0": column["d0"], "z0": column["z0"], "phi": column["phi"], "cot_theta": column["cot_theta"],
-        "sigma_d0": np.exp(column["log_sigma_d0"]), "sigma_z0": np.exp(column["log_sigma_z0"]),
-    }
-
 
 def predict(test_path: str | Path, checkpoints: Mapping[str, str | Path], batch_size: int = 512) -> dict:
     """Every method's labels on the test file: {"truth", method..., "offsets", "flavour", ...}."""
@@ -67,10 +57,8 @@ def predict(test_path: str | Path, checkpoints: Mapping[str, str | Path], batch_
         for index in range(len(batches)):
             batch = batches[index]
             mask = batch["mask"].numpy()
-            raw = raw_tracks(batch["x"].numpy(), mean, std)
             labels = {
-                "baseline": baseline_partition(raw, mask),
-                "avr": avr_partition(raw, mask),
+                **{finder: classical_partition(finder, batch["x"].numpy(), mask, mean, std) for finder in CLASSICAL},
                 "single_vertex": np.where(mask, 0, -1),
                 "all_singletons": np.where(mask, np.arange(mask.shape[1]), -1),
             }

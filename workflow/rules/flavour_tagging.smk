@@ -1,0 +1,98 @@
+# Vertex-informed jet flavour tagging (the lecture's table): one graph classifier per
+# vertex finder, fed the frozen finder's edge scores, plus a control without them.
+
+rule score_vertex_edges:
+    input:
+        train="results/vertexing/data/train.h5",
+        val="results/vertexing/data/val.h5",
+        test="results/vertexing/data/test.h5",
+        checkpoint=lambda wc: (
+            [f"results/vertexing/models/{wc.finder}.ckpt"] if wc.finder in LEARNED_VERTEX_FINDERS else []
+        ),
+    output:
+        train="results/flavour_tagging/edges/{finder}/train.h5",
+        val="results/flavour_tagging/edges/{finder}/val.h5",
+        test="results/flavour_tagging/edges/{finder}/test.h5",
+    wildcard_constraints:
+        finder="|".join(VERTEX_FINDERS),
+    params:
+        config=stage_config_file("vertexing", "mlflow", sample=VERTEXING_SAMPLE),
+        checkpoint=lambda wc, input: f"--checkpoint {input.checkpoint}" if input.checkpoint else "",
+    log:
+        "logs/flavour_tagging/score_edges_{finder}.log",
+    benchmark:
+        "logs/benchmarks/flavour_tagging/score_edges_{finder}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline score-edges --config {params.config} --finder {wildcards.finder} {params.checkpoint}"
+        " --train {input.train} --val {input.val} --test {input.test}"
+        " --out-train {output.train} --out-val {output.val} --out-test {output.test} 2> {log}"
+
+
+rule train_flavour_tagger:
+    input:
+        train="results/vertexing/data/train.h5",
+        val="results/vertexing/data/val.h5",
+        edges=lambda wc: (
+            []
+            if wc.method == "no_vertex"
+            else [f"results/flavour_tagging/edges/{wc.method}/{split}.h5" for split in ("train", "val")]
+        ),
+    output:
+        checkpoint="results/flavour_tagging/models/{method}.ckpt",
+        history="results/flavour_tagging/models/{method}_history.csv",
+    wildcard_constraints:
+        method="|".join(FLAVOUR_TAGGING_METHODS),
+    params:
+        config=stage_config_file("vertexing", "flavour_tagging", "training", "mlflow", sample=VERTEXING_SAMPLE),
+        edges=lambda wc, input: (
+            f"--edges-train {input.edges[0]} --edges-val {input.edges[1]}" if input.edges else ""
+        ),
+    log:
+        "logs/flavour_tagging/train_{method}.log",
+    benchmark:
+        "logs/benchmarks/flavour_tagging/train_{method}.tsv"
+    threads: config["flavour_tagging"]["training"].get("threads", config["training"]["threads"])
+    resources:
+        mem_mb=6000,
+        runtime=120,
+        gpu=1 if config["training"]["accelerator"] in ("gpu", "cuda") else 0,
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline train-flavour --config {params.config} --method {wildcards.method}"
+        " --train {input.train} --val {input.val} {params.edges}"
+        " --checkpoint {output.checkpoint} --history {output.history} --quiet 2> {log}"
+
+
+rule evaluate_flavour_tagging:
+    input:
+        test="results/vertexing/data/test.h5",
+        checkpoints=expand("results/flavour_tagging/models/{method}.ckpt", method=FLAVOUR_TAGGING_METHODS),
+        edges=expand("results/flavour_tagging/edges/{finder}/test.h5", finder=VERTEX_FINDERS),
+    output:
+        FLAVOUR_TAGGING_OUTPUTS,
+    params:
+        config=stage_config_file("vertexing", "flavour_tagging", "mlflow", sample=VERTEXING_SAMPLE),
+        checkpoints=lambda wc, input: " ".join(
+            f"--checkpoint {m}={p}" for m, p in zip(FLAVOUR_TAGGING_METHODS, input.checkpoints)
+        ),
+        edges=lambda wc, input: " ".join(f"--edges {f}={p}" for f, p in zip(VERTEX_FINDERS, input.edges)),
+    log:
+        "logs/flavour_tagging/evaluate.log",
+    benchmark:
+        "logs/benchmarks/flavour_tagging/evaluate.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline evaluate-flavour --config {params.config} --test {input.test}"
+        " {params.checkpoints} {params.edges} --output-dir results/flavour_tagging 2> {log}"
