@@ -29,8 +29,9 @@ FLAVOUR_CODES = (5, 4, 0)
 JET_FEATURES = ("jet_log_pt", "jet_eta", "jet_phi", "jet_mass")
 #: Contiguous slices joined into one training batch (see FlavourBatches).
 MIXED_SLICES = 8
-#: The edge score of the no-vertex control: a constant carries no vertex information.
-CONSTANT_SCORE = 0.0
+#: The edge score of the no-vertex control: a constant carries no vertex information
+#: (one half: both message channels of the tagger stay open, see EdgeScoreConv).
+CONSTANT_SCORE = 0.5
 
 
 def flavour_classes(flavour: np.ndarray) -> np.ndarray:

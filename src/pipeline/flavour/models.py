@@ -4,7 +4,8 @@ graphs whose edges carry a frozen vertex finder's same-vertex score.
 In the spirit of the EPJC study's downstream classifier (ANCHORS.md section 1):
 
     tracks --DeepSet embedding--> h (n_tracks, W)
-    3 x EdgeScoreConv: m_ij = phi_e([h_i, h_j, sum_jet h, s_ij]),  h_i <- LN(h_i + phi_n([h_i, sum_j m_ij]))
+    3 x EdgeScoreConv: messages phi_e([h_i, h_j, sum_jet h, s_ij]) summed on two channels,
+                       weighted by s_ij (same vertex) and 1 - s_ij (the rest)
     readout: [sum_jet h, jet features] --MLP--> logits (b, c, light)
 
 Only the edge scores differ between the rows of the study; everything else, the seed
@@ -42,12 +43,22 @@ class SetEmbedding(nn.Module):
 
 
 class EdgeScoreConv(MessagePassing):
-    """Message passing whose edge network sees both tracks, the jet-wide sum and the edge score."""
+    """Message passing whose edge network sees both tracks, the jet-wide sum and the edge
+    score, and whose messages travel on two channels weighted by the score s_ij:
+
+        h_i <- LN(h_i + phi_n([h_i, sum_j s_ij a_ij, sum_j (1 - s_ij) b_ij])),
+        [a_ij, b_ij] = phi_e([h_i, h_j, sum_jet h, s_ij]).
+
+    The first sum runs over the tracks the finder puts in i's vertex, so a layer can build
+    vertex-level quantities (mass, multiplicity, displacement of the vertex) that a plain
+    sum over all tracks mixes with everything else. With a constant score (the no-vertex
+    control) both channels are plain sums: the same network without vertex information.
+    """
 
     def __init__(self, width: int):
         super().__init__(aggr="add")
-        self.edge = mlp([3 * width + 1, width, width], final_activation=True)
-        self.node = mlp([2 * width, width, width])
+        self.edge = mlp([3 * width + 1, width, 2 * width], final_activation=True)
+        self.node = mlp([3 * width, width, width])
         self.norm = nn.LayerNorm(width)
 
     def forward(self, h: torch.Tensor, edge_index: torch.Tensor, edge_score: torch.Tensor,
@@ -58,7 +69,9 @@ class EdgeScoreConv(MessagePassing):
 
     def message(self, h_i: torch.Tensor, h_j: torch.Tensor, jet_sum_i: torch.Tensor,
                 edge_score: torch.Tensor) -> torch.Tensor:
-        return self.edge(torch.cat([h_i, h_j, jet_sum_i, edge_score.unsqueeze(-1)], dim=-1))
+        score = edge_score.unsqueeze(-1)
+        same, other = self.edge(torch.cat([h_i, h_j, jet_sum_i, score], dim=-1)).chunk(2, dim=-1)
+        return torch.cat([score * same, (1 - score) * other], dim=-1)
 
 
 class FlavourTagger(pl.LightningModule):
