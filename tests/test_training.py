@@ -45,3 +45,33 @@ def test_a_checkpoint_without_a_run_id_is_named(tmp_path):
     torch.save({"state_dict": {}}, path)
     with pytest.raises(KeyError, match="foreign.ckpt: no 'mlflow_run_id'"):
         checkpoint_run_id(path)
+
+
+def _log_one_run(uri: str, name: str) -> None:
+    import mlflow
+
+    from pipeline.training import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri({"tracking_uri": uri, "experiment": "pipeline"}))
+    mlflow.set_experiment("pipeline")
+    with mlflow.start_run(run_name=name):
+        mlflow.log_metric("x", 1.0)
+
+
+def test_parallel_jobs_can_create_the_sqlite_store_together(tmp_path):
+    """Jobs that start together on a fresh results/ all open (and migrate) the store."""
+    import multiprocessing
+
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    context = multiprocessing.get_context("spawn")
+    jobs = [context.Process(target=_log_one_run, args=(uri, f"job-{k}")) for k in range(3)]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join(120)
+    assert [job.exitcode for job in jobs] == [0, 0, 0]
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("pipeline").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["job-0", "job-1", "job-2"]

@@ -52,14 +52,31 @@ def run_tags(config: Mapping, inputs: Iterable[str | Path]) -> dict[str, str]:
 
 def tracking_uri(mlflow_settings: Mapping) -> str:
     """The configured tracking URI; a relative SQLite path is made absolute (jobs may run
-    from another directory), and its directory is created."""
+    from another directory), its directory created and the store initialised."""
     uri = mlflow_settings["tracking_uri"]
     prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+    if uri.startswith(prefix):
         path = Path(uri[len(prefix):]).resolve()
         path.parent.mkdir(parents=True, exist_ok=True)
         uri = prefix + str(path)
+        initialise_sqlite_store(uri, path, mlflow_settings.get("experiment"))
     return uri
+
+
+def initialise_sqlite_store(uri: str, path: Path, experiment: str | None = None) -> None:
+    """Open the SQLite store, and create the experiment, under a file lock. The first
+    connection to a new store runs MLflow's schema migrations, and two jobs doing that at
+    once (parallel Snakemake jobs on a fresh results/) fail with errors such as "No such
+    index"; two jobs creating the same experiment at once collide too."""
+    import fcntl
+
+    from mlflow.tracking import MlflowClient
+
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        client = MlflowClient(uri)
+        if experiment and client.get_experiment_by_name(experiment) is None:
+            client.create_experiment(experiment)
 
 
 def mlflow_logger(config: Mapping, run_name: str, tags: Mapping[str, str]):
