@@ -198,6 +198,8 @@ def test_track_graph_files_and_batches(track_graphs):
     with h5py.File(track_graphs["train"], "r") as f:
         x = f["tracks"]["features"][:]
         n_tracks = f["jets"]["n_tracks"][:]
+        mean, std = f.attrs["feature_mean"], f.attrs["feature_std"]
+    assert np.array_equal(train.feature_mean, mean) and np.array_equal(train.feature_std, std)
     assert np.allclose(x.mean(0), 0, atol=1e-3)
     assert np.allclose(x.std(0)[x.std(0) > 0], 1, atol=1e-3)
     assert np.all(np.diff(n_tracks) >= 0)  # ordered by track count (one chunk here)

@@ -13,7 +13,6 @@ import logging
 from pathlib import Path
 from typing import Mapping
 
-import h5py
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -94,9 +93,8 @@ def score_edges(config: Mapping, finder: str, graphs: Mapping[str, str | Path], 
     stage = {key: config[key] for key in ("seed", "vertexing")}
     counts = {}
     for split, path in graphs.items():
-        with h5py.File(path, "r") as f:
-            mean, std = f.attrs["feature_mean"], f.attrs["feature_std"]
         batches = TrackGraphBatches(path, BATCH_JETS)
+        mean, std = batches.feature_mean, batches.feature_std
         attrs = provenance_attrs(stage, config_hash(stage), config["seed"])
         attrs.update(vertex_finder=finder, vertex_finder_run_id=run_id, track_graphs=str(path),
                      checkpoint=str(checkpoint or ""), split=split)

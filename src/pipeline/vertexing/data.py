@@ -53,6 +53,9 @@ class TrackGraphBatches(Dataset):
         self.batch_size = batch_size
         with RaggedReader(self.path, TRACK_GRAPHS) as reader:  # checks schema and version
             self.n_jets = reader.n_rows("jets")
+            # Training-split statistics (F,): raw features = x * feature_std + feature_mean.
+            self.feature_mean = reader.attrs["feature_mean"]
+            self.feature_std = reader.attrs["feature_std"]
         self.n_features = len(TRACK_FEATURES)
         self._file: h5py.File | None = None
 

@@ -15,7 +15,6 @@ import logging
 from pathlib import Path
 from typing import Mapping
 
-import h5py
 import numpy as np
 
 from pipeline.config import config_hash
@@ -49,9 +48,8 @@ def predict(test_path: str | Path, checkpoints: Mapping[str, str | Path], batch_
     if missing:
         raise ValueError(f"evaluate: no checkpoint for {missing}")
     models = {m: VertexFinder.load_from_checkpoint(str(p), map_location="cpu").eval() for m, p in checkpoints.items()}
-    with h5py.File(test_path, "r") as f:
-        mean, std = f.attrs["feature_mean"], f.attrs["feature_std"]
     batches = TrackGraphBatches(test_path, batch_size)
+    mean, std = batches.feature_mean, batches.feature_std
     out = {name: [] for name in ("truth", *METHODS, *TRIVIAL, "n_tracks", "flavour", "jet_index")}
     with torch.no_grad():
         for index in range(len(batches)):
