@@ -20,12 +20,13 @@ include: "workflow/rules/datasets.smk"
 include: "workflow/rules/validation.smk"
 include: "workflow/rules/vertexing.smk"
 include: "workflow/rules/flavour_tagging.smk"
+include: "workflow/rules/jet_images.smk"
 
 
 rule all:
     default_target: True
     input:
-        expand("results/{sample}/split/{split}.h5", sample=SAMPLES, split=SPLITS),
+        expand("results/{sample}/split/{split}.h5", sample=TRACKING_SAMPLES, split=SPLITS),
         expand(
             "results/validation/{sample}/{plot}.{ext}",
             sample=VALIDATION_SAMPLES,
@@ -35,3 +36,4 @@ rule all:
         expand("results/validation/{sample}/summary.md", sample=VALIDATION_SAMPLES),
         VERTEXING_OUTPUTS,
         FLAVOUR_TAGGING_OUTPUTS,
+        JET_IMAGE_OUTPUTS if IMAGE_STUDY else [],

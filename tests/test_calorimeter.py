@@ -108,7 +108,7 @@ def test_default_settings_are_atlas_like_and_serialisable():
     assert g.mip_per_layer()[:N_EM].sum() == pytest.approx(0.3, rel=0.05)
     assert g.mip_per_layer()[N_EM:].sum() == pytest.approx(2.0, rel=0.05)
     # Missing top-level keys come from the defaults.
-    assert CalorimeterGeometry.from_settings({"noise_threshold": 3.0}).noise_threshold == 3.0
+    assert CalorimeterGeometry.from_settings({"noise_threshold": 2.0}).noise_threshold == 2.0
 
 
 def test_cell_index_centres_and_wrapping():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -136,3 +137,14 @@ def test_generate_names_a_setting_pythia_rejects(tmp_path):
     assert result.returncode == 2
     assert "Pythia rejected the setting 'PhaseSpace:pTHatMinn = 20'" in result.stderr
     assert not (tmp_path / "gen.h5").exists()
+
+
+def test_named_paths_group_repeats_and_refuse_them_where_one_is_expected():
+    from pipeline.cli import _named_path_lists, _named_paths
+
+    items = ["rnn=a.ckpt", "avr=b.ckpt", "rnn=c.ckpt"]
+    assert _named_path_lists(items, "--checkpoint") == {"rnn": [Path("a.ckpt"), Path("c.ckpt")], "avr": [Path("b.ckpt")]}
+    with pytest.raises(ValueError, match="--checkpoint: rnn given more than once"):
+        _named_paths(items, "--checkpoint")
+    with pytest.raises(ValueError, match=r"--edges 'rnn': expected NAME=PATH"):
+        _named_paths(["rnn"], "--edges")

@@ -14,11 +14,11 @@ from pipeline.flavour.metrics import (
     balance_weights,
     bootstrap_spread,
     classification_metrics,
-    rejection_at,
 )
 from pipeline.flavour.models import FlavourTagger
 from pipeline.formats import TRACK_FEATURES
 from pipeline.h5io import DataFileError
+from pipeline.roc import rejection_at
 from pipeline.vertexing.classical import classical_partition
 from pipeline.vertexing.data import TrackGraphBatches
 
@@ -190,6 +190,56 @@ def test_training_writes_checkpoint_history_and_links_the_finder_run(track_graph
     assert run.data.tags["vertex_finder.run_id"] == "finder-run"
     assert run.data.tags["vertex_finder"] == "avr"
     assert "val_accuracy" in run.data.metrics
+    with pytest.raises(ValueError, match=r"replica 1: flavour_tagging.seeds is 1, so the replica must be in 0..0"):
+        train_flavour_tagger(config, "avr", graphs, edges, tmp_path / "y.ckpt", tmp_path / "y.csv", replica=1)
+
+
+def test_replica_zero_keeps_the_single_training_seeds_and_replicas_differ():
+    from pipeline.config import derive_seed
+    from pipeline.flavour.train import replica_seed
+
+    assert replica_seed(7, 0) == derive_seed(7, "flavour_tagging")
+    assert replica_seed(7, 0, "batches") == derive_seed(7, "flavour_tagging", "batches")
+    assert len({replica_seed(7, r, *s) for r in range(3) for s in ((), ("batches",))}) == 6
+
+
+def _row(accuracy: float, acc_b: float) -> dict:
+    return {"accuracy": accuracy, "f1_macro": accuracy, "acc_b": acc_b, "acc_c": 0.5, "acc_light": 0.8,
+            "light_rejection_b70": 100.0, "c_rejection_b70": 6.0, "light_rejection_b77": 50.0,
+            "c_rejection_b77": 4.0}
+
+
+def test_replica_summary_by_hand(tmp_path):
+    from pipeline.flavour.evaluate import replica_summary, write_tables
+
+    replicas = {"no_vertex": [_row(0.60, 0.70), _row(0.64, 0.74)], "avr": [_row(0.63, 0.71), _row(0.65, 0.79)]}
+    rows, seed_spread = replica_summary(replicas)
+    avr = rows[1]
+    assert avr["method"] == "avr" and avr["accuracy"] == pytest.approx(0.64) and avr["acc_b"] == pytest.approx(0.75)
+    # Paired by seed: +0.03 and +0.01, whose mean is 0.02 and sample standard deviation 0.01 * sqrt(2).
+    assert avr["gain"] == pytest.approx(0.02) and seed_spread["avr"]["gain"] == pytest.approx(0.01 * np.sqrt(2))
+    assert seed_spread["no_vertex"]["accuracy"] == pytest.approx(0.02 * np.sqrt(2))
+    assert seed_spread["avr"]["acc_c"] == 0 and rows[0]["gain"] == 0
+    write_tables(rows, tmp_path, {"no_vertex": {"accuracy": 0.004}}, seed_spread, replicas)
+    lines = (tmp_path / "metrics_replicas.csv").read_text().splitlines()
+    assert lines[0].startswith("method,replica,accuracy") and lines[4].startswith("avr,1,0.6500,0.6500,0.7900")
+    assert "| no_vertex | 0.620 ± 0.004 ± 0.028 |" in (tmp_path / "table.md").read_text()
+    assert "| +0.020 ± 0.014 |" in (tmp_path / "table.md").read_text()
+    assert "mean of 2 trainings" in (tmp_path / "table.md").read_text()
+    _, single = replica_summary({"no_vertex": [_row(0.6, 0.7)]})
+    assert single == {}
+
+
+def test_evaluation_needs_one_checkpoint_per_replica(tmp_path):
+    from pipeline.flavour.evaluate import evaluate_flavour_tagging
+    from pipeline.flavour.train import TAGGER_METHODS
+
+    config = _config(tmp_path)
+    config["flavour_tagging"]["seeds"] = 2
+    checkpoints = {m: [tmp_path / f"{m}_0.ckpt", tmp_path / f"{m}_1.ckpt"] for m in TAGGER_METHODS}
+    checkpoints["rnn"] = checkpoints["rnn"][:1]
+    with pytest.raises(ValueError, match=r"seeds is 2, so every method needs 2 checkpoints .*\{'rnn': 1\}"):
+        evaluate_flavour_tagging(config, tmp_path / "test.h5", checkpoints, {}, tmp_path)
 
 
 def _config(tmp_path):

@@ -54,7 +54,9 @@ DEFAULT_CALORIMETER: dict = {
     "bfield": 2.0,  # T, the ATLAS solenoid (the tracker's default too)
     "radius": 1500.0,  # mm, front face of the LAr barrel (ATLAS: ~1.5 m)
     "max_abs_eta": 2.5,  # acceptance, the inner tracker's
-    "noise_threshold": 2.0,  # keep cells with |E| > 2 sigma_noise (symmetric cut, ATLAS topo "2 sigma" cells)
+    # Keep cells with |E| > 3 sigma_noise (a symmetric cut between ATLAS's topo-cluster 2 sigma
+    # neighbour and 4 sigma seed thresholds): 2 sigma keeps ~6000 noise cells per event.
+    "noise_threshold": 3.0,
     "x0_per_lambda": 20.0,  # X0 per lambda in the EM calorimeter: 24 X0 = 1.2 lambda
     "mip_per_x0": 0.0125,  # GeV per X0: a muon loses ~0.3 GeV in 24 X0 of LAr/lead
     "mip_per_lambda": 0.27,  # GeV per lambda: ~2 GeV in 7.4 lambda of the tile calorimeter

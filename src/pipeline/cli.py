@@ -28,6 +28,35 @@ def _simulate_tracker(args) -> None:
     track_shard(load_config(args.config), args.input, args.output, progress=not args.quiet)
 
 
+def _simulate_calorimeter(args) -> None:
+    from pipeline.calorimeter_stage import simulate_calorimeter
+    from pipeline.config import load_config
+
+    simulate_calorimeter(load_config(args.config), args.input, args.output, progress=not args.quiet)
+
+
+def _build_jet_images(args) -> None:
+    from pipeline.config import load_config
+    from pipeline.jet_images import build_jet_images
+
+    build_jet_images(load_config(args.config), args.generated, args.cells, args.output, progress=not args.quiet)
+
+
+def _split_jet_images(args) -> None:
+    from pipeline.config import load_config
+    from pipeline.jet_images import split_jet_images
+
+    counts = split_jet_images(load_config(args.config), args.inputs,
+                              {"train": args.train, "val": args.val, "test": args.test})
+    logging.getLogger("pipeline.jet_images").info("jets per split: %s", counts)
+
+
+def _plot_jet_images(args) -> None:
+    from pipeline.jet_images import plot_jet_images
+
+    plot_jet_images(args.input, args.output_dir)
+
+
 def _split(args) -> None:
     from pipeline.config import load_config
     from pipeline.split import split_sample
@@ -69,15 +98,24 @@ def _evaluate_vertexing(args) -> None:
                        args.output_dir)
 
 
-def _named_paths(items: list[str] | None, option: str) -> dict[str, Path]:
-    """{name: path} of repeated ``option NAME=PATH`` arguments."""
-    paths = {}
+def _named_path_lists(items: list[str] | None, option: str) -> dict[str, list[Path]]:
+    """{name: [paths]} of repeated ``option NAME=PATH`` arguments, in the order given."""
+    paths: dict[str, list[Path]] = {}
     for item in items or []:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise ValueError(f"{option} {item!r}: expected NAME=PATH")
-        paths[name] = Path(path)
+        paths.setdefault(name, []).append(Path(path))
     return paths
+
+
+def _named_paths(items: list[str] | None, option: str) -> dict[str, Path]:
+    """{name: path} of repeated ``option NAME=PATH`` arguments, one per name."""
+    paths = _named_path_lists(items, option)
+    repeated = sorted(name for name, found in paths.items() if len(found) > 1)
+    if repeated:
+        raise ValueError(f"{option}: {', '.join(repeated)} given more than once")
+    return {name: found[0] for name, found in paths.items()}
 
 
 def _score_edges(args) -> None:
@@ -104,14 +142,14 @@ def _train_flavour(args) -> None:
             raise ValueError("--edges-train and --edges-val go together")
         edges = {"train": args.edges_train, "val": args.edges_val}
     train_flavour_tagger(load_config(args.config), args.method, {"train": args.train, "val": args.val}, edges,
-                         args.checkpoint, args.history, progress=not args.quiet)
+                         args.checkpoint, args.history, progress=not args.quiet, replica=args.replica)
 
 
 def _evaluate_flavour(args) -> None:
     from pipeline.config import load_config
     from pipeline.flavour.evaluate import evaluate_flavour_tagging
 
-    evaluate_flavour_tagging(load_config(args.config), args.test, _named_paths(args.checkpoint, "--checkpoint"),
+    evaluate_flavour_tagging(load_config(args.config), args.test, _named_path_lists(args.checkpoint, "--checkpoint"),
                              _named_paths(args.edges, "--edges"), args.output_dir)
 
 
@@ -225,6 +263,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, type=Path, help="track_jets HDF5 file to write")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    p = add("simulate-calorimeter", _simulate_calorimeter,
+            "Run the calorimeter model over the stored particles of a particle_jets file: "
+            "zero-suppressed cells with charged and neutral truth into a calorimeter_cells HDF5 file.")
+    config_argument(p)
+    p.add_argument("--input", required=True, type=Path, help="particle_jets HDF5 file (generated with particles.store)")
+    p.add_argument("--output", required=True, type=Path, help="calorimeter_cells HDF5 file to write")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = add("build-jet-images", _build_jet_images,
+            "Build the preprocessed jet images of one shard of the jet-image study's signal or "
+            "background sample into a jet_images HDF5 file.")
+    config_argument(p)
+    p.add_argument("--generated", required=True, type=Path, help="particle_jets file (the jets)")
+    p.add_argument("--cells", required=True, type=Path, help="calorimeter_cells file of the same shard")
+    p.add_argument("--output", required=True, type=Path, help="jet_images HDF5 file to write")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = add("split-jet-images", _split_jet_images,
+            "Merge the signal and background jet_images shards into shuffled train/val/test files, by event.")
+    config_argument(p)
+    p.add_argument("--inputs", required=True, nargs="+", type=Path, help="jet_images shard files")
+    p.add_argument("--train", required=True, type=Path)
+    p.add_argument("--val", required=True, type=Path)
+    p.add_argument("--test", required=True, type=Path)
+
+    p = add("plot-jet-images", _plot_jet_images,
+            "Draw the average jet image of each class and a few single jets (PNG and PDF).")
+    p.add_argument("--input", required=True, type=Path, help="jet_images file")
+    p.add_argument("--output-dir", required=True, type=Path)
+
     p = add("split", _split, "Split a sample's track_jets shards by event into train/val/test files.")
     config_argument(p)
     p.add_argument("--sample", required=True)
@@ -273,11 +341,14 @@ def build_parser() -> argparse.ArgumentParser:
     training_arguments(p, ["no_vertex", *VERTEX_FINDERS])
     p.add_argument("--edges-train", type=Path, help="vertex_edges of the training file (not for no_vertex)")
     p.add_argument("--edges-val", type=Path, help="vertex_edges of the validation file (not for no_vertex)")
+    p.add_argument("--replica", type=int, default=0,
+                   help="which of the flavour_tagging.seeds trainings (0, 1, ...) this is")
 
     p = add("evaluate-flavour", _evaluate_flavour,
             "Evaluate the flavour taggers on the test jets: metrics.csv, the lecture-style table, ROC and "
             "confusion figures; logs to MLflow.")
-    evaluation_arguments(p, "a tagger's checkpoint (repeat for no_vertex and every vertex finder)")
+    evaluation_arguments(p, "a tagger's checkpoint (repeat for no_vertex and every vertex finder, "
+                            "and for every replica: the table quotes their mean)")
     p.add_argument("--edges", required=True, action="append", metavar="FINDER=PATH",
                    help="a vertex finder's test vertex_edges file (repeat for every finder)")
 

@@ -87,6 +87,18 @@ def validate_config(config: Mapping[str, Any], source: str = "config") -> dict:
             f"{source}: invalid configuration:\n  vertexing.max_tracks ({vertexing['max_tracks']}) "
             f"is below vertexing.min_tracks ({vertexing['min_tracks']})"
         )
+    from pipeline.calorimeter import DEFAULT_CALORIMETER, CalorimeterGeometry
+
+    try:
+        CalorimeterGeometry.from_settings(resolved["calorimeter"])
+    except ValueError as err:
+        raise ConfigError(f"{source}: invalid configuration:\n  {err}") from None
+    resolved["calorimeter"] = {**copy.deepcopy(DEFAULT_CALORIMETER), **resolved["calorimeter"]}
+    for key in ("signal", "background"):
+        name = resolved["jet_images"][key]
+        if name in resolved["samples"] and not resolved["samples"][name]["particles"]["store"]:
+            raise ConfigError(f"{source}: invalid configuration:\n  samples.{name}.particles.store: the jet-image "
+                              f"study's {key} sample needs its particles for the calorimeter; expected true")
     for name in resolved["validation"]["samples"]:
         if name not in resolved["samples"]:
             raise ConfigError(

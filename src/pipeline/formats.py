@@ -83,11 +83,40 @@ CONSTITUENTS = Collection(
     "visible final-state particles clustered into the jet (no neutrinos)",
 )
 
+PARTICLE_LEVEL_JETS = Collection(
+    "jets",
+    "events",
+    JETS.fields + _fields(
+        ("top_contained", "i1", "", "1 if a hadronically decaying top quark, its b quark and both quarks of "
+         "its W decay all lie within the jet radius of the jet axis (the landscape paper's top-jet matching)"),
+    ),
+    JETS.description,
+)
+
+PARTICLES = Collection(
+    "particles",
+    "events",
+    _fields(
+        ("px", "f4", "GeV", "momentum x"),
+        ("py", "f4", "GeV", "momentum y"),
+        ("pz", "f4", "GeV", "momentum z"),
+        ("energy", "f4", "GeV", "energy"),
+        ("pdgid", "i4", "", "PDG id"),
+        ("charge", "i1", "e", "electric charge"),
+        ("vx", "f4", "mm", "true production vertex x"),
+        ("vy", "f4", "mm", "true production vertex y"),
+        ("vz", "f4", "mm", "true production vertex z"),
+    ),
+    "every visible final-state particle of the event within the sample's particles.max_abs_eta, the "
+    "calorimeter's input; empty unless the sample sets particles.store",
+)
+
 PARTICLE_JETS = FileSchema(
     "particle_jets",
-    1,
-    (EVENTS, JETS, HADRONS, CONSTITUENTS),
-    "generator output: particle-level jets with constituents and their true vertices",
+    2,
+    (EVENTS, PARTICLE_LEVEL_JETS, HADRONS, CONSTITUENTS, PARTICLES),
+    "generator output: particle-level jets with constituents and their true vertices, and optionally "
+    "every visible particle of the event",
 )
 
 TRACKS = Collection(
@@ -218,5 +247,58 @@ VERTEX_EDGES = FileSchema(
     "a frozen vertex finder's same-vertex edge scores, the input of the flavour tagger",
 )
 
+CALORIMETER_CELLS = FileSchema(
+    "calorimeter_cells",
+    1,
+    (
+        Collection("events", None, _fields(
+            ("event", "i8", "", "event number within the shard"),
+        ), "one row per event of the particle_jets shard, in its order"),
+        Collection("cells", "events", _fields(
+            ("layer", "i1", "", "layer index (the file's calorimeter settings name the layers)"),
+            ("ieta", "i2", "", "cell index in eta: the centre is -max_abs_eta + (ieta + 0.5) deta"),
+            ("iphi", "i2", "", "cell index in phi: the centre is -pi + (iphi + 0.5) 2 pi / nphi"),
+            ("energy", "f4", "GeV", "measured energy at the EM scale: sampling-smeared deposits plus noise"),
+            ("energy_charged", "f4", "GeV", "true visible deposit of charged incident particles"),
+            ("energy_neutral", "f4", "GeV", "true visible deposit of neutral incident particles"),
+        ), "zero-suppressed cells ordered by (layer, ieta, iphi)"),
+    ),
+    "calorimeter output: the cells of every event with their charged and neutral truth",
+)
+
+#: Pixels per side of a jet image (the landscape paper's CNN: 40 x 40).
+IMAGE_PIXELS = 40
+
+#: Jet-image classes: label 1 is the signal (hadronic top), 0 the background (QCD).
+IMAGE_CLASSES = ("qcd", "top")
+
+
+def jet_images_schema(pixels: int = IMAGE_PIXELS) -> FileSchema:
+    """The jet_images schema with ``pixels`` x ``pixels`` images (readers accept any size:
+    the file's ``pixels`` attribute says which)."""
+    return FileSchema(
+        "jet_images",
+        1,
+        (
+            Collection("jets", None, _fields(
+                ("pt", "f4", "GeV", "particle-level jet transverse momentum"),
+                ("eta", "f4", "", "jet pseudorapidity"),
+                ("phi", "f4", "rad", "jet azimuth"),
+                ("mass", "f4", "GeV", "particle-level jet mass"),
+                ("label", "i1", "", "1 = top jet (a hadronic top and its decay partons inside the jet), 0 = QCD jet"),
+                ("event", "i8", "", "event number within its shard"),
+                ("shard", "i4", "", "shard of its sample"),
+            ) + (
+                Field("image", "f4", "GeV", "transverse energy per pixel, summed over the calorimeter layers, in "
+                      "(delta eta, delta phi) around the jet axis after the file's preprocessing (the `preprocessing` "
+                      "attribute); axis 0 is delta eta, axis 1 delta phi", (pixels, pixels)),
+            ), "one row per jet"),
+        ),
+        "calorimeter jet images with their class label, the input of the image taggers and autoencoders",
+    )
+
+
+JET_IMAGES = jet_images_schema()
+
 SCHEMAS = {schema.name: schema for schema in (PARTICLE_JETS, TRACK_JETS, TRACK_GRAPHS, VERTEX_PREDICTIONS,
-                                              VERTEX_EDGES)}
+                                              VERTEX_EDGES, CALORIMETER_CELLS, JET_IMAGES)}

@@ -202,6 +202,71 @@ def weak_heavy_hadrons(rec: EventRecord, min_pt: float) -> tuple[np.ndarray, np.
     return keep, flavour[keep]
 
 
+def hadronic_top_partons(rec: EventRecord) -> tuple[np.ndarray, np.ndarray]:
+    """The hadronically decaying top quarks of a batch and their decay partons.
+
+    Returns (top, partons): global indices of each top's last copy (n_tops,) and of its
+    b quark and the two quarks of its W decay (n_tops, 3). Leptonic tops are left out.
+    Partons are taken where they are made (before showering), as in the landscape
+    paper's matching.
+    """
+    a = np.abs(rec.pdgid)
+    has_mother = rec.mother1 >= 0
+    mother_id = np.where(has_mother, a[np.maximum(rec.mother1, 0)], 0)
+    # The top's last copy is the one that decays (its first daughter is the W, not a top).
+    top = np.flatnonzero((a == 6) & (rec.daughter1 >= 0))
+    top = top[a[rec.daughter1[top]] != 6]
+    is_last_top = np.zeros(len(a), bool)
+    is_last_top[top] = True
+    from_top = has_mother & is_last_top[np.maximum(rec.mother1, 0)]
+    b = np.flatnonzero((a == 5) & from_top)
+    w = np.flatnonzero((a == 24) & from_top)
+    w_top = rec.mother1[w]
+    # Follow each W through its recoil copies to the one that decays.
+    active = np.flatnonzero(rec.daughter1[w] >= 0)
+    while len(active):
+        child = rec.daughter1[w[active]]
+        copy = a[child] == 24
+        w[active[copy]] = child[copy]
+        active = active[copy]
+        active = active[rec.daughter1[w[active]] >= 0]
+    is_last_w = np.zeros(len(a), bool)
+    is_last_w[w] = True
+    quarks = np.flatnonzero((a >= 1) & (a <= 5) & (mother_id == 24) & is_last_w[np.maximum(rec.mother1, 0)])
+    # Per top: its b, and the quarks of its W (two for a hadronic decay).
+    b_of_top = np.full(len(a), -1)
+    b_of_top[rec.mother1[b]] = b
+    top_of_w = np.full(len(a), -1)
+    top_of_w[w] = w_top
+    quark_top = top_of_w[rec.mother1[quarks]]
+    order = np.argsort(quark_top, kind="stable")
+    quark_top, quarks = quark_top[order], quarks[order]
+    n_quarks = np.bincount(quark_top, minlength=len(a))
+    hadronic = top[(b_of_top[top] >= 0) & (n_quarks[top] == 2)]
+    first = np.searchsorted(quark_top, hadronic)
+    partons = np.stack([b_of_top[hadronic], quarks[first], quarks[np.minimum(first + 1, len(quarks) - 1)]], axis=1)
+    return hadronic, partons.reshape(-1, 3).astype(np.int64)
+
+
+def top_containment(rec: EventRecord, jets: "ClusteredJets", radius: float) -> np.ndarray:
+    """(n_jets,) 1 where a hadronic top and its three decay partons all lie within
+    ``radius`` (Delta R) of the jet axis, else 0."""
+    top, partons = hadronic_top_partons(rec)
+    contained = np.zeros(len(jets.pt), np.int8)
+    if not len(top) or not len(jets.pt):
+        return contained
+    jet_offsets = np.concatenate([[0], np.cumsum(np.bincount(jets.event, minlength=rec.n_events))])
+    top_event = rec.event[top]
+    pair_top = np.repeat(np.arange(len(top)), jet_offsets[top_event + 1] - jet_offsets[top_event])
+    pair_jet = ragged_rows(jet_offsets, top_event)
+    inside = np.ones(len(pair_top), bool)
+    for index in (top[pair_top], *partons[pair_top].T):
+        _, eta, phi, _ = four_vector_kinematics(rec.px[index], rec.py[index], rec.pz[index], rec.e[index])
+        inside &= delta_r(eta, phi, jets.eta[pair_jet], jets.phi[pair_jet]) < radius
+    contained[pair_jet[inside]] = 1
+    return contained
+
+
 def visible_final_state(rec: EventRecord) -> np.ndarray:
     """Mask of final-state particles a detector can see (everything but neutrinos)."""
     return (rec.status > 0) & ~np.isin(np.abs(rec.pdgid), NEUTRINOS)
@@ -250,8 +315,11 @@ def cluster_jets(rec: EventRecord, jets_cfg: Mapping) -> ClusteredJets:
     n_const = ak.to_numpy(ak.flatten(ak.num(constituents, axis=2))).astype(np.int64)
     const_index = ak.to_numpy(ak.flatten(constituents["index"], axis=None)).astype(np.int64)
 
-    # FastJet returns jets unsorted: order by event, then decreasing pT; apply |eta| cut.
+    # FastJet returns jets unsorted: order by event, then decreasing pT; apply the |eta|
+    # and upper pT cuts.
     keep = np.abs(eta) < jets_cfg["max_abs_eta"]
+    if jets_cfg["max_pt"] >= 0:
+        keep &= pt < jets_cfg["max_pt"]
     order = np.lexsort((-pt, event))
     order = order[keep[order]]
     offsets = np.concatenate([[0], np.cumsum(n_const)])
@@ -334,7 +402,8 @@ def particle_jet_arrays(
             "pv_x": rec.vx[pv], "pv_y": rec.vy[pv], "pv_z": rec.vz[pv],
             "weight": rec.weight,
         },
-        "jets": {"pt": jets.pt, "eta": jets.eta, "phi": jets.phi, "mass": jets.mass, "flavour": jet_flavour},
+        "jets": {"pt": jets.pt, "eta": jets.eta, "phi": jets.phi, "mass": jets.mass, "flavour": jet_flavour,
+                 "top_contained": top_containment(rec, jets, sample["jets"]["radius"])},
         "hadrons": {
             "pdgid": rec.pdgid[matched], "flavour": matched_flavour,
             "px": rec.px[matched], "py": rec.py[matched], "pz": rec.pz[matched], "energy": rec.e[matched],
@@ -349,10 +418,21 @@ def particle_jet_arrays(
             "parent_index": parent_local, "parent_pdgid": parent_pdgid,
         },
     }
+    visible = np.zeros(0, np.int64)
+    if sample["particles"]["store"]:
+        visible = np.flatnonzero(visible_final_state(rec))
+        _, eta, _, _ = four_vector_kinematics(rec.px[visible], rec.py[visible], rec.pz[visible], rec.e[visible])
+        visible = visible[np.abs(eta) < sample["particles"]["max_abs_eta"]]
+    arrays["particles"] = {
+        "px": rec.px[visible], "py": rec.py[visible], "pz": rec.pz[visible], "energy": rec.e[visible],
+        "pdgid": rec.pdgid[visible], "charge": charges(rec.pdgid[visible]),
+        "vx": rec.vx[visible], "vy": rec.vy[visible], "vz": rec.vz[visible],
+    }
     counts = {
         "jets": np.bincount(jets.event, minlength=rec.n_events),
         "hadrons": np.bincount(matched_jet, minlength=len(jets.pt)),
         "constituents": np.diff(jets.constituent_offsets),
+        "particles": np.bincount(rec.event[visible], minlength=rec.n_events),
     }
     return arrays, counts
 

@@ -357,12 +357,15 @@ def parent_index(offsets: np.ndarray) -> np.ndarray:
     return np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
 
 
-def read_tree(reader: RaggedReader, start: int, stop: int) -> tuple[dict, dict]:
+def read_tree(reader: RaggedReader, start: int, stop: int,
+              collections: Iterable[str] | None = None) -> tuple[dict, dict]:
     """Rows [start, stop) of the top-level collection and all their descendants.
 
-    Returns (arrays {collection: {field: array}}, offsets {child: rebased offsets,
-    one per parent row read}).
+    ``collections``: read only these (default: all; their ancestors' offsets are read
+    anyway). Returns (arrays {collection: {field: array}}, offsets {child: rebased
+    offsets, one per parent row read}).
     """
+    wanted = None if collections is None else set(collections)
     ranges = {}
     arrays, offsets = {}, {}
     for collection in reader.schema.collections:
@@ -373,7 +376,8 @@ def read_tree(reader: RaggedReader, start: int, stop: int) -> tuple[dict, dict]:
             rows = reader.offsets(collection.name, p0, p1)
             ranges[collection.name] = (int(rows[0]), int(rows[-1]))
             offsets[collection.name] = rows - rows[0]
-        arrays[collection.name] = reader.read(collection.name, None, *ranges[collection.name])
+        if wanted is None or collection.name in wanted:
+            arrays[collection.name] = reader.read(collection.name, None, *ranges[collection.name])
     return arrays, offsets
 
 

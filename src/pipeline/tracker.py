@@ -16,7 +16,7 @@ from typing import Mapping
 import numpy as np
 
 from pipeline.config import config_hash, derive_seed, stage_config
-from pipeline.formats import PARTICLE_JETS, TRACK_JETS
+from pipeline.formats import JETS, PARTICLE_JETS, TRACK_JETS
 from pipeline.h5io import RaggedReader, RaggedWriter, parent_index, provenance_attrs, read_tree
 from pipeline.kinematics import eta_from_theta
 from pipeline.partition import all_pairs, connected_components, local_labels
@@ -199,11 +199,12 @@ def track_shard(config: Mapping, input_path: str | Path, output: str | Path, pro
             for start in tqdm(range(0, n_events, EVENTS_PER_CHUNK), desc=f"tracker {sample}/{shard}",
                               disable=not progress, mininterval=5.0):
                 stop = min(start + EVENTS_PER_CHUNK, n_events)
-                particles, offsets = read_tree(reader, start, stop)
+                particles, offsets = read_tree(reader, start, stop, ("events", "jets", "hadrons", "constituents"))
                 arrays, counts = simulate_tracks(
                     particles["constituents"], offsets["constituents"], tracker, rng
                 )
-                arrays.update(events=particles["events"], jets=particles["jets"], hadrons=particles["hadrons"])
+                jets = {name: particles["jets"][name] for name in JETS.field_names()}
+                arrays.update(events=particles["events"], jets=jets, hadrons=particles["hadrons"])
                 counts.update(jets=np.diff(offsets["jets"]), hadrons=np.diff(offsets["hadrons"]))
                 writer.append(arrays, counts)
                 n_jets += len(particles["jets"]["pt"])

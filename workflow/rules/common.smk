@@ -5,12 +5,19 @@
 # cluster nodes that share this directory.
 shell.prefix(f'export PYTHONPATH="{Path(workflow.basedir) / "src"}${{{{PYTHONPATH:+:$PYTHONPATH}}}}"; ')
 
+import itertools
+
 from pipeline.config import snapshot_config, stage_config
 from pipeline.formats import VERTEX_FINDERS
 
 SAMPLES = list(config["samples"])
 SPLITS = ["train", "val", "test"]
-VALIDATION_SAMPLES = config["validation"]["samples"] or SAMPLES
+# The jet-image study runs when its signal and background samples are both defined; they
+# go through the calorimeter, every other sample through the tracker.
+IMAGE_SAMPLES = [config["jet_images"][role] for role in ("signal", "background")]
+IMAGE_STUDY = all(name in SAMPLES for name in IMAGE_SAMPLES)
+TRACKING_SAMPLES = [name for name in SAMPLES if not (IMAGE_STUDY and name in IMAGE_SAMPLES)]
+VALIDATION_SAMPLES = config["validation"]["samples"] or TRACKING_SAMPLES
 VERTEXING_SAMPLE = config["vertexing"]["sample"]
 LEARNED_VERTEX_FINDERS = ["track_pair", "rnn", "set2graph"]
 VERTEXING_OUTPUTS = [
@@ -22,8 +29,10 @@ VERTEXING_OUTPUTS = [
     "results/vertexing/predictions.h5",
 ]
 FLAVOUR_TAGGING_METHODS = ["no_vertex", *VERTEX_FINDERS]
+FLAVOUR_TAGGING_REPLICAS = range(config["flavour_tagging"]["seeds"])
 FLAVOUR_TAGGING_OUTPUTS = [
     "results/flavour_tagging/metrics.csv",
+    "results/flavour_tagging/metrics_replicas.csv",
     "results/flavour_tagging/table.md",
     *(f"results/flavour_tagging/{name}.{ext}" for name in
       ["roc", *(f"confusion_{m}" for m in FLAVOUR_TAGGING_METHODS)] for ext in ("png", "pdf")),
@@ -44,6 +53,17 @@ def shard_files(stage):
         return [f"results/{wildcards.sample}/{stage}/shard_{i}.h5" for i in range(n)]
 
     return files
+
+
+def study_config_file(name, samples, *sections):
+    """Param function: like stage_config_file, for a step that reads several samples."""
+
+    def path(wildcards):
+        subset = {"seed": config["seed"], "samples": {s: config["samples"][s] for s in samples}}
+        subset.update({section: config[section] for section in sections})
+        return str(snapshot_config(subset, "results/config", name=name))
+
+    return path
 
 
 def stage_config_file(*sections, sample=None):

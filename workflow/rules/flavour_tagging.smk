@@ -44,19 +44,20 @@ rule train_flavour_tagger:
             else [f"results/flavour_tagging/edges/{wc.method}/{split}.h5" for split in ("train", "val")]
         ),
     output:
-        checkpoint="results/flavour_tagging/models/{method}.ckpt",
-        history="results/flavour_tagging/models/{method}_history.csv",
+        checkpoint="results/flavour_tagging/models/{method}_seed{replica}.ckpt",
+        history="results/flavour_tagging/models/{method}_seed{replica}_history.csv",
     wildcard_constraints:
         method="|".join(FLAVOUR_TAGGING_METHODS),
+        replica=r"\d+",
     params:
         config=stage_config_file("vertexing", "flavour_tagging", "training", "mlflow", sample=VERTEXING_SAMPLE),
         edges=lambda wc, input: (
             f"--edges-train {input.edges[0]} --edges-val {input.edges[1]}" if input.edges else ""
         ),
     log:
-        "logs/flavour_tagging/train_{method}.log",
+        "logs/flavour_tagging/train_{method}_seed{replica}.log",
     benchmark:
-        "logs/benchmarks/flavour_tagging/train_{method}.tsv"
+        "logs/benchmarks/flavour_tagging/train_{method}_seed{replica}.tsv"
     threads: config["flavour_tagging"]["training"].get("threads", config["training"]["threads"])
     resources:
         mem_mb=6000,
@@ -66,6 +67,7 @@ rule train_flavour_tagger:
         "../envs/pipeline.yaml"
     shell:
         "python -m pipeline train-flavour --config {params.config} --method {wildcards.method}"
+        " --replica {wildcards.replica}"
         " --train {input.train} --val {input.val} {params.edges}"
         " --checkpoint {output.checkpoint} --history {output.history} --quiet 2> {log}"
 
@@ -73,14 +75,16 @@ rule train_flavour_tagger:
 rule evaluate_flavour_tagging:
     input:
         test="results/vertexing/data/test.h5",
-        checkpoints=expand("results/flavour_tagging/models/{method}.ckpt", method=FLAVOUR_TAGGING_METHODS),
+        checkpoints=expand("results/flavour_tagging/models/{method}_seed{replica}.ckpt",
+                           method=FLAVOUR_TAGGING_METHODS, replica=FLAVOUR_TAGGING_REPLICAS),
         edges=expand("results/flavour_tagging/edges/{finder}/test.h5", finder=VERTEX_FINDERS),
     output:
         FLAVOUR_TAGGING_OUTPUTS,
     params:
         config=stage_config_file("vertexing", "flavour_tagging", "mlflow", sample=VERTEXING_SAMPLE),
         checkpoints=lambda wc, input: " ".join(
-            f"--checkpoint {m}={p}" for m, p in zip(FLAVOUR_TAGGING_METHODS, input.checkpoints)
+            f"--checkpoint {m}={p}" for (m, _), p in
+            zip(itertools.product(FLAVOUR_TAGGING_METHODS, FLAVOUR_TAGGING_REPLICAS), input.checkpoints)
         ),
         edges=lambda wc, input: " ".join(f"--edges {f}={p}" for f, p in zip(VERTEX_FINDERS, input.edges)),
     log:

@@ -22,6 +22,12 @@ def edges_run_id(path: str | Path) -> str:
         return str(f.attrs.get("vertex_finder_run_id", ""))
 
 
+def replica_seed(global_seed: int, replica: int, *stream: str) -> int:
+    """The seed of one of the tagger's random streams in training replica ``replica``
+    (replica 0 keeps the seeds of a single training)."""
+    return derive_seed(global_seed, "flavour_tagging", *stream, *([f"replica{replica}"] if replica else []))
+
+
 def tagger_config(config: Mapping) -> dict:
     """The config whose ``training`` section has the flavour study's own overrides applied."""
     from pipeline.training import with_training_overrides
@@ -37,9 +43,13 @@ def train_flavour_tagger(
     checkpoint: str | Path,
     history: str | Path,
     progress: bool = True,
+    replica: int = 0,
 ) -> dict[str, float]:
     """Train the tagger for ``method`` (``no_vertex`` takes no edges, every vertex finder
-    its train and val vertex_edges files); write the best checkpoint and the history CSV."""
+    its train and val vertex_edges files); write the best checkpoint and the history CSV.
+
+    ``replica`` r < ``flavour_tagging.seeds`` picks the r-th seed; replica r of every
+    method shares that seed, so the rows of one replica differ only in their edges."""
     from pipeline.flavour.data import FlavourDataModule, class_counts
     from pipeline.flavour.models import FlavourTagger
     from pipeline.training import fit_and_export, run_tags
@@ -51,10 +61,12 @@ def train_flavour_tagger(
                                           else "needs the vertex finder's train and val edge files"))
     config = tagger_config(config)
     settings, study = config["training"], config["flavour_tagging"]
-    # One seed for every row: the rows differ only in their edge scores.
-    pl.seed_everything(derive_seed(config["seed"], "flavour_tagging"), workers=True, verbose=False)
+    if not 0 <= replica < study["seeds"]:
+        raise ValueError(f"replica {replica}: flavour_tagging.seeds is {study['seeds']}, "
+                         f"so the replica must be in 0..{study['seeds'] - 1}")
+    pl.seed_everything(replica_seed(config["seed"], replica), workers=True, verbose=False)
     data = FlavourDataModule(graphs, edges, settings["batch_size"], settings["num_workers"],
-                             seed=derive_seed(config["seed"], "flavour_tagging", "batches"))
+                             seed=replica_seed(config["seed"], replica, "batches"))
     counts = class_counts(graphs["train"])
     if not counts.any():
         raise ValueError(f"{graphs['train']}: no training jets")
@@ -65,9 +77,9 @@ def train_flavour_tagger(
     finder_run = edges_run_id(edges["train"]) if edges else ""
     inputs = [*graphs.values(), *(edges or {}).values()]
     stage = {key: config[key] for key in ("seed", "vertexing", "flavour_tagging", "training")}
-    tags = {**run_tags(stage, inputs), "method": method, "study": "flavour_tagging",
+    tags = {**run_tags(stage, inputs), "method": method, "study": "flavour_tagging", "replica": str(replica),
             "vertex_finder": method, "vertex_finder.run_id": finder_run or "none"}
-    params = {"method": method, "class_weights": weights, **{f"training.{k}": v for k, v in settings.items()},
+    params = {"method": method, "replica": replica, "class_weights": weights, **{f"training.{k}": v for k, v in settings.items()},
               **{f"tagger.{k}": v for k, v in study.items() if k != "training"}}
     final, _ = fit_and_export(config, model, data, f"flavour-{method}", tags, params, checkpoint, history, progress)
     return final

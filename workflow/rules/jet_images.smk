@@ -1,0 +1,98 @@
+# The jet-image study: the calorimeter on the signal (top) and background (QCD) samples,
+# jet images per shard, the study's train/val/test files and the average images.
+
+JET_IMAGE_OUTPUTS = [
+    *expand("results/jet_images/data/{split}.h5", split=SPLITS),
+    *expand("results/jet_images/{name}.{ext}", name=["average_images", "single_jets"], ext=["png", "pdf"]),
+]
+
+
+rule simulate_calorimeter:
+    input:
+        "results/{sample}/generated/shard_{shard}.h5",
+    output:
+        "results/{sample}/calorimeter/shard_{shard}.h5",
+    params:
+        config=stage_config_file("calorimeter"),
+    log:
+        "logs/simulate_calorimeter/{sample}/shard_{shard}.log",
+    benchmark:
+        "logs/benchmarks/simulate_calorimeter/{sample}/shard_{shard}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=lambda wc: 10 + config["samples"][wc.sample]["events_per_shard"] // 500,
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline simulate-calorimeter --config {params.config} --input {input}"
+        " --output {output} --quiet 2> {log}"
+
+
+rule build_jet_images:
+    input:
+        generated="results/{sample}/generated/shard_{shard}.h5",
+        cells="results/{sample}/calorimeter/shard_{shard}.h5",
+    output:
+        "results/{sample}/jet_images/shard_{shard}.h5",
+    params:
+        config=stage_config_file("calorimeter", "jet_images"),
+    log:
+        "logs/build_jet_images/{sample}/shard_{shard}.log",
+    benchmark:
+        "logs/benchmarks/build_jet_images/{sample}/shard_{shard}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline build-jet-images --config {params.config} --generated {input.generated}"
+        " --cells {input.cells} --output {output} --quiet 2> {log}"
+
+
+rule split_jet_images:
+    input:
+        [f"results/{sample}/jet_images/shard_{shard}.h5"
+         for sample in IMAGE_SAMPLES if sample in config["samples"]
+         for shard in range(config["samples"][sample]["shards"])],
+    output:
+        train="results/jet_images/data/train.h5",
+        val="results/jet_images/data/val.h5",
+        test="results/jet_images/data/test.h5",
+    params:
+        config=study_config_file("jet_images", IMAGE_SAMPLES if IMAGE_STUDY else [], "split", "calorimeter",
+                                 "jet_images"),
+    log:
+        "logs/jet_images/split.log",
+    benchmark:
+        "logs/benchmarks/jet_images/split.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline split-jet-images --config {params.config} --inputs {input}"
+        " --train {output.train} --val {output.val} --test {output.test} 2> {log}"
+
+
+rule plot_jet_images:
+    input:
+        "results/jet_images/data/train.h5",
+    output:
+        expand("results/jet_images/{name}.{ext}", name=["average_images", "single_jets"], ext=["png", "pdf"]),
+    log:
+        "logs/jet_images/plot.log",
+    benchmark:
+        "logs/benchmarks/jet_images/plot.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline plot-jet-images --input {input} --output-dir results/jet_images 2> {log}"
