@@ -57,6 +57,30 @@ def _plot_jet_images(args) -> None:
     plot_jet_images(args.input, args.output_dir)
 
 
+def _train_images(args) -> None:
+    from pipeline.config import load_config
+    from pipeline.images.train import train_image_model
+
+    train_image_model(load_config(args.config), args.model, {"train": args.train, "val": args.val},
+                      args.checkpoint, args.history, progress=not args.quiet)
+
+
+def _evaluate_images(args) -> None:
+    from pipeline.config import load_config
+    from pipeline.images.evaluate import evaluate_autoencoders, evaluate_denoising, evaluate_taggers
+    from pipeline.formats import IMAGE_MODELS
+
+    config = load_config(args.config)
+    checkpoints = _named_paths(args.checkpoint, "--checkpoint")
+    missing = [name for name in IMAGE_MODELS if name not in checkpoints]
+    if missing:
+        raise ValueError(f"--checkpoint: no checkpoint for {missing}; expected one per model of {IMAGE_MODELS}")
+    for evaluate, names in ((evaluate_taggers, ("mlp", "cnn")),
+                            (evaluate_autoencoders, ("autoencoder", "autoencoder_inverse")),
+                            (evaluate_denoising, ("denoising_autoencoder", "cnn"))):
+        evaluate(config, args.test, {name: checkpoints[name] for name in names}, args.output_dir)
+
+
 def _split(args) -> None:
     from pipeline.config import load_config
     from pipeline.split import split_sample
@@ -230,7 +254,7 @@ def evaluation_arguments(p: argparse.ArgumentParser, checkpoint_help: str) -> No
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pipeline.formats import VERTEX_FINDERS
+    from pipeline.formats import IMAGE_MODELS, VERTEX_FINDERS
 
     parser = argparse.ArgumentParser(
         prog="pipeline",
@@ -291,6 +315,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("plot-jet-images", _plot_jet_images,
             "Draw the average jet image of each class and a few single jets (PNG and PDF).")
     p.add_argument("--input", required=True, type=Path, help="jet_images file")
+    p.add_argument("--output-dir", required=True, type=Path)
+
+    p = add("train-images", _train_images,
+            "Train a model of the jet-image study (mlp, cnn taggers; autoencoder on QCD, autoencoder_inverse "
+            "on top; denoising_autoencoder) with Lightning; logs to MLflow.")
+    config_argument(p)
+    p.add_argument("--model", required=True, choices=IMAGE_MODELS)
+    p.add_argument("--train", required=True, type=Path, help="jet_images training file")
+    p.add_argument("--val", required=True, type=Path, help="jet_images validation file")
+    p.add_argument("--checkpoint", required=True, type=Path, help="best checkpoint to write (.ckpt)")
+    p.add_argument("--history", required=True, type=Path, help="per-epoch metrics to write (.csv)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = add("evaluate-images", _evaluate_images,
+            "Evaluate the jet-image models on the test images: taggers, autoencoders (anomaly scores) and "
+            "denoising tables and figures; logs to MLflow.")
+    config_argument(p)
+    p.add_argument("--test", required=True, type=Path, help="jet_images test file")
+    p.add_argument("--checkpoint", required=True, action="append", metavar="MODEL=PATH",
+                   help="a model's checkpoint (repeat for mlp, cnn, autoencoder, autoencoder_inverse, "
+                        "denoising_autoencoder)")
     p.add_argument("--output-dir", required=True, type=Path)
 
     p = add("split", _split, "Split a sample's track_jets shards by event into train/val/test files.")

@@ -272,6 +272,9 @@ IMAGE_PIXELS = 40
 #: Jet-image classes: label 1 is the signal (hadronic top), 0 the background (QCD).
 IMAGE_CLASSES = ("qcd", "top")
 
+#: The models of the jet-image study (their checkpoints are named so).
+IMAGE_MODELS = ("mlp", "cnn", "autoencoder", "autoencoder_inverse", "denoising_autoencoder")
+
 
 def jet_images_schema(pixels: int = IMAGE_PIXELS) -> FileSchema:
     """The jet_images schema with ``pixels`` x ``pixels`` images (readers accept any size:

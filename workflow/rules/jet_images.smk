@@ -1,9 +1,14 @@
 # The jet-image study: the calorimeter on the signal (top) and background (QCD) samples,
 # jet images per shard, the study's train/val/test files and the average images.
 
+from pipeline.formats import IMAGE_MODELS
+
 JET_IMAGE_OUTPUTS = [
     *expand("results/jet_images/data/{split}.h5", split=SPLITS),
     *expand("results/jet_images/{name}.{ext}", name=["average_images", "single_jets"], ext=["png", "pdf"]),
+    *expand("results/jet_images/{table}.{ext}", table=["taggers", "autoencoder", "denoising"], ext=["csv", "md"]),
+    *expand("results/jet_images/{name}.{ext}", name=["roc", "autoencoder_roc", "reconstruction", "denoising"],
+            ext=["png", "pdf"]),
 ]
 
 
@@ -96,3 +101,57 @@ rule plot_jet_images:
         "../envs/pipeline.yaml"
     shell:
         "python -m pipeline plot-jet-images --input {input} --output-dir results/jet_images 2> {log}"
+
+
+rule train_image_model:
+    input:
+        train="results/jet_images/data/train.h5",
+        val="results/jet_images/data/val.h5",
+    output:
+        checkpoint="results/jet_images/models/{model}.ckpt",
+        history="results/jet_images/models/{model}_history.csv",
+    wildcard_constraints:
+        model="|".join(IMAGE_MODELS),
+    params:
+        config=study_config_file("jet_images", IMAGE_SAMPLES if IMAGE_STUDY else [], "jet_images", "training",
+                                 "mlflow"),
+    log:
+        "logs/jet_images/train_{model}.log",
+    benchmark:
+        "logs/benchmarks/jet_images/train_{model}.tsv"
+    threads: config["jet_images"]["training"].get("threads", config["training"]["threads"])
+    resources:
+        mem_mb=6000,
+        runtime=180,
+        gpu=1 if config["training"]["accelerator"] in ("gpu", "cuda") else 0,
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline train-images --config {params.config} --model {wildcards.model}"
+        " --train {input.train} --val {input.val} --checkpoint {output.checkpoint}"
+        " --history {output.history} --quiet 2> {log}"
+
+
+rule evaluate_jet_images:
+    input:
+        test="results/jet_images/data/test.h5",
+        checkpoints=expand("results/jet_images/models/{model}.ckpt", model=IMAGE_MODELS),
+    output:
+        [path for path in JET_IMAGE_OUTPUTS if not path.startswith("results/jet_images/data/")
+         and "average_images" not in path and "single_jets" not in path],
+    params:
+        config=study_config_file("jet_images", IMAGE_SAMPLES if IMAGE_STUDY else [], "jet_images", "mlflow"),
+        checkpoints=lambda wc, input: " ".join(f"--checkpoint {m}={p}" for m, p in zip(IMAGE_MODELS, input.checkpoints)),
+    log:
+        "logs/jet_images/evaluate.log",
+    benchmark:
+        "logs/benchmarks/jet_images/evaluate.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline evaluate-images --config {params.config} --test {input.test}"
+        " {params.checkpoints} --output-dir results/jet_images 2> {log}"
