@@ -18,13 +18,21 @@ from pipeline.h5io import RaggedReader
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
 
+BOOSTED = {"sqrt_s": 14000.0, "pthat_min": 500.0, "pthat_max": 700.0, "events_per_shard": 80, "shards": 1,
+           "batch_size": 80, "jets": {"radius": 0.8, "min_pt": 550.0, "max_pt": 650.0, "max_abs_eta": 2.0},
+           "particles": {"store": True}}
 TINY = {
     "seed": 3,
-    "samples": {"tiny": {"process": "ttbar", "events_per_shard": 30, "shards": 2, "batch_size": 30}},
+    "samples": {"tiny": {"process": "ttbar", "events_per_shard": 30, "shards": 2, "batch_size": 30},
+                "top": {"process": "ttbar", "pythia_settings": ["24:onMode = off", "24:onIfAny = 1 2 3 4 5"],
+                        **BOOSTED},
+                "qcd": {"process": "qcd_dijet", **BOOSTED}},
     "vertexing": {"network": {"set_widths": [32, 32, 5], "edge_widths": [32], "pair_widths": [32],
                               "rnn_hidden": 16, "rnn_layers": 1}},
     "training": {"max_epochs": 2, "batch_size": 32},
     "flavour_tagging": {"width": 8, "message_layers": 1, "readout_widths": [8]},
+    "jet_images": {"mlp": {"widths": [16]}, "cnn": {"channels": [4, 4], "dense": 8},
+                   "autoencoder": {"channels": [4, 4], "latent": 4}},
 }
 
 
@@ -62,13 +70,18 @@ def write_config(workdir: Path, config: dict) -> Path:
 def test_default_config_dry_run_plans_every_step(tmp_path):
     result = run_snakemake(tmp_path, "-n", "--configfile", str(REPO / "config.yaml"))
     default = yaml.safe_load((REPO / "config.yaml").read_text())
-    shards = sum(s["shards"] for s in default["samples"].values())
-    assert job_counts(result.stdout + result.stderr) == {
-        "generate": shards, "simulate_tracker": shards, "split": 1, "plot_validation": 1,
+    shards = {name: sample["shards"] for name, sample in default["samples"].items()}
+    images = shards["top"] + shards["qcd"]
+    seeds = default["flavour_tagging"]["seeds"]
+    expected = {
+        "generate": sum(shards.values()), "simulate_tracker": shards["ttbar"], "split": 1, "plot_validation": 1,
         "build_track_graphs": 1, "train_vertex_finder": 3, "evaluate_vertexing": 1,
-        "score_vertex_edges": 5, "train_flavour_tagger": 6, "evaluate_flavour_tagging": 1, "all": 1,
-        "total": 2 * shards + 20,
+        "score_vertex_edges": 5, "train_flavour_tagger": 6 * seeds, "evaluate_flavour_tagging": 1,
+        "simulate_calorimeter": images, "build_jet_images": images, "split_jet_images": 1, "plot_jet_images": 1,
+        "train_image_model": 5, "evaluate_jet_images": 1, "all": 1,
     }
+    expected["total"] = sum(expected.values())
+    assert job_counts(result.stdout + result.stderr) == expected
 
 
 def test_lint_is_clean(tmp_path):
@@ -148,10 +161,13 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
     runs = client.search_runs([experiment.experiment_id])
     names = sorted(run.info.run_name for run in runs)
     taggers = ["no_vertex", "avr", "baseline", "track_pair", "rnn", "set2graph"]
+    image_models = ["mlp", "cnn", "autoencoder", "autoencoder_inverse", "denoising_autoencoder"]
     assert names == sorted([f"train-{m}" for m in ("track_pair", "rnn", "set2graph")]
                            + [f"evaluate-{m}" for m in methods]
                            + [f"flavour-{m}" for m in taggers] + [f"evaluate-flavour-{m}" for m in taggers]
-                           + ["finder-avr", "finder-baseline"])
+                           + ["finder-avr", "finder-baseline"]
+                           + [f"images-{m}" for m in image_models]
+                           + [f"evaluate-images-{m}" for m in image_models])
     run = {r.info.run_name: r for r in runs}
     train = run["train-set2graph"]
     assert "val_loss" in train.data.metrics and train.data.tags["pipeline.version"]
@@ -175,14 +191,31 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
     assert run["flavour-no_vertex"].data.tags["vertex_finder.run_id"] == "none"
     assert run["evaluate-flavour-rnn"].data.tags["flavour_tagger.run_id"] == run["flavour-rnn"].info.run_id
 
+    # The jet-image study: top and QCD through the calorimeter, images, five models, three tables.
+    images = results / "jet_images"
+    with open(images / "taggers.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["model"] for r in rows] == ["mlp", "cnn"]
+    assert list(rows[0]) == ["model", "auc", "accuracy", "rejection_at_0.3", "rejection_at_0.5"]
+    assert all(0 <= float(r["auc"]) <= 1 for r in rows)
+    with open(images / "autoencoder.csv") as f:
+        assert [r["model"] for r in csv.DictReader(f)] == ["autoencoder", "autoencoder_inverse"]
+    with open(images / "denoising.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["images"] for r in rows] == ["clean", "noisy", "denoised"] and float(rows[0]["mse"]) == 0
+    assert "0.981" in (images / "taggers.md").read_text()  # the landscape paper's CNN AUC, theirs
+    for name in ("average_images", "single_jets", "roc", "autoencoder_roc", "reconstruction", "denoising"):
+        assert (images / f"{name}.png").stat().st_size > 1000
+    assert run["images-autoencoder"].data.tags["trained_on"] == "qcd"
     # A second run has nothing to do.
     again = run_snakemake(tmp_path, "--configfile", str(config))
     assert "Nothing to be done" in again.stdout + again.stderr
 
-    # A new detector setting reruns the tracker and what follows, not Pythia.
-    write_config(tmp_path, {**TINY, "tracker": {"bfield": 3.8}})
+    # New detector settings rerun the tracker, the calorimeter and what follows, not Pythia.
+    write_config(tmp_path, {**TINY, "tracker": {"bfield": 3.8}, "calorimeter": {"noise_threshold": 4.0}})
     plan = run_snakemake(tmp_path, "-n", "--configfile", str(config))
     jobs = job_counts(plan.stdout + plan.stderr)
     assert jobs.get("simulate_tracker") == 2 and jobs.get("split") == 1
     assert jobs.get("train_vertex_finder") == 3
+    assert jobs.get("simulate_calorimeter") == 2 and jobs.get("train_image_model") == 5
     assert "generate" not in jobs
