@@ -104,6 +104,10 @@ def test_image_samples_need_their_particles_and_bad_calorimeter_keys_are_named()
     with pytest.raises(ConfigError, match=r"calorimeter: unknown key\(s\) \['radius_mm'\]"):
         image_config(calorimeter={"radius_mm": 1500.0})
     assert image_config()["calorimeter"]["layers"][0]["name"] == "em1"
+    # The vertexing study defaults to the first sample outside the image study.
+    config = image_config()
+    samples = {**config["samples"], "ttbar": {"process": "ttbar"}}
+    assert image_config(samples=samples)["vertexing"]["sample"] == "ttbar"
 
 
 def test_preprocessing_rotates_a_known_line_and_flips_the_bright_end_up():

@@ -76,7 +76,11 @@ def validate_config(config: Mapping[str, Any], source: str = "config") -> dict:
         )
     vertexing = resolved["vertexing"]
     if vertexing["sample"] is None:
-        vertexing["sample"] = next(iter(resolved["samples"]))
+        # The first sample that is not one of the jet-image study's pair (those skip the tracker).
+        images = [resolved["jet_images"][role] for role in ("signal", "background")]
+        study = all(name in resolved["samples"] for name in images)
+        tracked = [name for name in resolved["samples"] if not (study and name in images)]
+        vertexing["sample"] = (tracked or list(resolved["samples"]))[0]
     elif vertexing["sample"] not in resolved["samples"]:
         raise ConfigError(
             f"{source}: invalid configuration:\n  vertexing.sample: unknown sample "
