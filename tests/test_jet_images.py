@@ -182,6 +182,11 @@ def test_images_hold_the_jet_energy_and_the_split_keeps_events_whole(image_files
         top = reader.read("jets")
         assert reader.attrs["label"] == 1
     assert top["image"].shape[1:] == (40, 40) and np.all(top["label"] == 1)
+    import h5py
+
+    with h5py.File(files["top", 0]["images"], "r") as f:
+        # Images are stored raw for the loader's speed, the small fields compressed.
+        assert f["jets"]["image"].compression is None and f["jets"]["pt"].compression == "gzip"
     # The image's E_T is the jet's pT up to calorimeter response, leakage and the frame.
     ratio = top["image"].sum(axis=(1, 2)) / top["pt"]
     assert 0.6 < np.median(ratio) < 1.05

@@ -50,6 +50,8 @@ class Field:
     unit: str
     description: str
     shape: tuple[int, ...] = ()
+    #: Whether the dataset is gzip-compressed; fields read at training speed may opt out.
+    compressed: bool = True
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,7 @@ class RaggedWriter:
                 rows = max(1, CHUNK_ROWS // max(1, int(np.prod(fld.shape))))
                 ds = group.create_dataset(
                     fld.name, shape=(0, *fld.shape), dtype=fld.dtype, maxshape=(None, *fld.shape),
-                    chunks=(rows, *fld.shape), track_times=False, **COMPRESSION,
+                    chunks=(rows, *fld.shape), track_times=False, **(COMPRESSION if fld.compressed else {}),
                 )
                 ds.attrs["unit"] = fld.unit
                 ds.attrs["description"] = fld.description
