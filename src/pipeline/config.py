@@ -77,9 +77,8 @@ def validate_config(config: Mapping[str, Any], source: str = "config") -> dict:
     vertexing = resolved["vertexing"]
     if vertexing["sample"] is None:
         # The first sample that is not one of the jet-image study's pair (those skip the tracker).
-        images = [resolved["jet_images"][role] for role in ("signal", "background")]
-        study = all(name in resolved["samples"] for name in images)
-        tracked = [name for name in resolved["samples"] if not (study and name in images)]
+        images = image_study_samples(resolved)
+        tracked = [name for name in resolved["samples"] if name not in images]
         vertexing["sample"] = (tracked or list(resolved["samples"]))[0]
     elif vertexing["sample"] not in resolved["samples"]:
         raise ConfigError(
@@ -110,6 +109,13 @@ def validate_config(config: Mapping[str, Any], source: str = "config") -> dict:
                 f"{name!r}, expected one of {sorted(resolved['samples'])}"
             )
     return resolved
+
+
+def image_study_samples(config: Mapping[str, Any]) -> list[str]:
+    """The jet-image study's [signal, background] samples if the config defines both (the
+    study runs; they go through the calorimeter, not the tracker), else []."""
+    names = [config["jet_images"][role] for role in ("signal", "background")]
+    return names if all(name in config["samples"] for name in names) else []
 
 
 def load_config(path: str | Path) -> dict:

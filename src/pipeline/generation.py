@@ -212,7 +212,6 @@ def hadronic_top_partons(rec: EventRecord) -> tuple[np.ndarray, np.ndarray]:
     """
     a = np.abs(rec.pdgid)
     has_mother = rec.mother1 >= 0
-    mother_id = np.where(has_mother, a[np.maximum(rec.mother1, 0)], 0)
     # The top's last copy is the one that decays (its first daughter is the W, not a top).
     top = np.flatnonzero((a == 6) & (rec.daughter1 >= 0))
     top = top[a[rec.daughter1[top]] != 6]
@@ -232,7 +231,7 @@ def hadronic_top_partons(rec: EventRecord) -> tuple[np.ndarray, np.ndarray]:
         active = active[rec.daughter1[w[active]] >= 0]
     is_last_w = np.zeros(len(a), bool)
     is_last_w[w] = True
-    quarks = np.flatnonzero((a >= 1) & (a <= 5) & (mother_id == 24) & is_last_w[np.maximum(rec.mother1, 0)])
+    quarks = np.flatnonzero((a >= 1) & (a <= 5) & has_mother & is_last_w[np.maximum(rec.mother1, 0)])
     # Per top: its b, and the quarks of its W (two for a hadronic decay).
     b_of_top = np.full(len(a), -1)
     b_of_top[rec.mother1[b]] = b
@@ -244,7 +243,7 @@ def hadronic_top_partons(rec: EventRecord) -> tuple[np.ndarray, np.ndarray]:
     n_quarks = np.bincount(quark_top, minlength=len(a))
     hadronic = top[(b_of_top[top] >= 0) & (n_quarks[top] == 2)]
     first = np.searchsorted(quark_top, hadronic)
-    partons = np.stack([b_of_top[hadronic], quarks[first], quarks[np.minimum(first + 1, len(quarks) - 1)]], axis=1)
+    partons = np.stack([b_of_top[hadronic], quarks[first], quarks[first + 1]], axis=1)
     return hadronic, partons.reshape(-1, 3).astype(np.int64)
 
 

@@ -211,7 +211,7 @@ def split_jet_images(config: Mapping, inputs: Sequence[str | Path], outputs: Map
         attrs = provenance_attrs(stage, config_hash(stage), config["seed"])
         attrs.update(pixels=settings["pixels"], pixel_size=settings["pixel_size"],
                      preprocessing=json.dumps(settings["preprocessing"]),
-                     sources=json.dumps([str(p) for p in inputs]), n_events=0)
+                     sources=json.dumps([str(p) for p in inputs]))
         schema = jet_images_schema(settings["pixels"])
         writers = {name: stack.enter_context(RaggedWriter(outputs[name], schema, {**attrs, "split": name}))
                    for name in SPLITS}

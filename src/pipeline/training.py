@@ -26,6 +26,35 @@ from pipeline.outputs import atomic_output
 
 log = logging.getLogger(__name__)
 
+
+class PrebatchedDataModule(pl.LightningDataModule):
+    """The loaders of a DataModule whose datasets yield whole batches (``self.datasets``
+    {split: Dataset}, filled by the subclass's ``setup``): batch_size None, workers kept
+    alive between epochs, pinned memory on a GPU; the training batches in the order of
+    ``train_sampler`` (each study's own seeded shuffle), the others in file order."""
+
+    num_workers: int = 0
+
+    def train_sampler(self, dataset):
+        """The order of the training batches (None: file order)."""
+        return None
+
+    def _loader(self, split: str, sampler=None):
+        import torch
+        from torch.utils.data import DataLoader
+
+        return DataLoader(self.datasets[split], batch_size=None, sampler=sampler, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
+
+    def train_dataloader(self):
+        return self._loader("train", self.train_sampler(self.datasets["train"]))
+
+    def val_dataloader(self):
+        return self._loader("val")
+
+    def test_dataloader(self):
+        return self._loader("test")
+
 #: Key under which the MLflow run id of the training is stored in an exported checkpoint,
 #: so that downstream runs (evaluations, the flavour tagger) can name the run they used.
 RUN_ID_KEY = "mlflow_run_id"

@@ -7,16 +7,16 @@ shell.prefix(f'export PYTHONPATH="{Path(workflow.basedir) / "src"}${{{{PYTHONPAT
 
 import itertools
 
-from pipeline.config import snapshot_config, stage_config
+from pipeline.config import image_study_samples, snapshot_config, stage_config
 from pipeline.formats import VERTEX_FINDERS
 
 SAMPLES = list(config["samples"])
 SPLITS = ["train", "val", "test"]
 # The jet-image study runs when its signal and background samples are both defined; they
 # go through the calorimeter, every other sample through the tracker.
-IMAGE_SAMPLES = [config["jet_images"][role] for role in ("signal", "background")]
-IMAGE_STUDY = all(name in SAMPLES for name in IMAGE_SAMPLES)
-TRACKING_SAMPLES = [name for name in SAMPLES if not (IMAGE_STUDY and name in IMAGE_SAMPLES)]
+IMAGE_SAMPLES = image_study_samples(config)
+IMAGE_STUDY = bool(IMAGE_SAMPLES)
+TRACKING_SAMPLES = [name for name in SAMPLES if name not in IMAGE_SAMPLES]
 VALIDATION_SAMPLES = config["validation"]["samples"] or TRACKING_SAMPLES
 VERTEXING_SAMPLE = config["vertexing"]["sample"]
 LEARNED_VERTEX_FINDERS = ["track_pair", "rnn", "set2graph"]

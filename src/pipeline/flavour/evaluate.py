@@ -108,12 +108,11 @@ def write_tables(rows: list[dict], output_dir: Path, spread: Mapping[str, Mappin
             writer.writeheader()
             for method, replicas in replica_rows.items():
                 writer.writerows(csv_row({"method": method, "replica": r, **row}) for r, row in enumerate(replicas))
-    seeds = {m: s for m, s in (seed_spread or {}).items()}
     md = ["| method | Accuracy | F1 | b | c | light | light rej. @70% | c rej. @70% | light rej. @77% | c rej. @77% "
           "| Acc. - no_vertex |",
           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for row in rows:
-        errors, between = (spread or {}).get(row["method"], {}), seeds.get(row["method"], {})
+        errors, between = (spread or {}).get(row["method"], {}), (seed_spread or {}).get(row["method"], {})
 
         def cell(key: str, digits: int = 3) -> str:
             text = f"{row[key]:+.{digits}f}" if key == "gain" else f"{row[key]:.{digits}f}"

@@ -23,14 +23,14 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 import h5py
-import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset, Sampler
 
 from pipeline.config import derive_seed
 from pipeline.formats import jet_images_schema
 from pipeline.h5io import RaggedReader
+from pipeline.training import PrebatchedDataModule
 
 #: Rows read at once when counting classes and when streaming a file for evaluation.
 ROWS_PER_READ = 4096
@@ -196,7 +196,7 @@ class EpochShuffle(Sampler):
         return iter([(int(index), epoch) for index in order])
 
 
-class JetImageDataModule(pl.LightningDataModule):
+class JetImageDataModule(PrebatchedDataModule):
     """Train / val (/ test) batches of jet images; the training batches come in a seeded
     new order every epoch (``EpochShuffle``), the others in file order.
 
@@ -229,20 +229,8 @@ class JetImageDataModule(pl.LightningDataModule):
                 self.datasets[split] = JetImageBatches(path, self.pixels, self.batch_size, self.normalise,
                                                        self.select, self.noise, noise_seed(self.seed, split))
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        dataset = self.datasets[split]
-        sampler = EpochShuffle(len(dataset), derive_seed(self.seed, "jet_images", self.name, "batches")) if shuffle else None
-        return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+    def train_sampler(self, dataset: JetImageBatches) -> EpochShuffle:
+        return EpochShuffle(len(dataset), derive_seed(self.seed, "jet_images", self.name, "batches"))
 
 
 def iterate_images(path: str | Path, pixels: int, normalise: bool = True, noise: Mapping[str, float] | None = None,

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Mapping
 
 import h5py
-import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import Dataset, RandomSampler
 
 from pipeline.formats import TRACK_FEATURES, TRACK_GRAPHS
 from pipeline.h5io import RaggedReader
+from pipeline.training import PrebatchedDataModule
 
 
 def pad_tracks(features: np.ndarray, labels: np.ndarray, offsets: np.ndarray) -> dict[str, torch.Tensor]:
@@ -87,7 +87,7 @@ class TrackGraphBatches(Dataset):
         return state
 
 
-class TrackGraphDataModule(pl.LightningDataModule):
+class TrackGraphDataModule(PrebatchedDataModule):
     """Train / val / test batches of track sets; the training batch order is reshuffled
     every epoch from a seeded generator."""
 
@@ -108,21 +108,5 @@ class TrackGraphDataModule(pl.LightningDataModule):
             if name not in self.datasets:
                 self.datasets[name] = self.make_dataset(name, path)
 
-    def _loader(self, name: str, shuffle: bool) -> DataLoader:
-        dataset = self.datasets[name]
-        sampler = None
-        if shuffle:
-            sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(self.seed))
-        return DataLoader(
-            dataset, batch_size=None, sampler=sampler, num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available(),
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+    def train_sampler(self, dataset: Dataset) -> RandomSampler:
+        return RandomSampler(dataset, generator=torch.Generator().manual_seed(self.seed))
