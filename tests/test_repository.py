@@ -5,14 +5,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_ci_runs_the_readme_test_command():
+def test_ci_starts_slurm_then_runs_the_readme_test_command():
     ci_commands = [
         line for line in (REPO / ".ci" / "run").read_text().splitlines()
         if line.strip() and not line.startswith("#") and not line.startswith(("set ", "cd "))
     ]
-    assert len(ci_commands) == 1
-    assert "python -m pytest" in ci_commands[0]
-    assert f"```bash\n{ci_commands[0]}\n```" in (REPO / "README.md").read_text()
+    assert ci_commands[0] == "bash tests/slurm/start-single-node.sh"
+    assert len(ci_commands) == 2
+    assert "python -m pytest" in ci_commands[1]
+    assert f"```bash\n{ci_commands[1]}\n```" in (REPO / "README.md").read_text()
 
 
 def test_workflow_schema_is_the_package_schema():

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 from types import SimpleNamespace
 
 import pytest
 import torch
 
 from pipeline.training import adam_with_schedule, checkpoint_run_id, with_training_overrides
+from workflow_runs import free_port
 
 
 def module(max_epochs: int):
@@ -75,3 +77,83 @@ def test_parallel_jobs_can_create_the_sqlite_store_together(tmp_path):
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("pipeline").experiment_id])
     assert sorted(r.info.run_name for r in runs) == ["job-0", "job-1", "job-2"]
+
+
+# --- resumable batch orders -----------------------------------------------------------
+
+
+def test_replayed_order_repeats_torchs_random_sampler_under_lightning_and_resumes_at_any_epoch():
+    from torch.utils.data import RandomSampler
+
+    from pipeline.training import ReplayedRandomOrder
+
+    # Lightning takes len(loader) batches an epoch and never asks the sampler for more.
+    reference = RandomSampler(range(7), generator=torch.Generator().manual_seed(11))
+    orders = [list(itertools.islice(reference, 7)) for _ in range(4)]
+    replay = ReplayedRandomOrder(7, 11)
+    assert [list(replay) for _ in range(4)] == orders
+    assert len({tuple(order) for order in orders}) == 4  # a new order every epoch
+    resumed = ReplayedRandomOrder(7, 11)
+    resumed.set_epoch(2)
+    assert [list(resumed), list(resumed)] == orders[2:]
+
+
+def test_epoch_shuffle_reads_the_epoch_at_the_first_batch():
+    """Lightning makes the first iterator before it calls set_epoch with the epoch it
+    resumes at: the order must be that of the epoch set, not of the one made."""
+    from pipeline.training import EpochShuffle
+
+    uninterrupted = EpochShuffle(9, seed=5, with_epoch=True)
+    epochs = [list(uninterrupted) for _ in range(4)]
+    assert all(item[1] == e for e, items in enumerate(epochs) for item in items)
+    assert sorted(index for index, _ in epochs[3]) == list(range(9))
+    resumed = EpochShuffle(9, seed=5, with_epoch=True)
+    early = iter(resumed)
+    resumed.set_epoch(3)
+    assert list(early) == epochs[3]
+    assert list(EpochShuffle(9, seed=6, with_epoch=True)) != epochs[0]
+
+
+# --- MLflow tracking servers and the resume directory ------------------------------------
+
+
+def test_an_unreachable_tracking_server_is_named_quickly():
+    import time
+
+    from pipeline.training import TrackingServerUnreachable, tracking_uri
+
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    start = time.monotonic()
+    with pytest.raises(TrackingServerUnreachable, match=r"mlflow.tracking_uri = 'http://127\.0\.0\.1:\d+'.*/health"):
+        tracking_uri({"tracking_uri": uri, "experiment": "pipeline"})
+    assert time.monotonic() - start < 5
+
+
+def test_a_resume_directory_of_another_training_is_discarded(tmp_path):
+    from pipeline.training import ResumeState
+
+    first = ResumeState(tmp_path / "resume", tmp_path / "out" / "cnn.ckpt", fingerprint="config-a")
+    first.start("run-1")
+    (first.directory / "last.ckpt").write_bytes(b"epoch 3")
+    same = ResumeState(tmp_path / "resume", tmp_path / "out" / "cnn.ckpt", fingerprint="config-a")
+    assert same.directory == first.directory and same.directory.name.startswith("cnn-")
+    assert same.last_checkpoint() == first.directory / "last.ckpt" and same.run_id() == "run-1"
+    # Another output path is another training; another config of the same one starts over.
+    assert ResumeState(tmp_path / "resume", tmp_path / "other" / "cnn.ckpt", "config-a").directory != first.directory
+    changed = ResumeState(tmp_path / "resume", tmp_path / "out" / "cnn.ckpt", fingerprint="config-b")
+    assert changed.last_checkpoint() is None and not first.directory.exists()
+    changed.start("run-2")
+    changed.clear()
+    assert not (tmp_path / "resume").exists()
+
+
+def test_the_fingerprint_follows_config_parameters_and_input_checksums():
+    from pipeline.training import ResumeState
+
+    config = {"seed": 1, "training": {"max_epochs": 3}}
+    tags = {"input.train.h5.sha256": "aa", "input.train.h5.path": "/x/train.h5", "pipeline.git_sha": "1"}
+    base = ResumeState.fingerprint_of(config, {"model": "cnn"}, tags)
+    assert base == ResumeState.fingerprint_of(config, {"model": "cnn"}, {**tags, "pipeline.git_sha": "2"})
+    assert base != ResumeState.fingerprint_of({**config, "seed": 2}, {"model": "cnn"}, tags)
+    assert base != ResumeState.fingerprint_of(config, {"model": "mlp"}, tags)
+    assert base != ResumeState.fingerprint_of(config, {"model": "cnn"}, {**tags, "input.train.h5.sha256": "bb"})

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,57 +12,10 @@ import yaml
 
 from pipeline.formats import TRACK_JETS
 from pipeline.h5io import RaggedReader
+from pipeline.tiny import tiny_workflow_config
+from workflow_runs import REPO, job_counts, run_snakemake, write_config
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
-
-BOOSTED = {"sqrt_s": 14000.0, "pthat_min": 500.0, "pthat_max": 700.0, "events_per_shard": 80, "shards": 1,
-           "batch_size": 80, "jets": {"radius": 0.8, "min_pt": 550.0, "max_pt": 650.0, "max_abs_eta": 2.0},
-           "particles": {"store": True}}
-TINY = {
-    "seed": 3,
-    "samples": {"tiny": {"process": "ttbar", "events_per_shard": 30, "shards": 2, "batch_size": 30},
-                "top": {"process": "ttbar", "pythia_settings": ["24:onMode = off", "24:onIfAny = 1 2 3 4 5"],
-                        **BOOSTED},
-                "qcd": {"process": "qcd_dijet", **BOOSTED}},
-    "vertexing": {"network": {"set_widths": [32, 32, 5], "edge_widths": [32], "pair_widths": [32],
-                              "rnn_hidden": 16, "rnn_layers": 1}},
-    "training": {"max_epochs": 2, "batch_size": 32},
-    "flavour_tagging": {"width": 8, "message_layers": 1, "readout_widths": [8]},
-    "jet_images": {"mlp": {"widths": [16]}, "cnn": {"channels": [4, 4], "dense": 8},
-                   "autoencoder": {"channels": [4, 4], "latent": 4}},
-}
-
-
-def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    # Jobs call `python -m pipeline`: the interpreter running the tests must come first.
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = dict(os.environ, PATH=path, PYTHONUNBUFFERED="1")
-    result = subprocess.run(
-        [*SNAKEMAKE, "--directory", str(workdir), "--cores", "2", *args],
-        capture_output=True, text=True, env=env, timeout=600,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-def job_counts(output: str) -> dict[str, int]:
-    """{rule: number of jobs} from the 'Job stats' table Snakemake prints."""
-    table = output.split("Job stats:")[-1].splitlines()
-    counts = {}
-    for line in table[3:]:
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].isdigit():
-            break
-        counts[parts[0]] = int(parts[1])
-    return counts
-
-
-def write_config(workdir: Path, config: dict) -> Path:
-    path = workdir / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+TINY = tiny_workflow_config()
 
 
 def test_default_config_dry_run_plans_every_step(tmp_path):

@@ -13,6 +13,17 @@ import yaml
 from pipeline import __version__
 
 
+def _logged_config(path: Path) -> dict:
+    """The config of a command that logs to MLflow, with its tracking store checked first:
+    an SQLite store initialised, a tracking server answering, before any data is read."""
+    from pipeline.config import load_config
+    from pipeline.training import tracking_uri
+
+    config = load_config(path)
+    tracking_uri(config["mlflow"])
+    return config
+
+
 def _generate(args) -> None:
     from pipeline.config import load_config
     from pipeline.generation import generate_shard
@@ -58,19 +69,17 @@ def _plot_jet_images(args) -> None:
 
 
 def _train_images(args) -> None:
-    from pipeline.config import load_config
     from pipeline.images.train import train_image_model
 
-    train_image_model(load_config(args.config), args.model, {"train": args.train, "val": args.val},
+    train_image_model(_logged_config(args.config), args.model, {"train": args.train, "val": args.val},
                       args.checkpoint, args.history, progress=not args.quiet)
 
 
 def _evaluate_images(args) -> None:
-    from pipeline.config import load_config
     from pipeline.images.evaluate import evaluate_autoencoders, evaluate_denoising, evaluate_taggers
     from pipeline.formats import IMAGE_MODELS
 
-    config = load_config(args.config)
+    config = _logged_config(args.config)
     checkpoints = _named_paths(args.checkpoint, "--checkpoint")
     missing = [name for name in IMAGE_MODELS if name not in checkpoints]
     if missing:
@@ -107,18 +116,16 @@ def _build_track_graphs(args) -> None:
 
 
 def _train_vertexing(args) -> None:
-    from pipeline.config import load_config
     from pipeline.vertexing.train import train_vertex_finder
 
-    train_vertex_finder(load_config(args.config), args.method, args.train, args.val,
+    train_vertex_finder(_logged_config(args.config), args.method, args.train, args.val,
                         args.checkpoint, args.history, progress=not args.quiet)
 
 
 def _evaluate_vertexing(args) -> None:
-    from pipeline.config import load_config
     from pipeline.vertexing.evaluate import evaluate_vertexing
 
-    evaluate_vertexing(load_config(args.config), args.test, _named_paths(args.checkpoint, "--checkpoint"),
+    evaluate_vertexing(_logged_config(args.config), args.test, _named_paths(args.checkpoint, "--checkpoint"),
                        args.output_dir)
 
 
@@ -143,11 +150,10 @@ def _named_paths(items: list[str] | None, option: str) -> dict[str, Path]:
 
 
 def _score_edges(args) -> None:
-    from pipeline.config import load_config
     from pipeline.flavour.edges import classical_finder_run, score_edges
     from pipeline.training import checkpoint_run_id
 
-    config = load_config(args.config)
+    config = _logged_config(args.config)
     run_id = checkpoint_run_id(args.checkpoint) if args.checkpoint else classical_finder_run(config, args.finder)
     counts = score_edges(config, args.finder,
                          {"train": args.train, "val": args.val, "test": args.test},
@@ -157,7 +163,6 @@ def _score_edges(args) -> None:
 
 
 def _train_flavour(args) -> None:
-    from pipeline.config import load_config
     from pipeline.flavour.train import train_flavour_tagger
 
     edges = None
@@ -165,15 +170,14 @@ def _train_flavour(args) -> None:
         if not (args.edges_train and args.edges_val):
             raise ValueError("--edges-train and --edges-val go together")
         edges = {"train": args.edges_train, "val": args.edges_val}
-    train_flavour_tagger(load_config(args.config), args.method, {"train": args.train, "val": args.val}, edges,
+    train_flavour_tagger(_logged_config(args.config), args.method, {"train": args.train, "val": args.val}, edges,
                          args.checkpoint, args.history, progress=not args.quiet, replica=args.replica)
 
 
 def _evaluate_flavour(args) -> None:
-    from pipeline.config import load_config
     from pipeline.flavour.evaluate import evaluate_flavour_tagging
 
-    evaluate_flavour_tagging(load_config(args.config), args.test, _named_path_lists(args.checkpoint, "--checkpoint"),
+    evaluate_flavour_tagging(_logged_config(args.config), args.test, _named_path_lists(args.checkpoint, "--checkpoint"),
                              _named_paths(args.edges, "--edges"), args.output_dir)
 
 
@@ -410,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from pipeline.config import ConfigError
     from pipeline.h5io import DataFileError
+    from pipeline.training import TrackingServerUnreachable
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -419,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         args.func(args)
-    except (ConfigError, DataFileError, ValueError) as err:
+    except (ConfigError, DataFileError, TrackingServerUnreachable, ValueError) as err:
         print(f"pipeline {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -62,7 +62,7 @@ rule train_flavour_tagger:
     resources:
         mem_mb=6000,
         runtime=120,
-        gpu=1 if config["training"]["accelerator"] in ("gpu", "cuda") else 0,
+        gpu=TRAINING_GPUS,
     conda:
         "../envs/pipeline.yaml"
     shell:

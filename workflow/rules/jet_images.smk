@@ -123,7 +123,7 @@ rule train_image_model:
     resources:
         mem_mb=6000,
         runtime=180,
-        gpu=1 if config["training"]["accelerator"] in ("gpu", "cuda") else 0,
+        gpu=TRAINING_GPUS,
     conda:
         "../envs/pipeline.yaml"
     shell:

@@ -48,7 +48,7 @@ rule train_vertex_finder:
     resources:
         mem_mb=8000,
         runtime=120,
-        gpu=1 if config["training"]["accelerator"] in ("gpu", "cuda") else 0,
+        gpu=TRAINING_GPUS,
     conda:
         "../envs/pipeline.yaml"
     shell:

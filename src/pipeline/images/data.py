@@ -25,12 +25,12 @@ from typing import Iterator, Mapping
 import h5py
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 from pipeline.config import derive_seed
 from pipeline.formats import jet_images_schema
 from pipeline.h5io import RaggedReader
-from pipeline.training import PrebatchedDataModule
+from pipeline.training import EpochShuffle, PrebatchedDataModule
 
 #: Rows read at once when counting classes and when streaming a file for evaluation.
 ROWS_PER_READ = 4096
@@ -178,24 +178,6 @@ class JetImageBatches(Dataset):
         return state
 
 
-class EpochShuffle(Sampler):
-    """Indices (i, epoch) of a dataset's batches in a new random order every epoch; the
-    order of epoch e is a function of (seed, e) only, so a rerun repeats every epoch."""
-
-    def __init__(self, n_batches: int, seed: int):
-        self.n_batches = n_batches
-        self.seed = seed
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return self.n_batches
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        epoch, self.epoch = self.epoch, self.epoch + 1
-        order = np.random.default_rng([self.seed, epoch]).permutation(self.n_batches)
-        return iter([(int(index), epoch) for index in order])
-
-
 class JetImageDataModule(PrebatchedDataModule):
     """Train / val (/ test) batches of jet images; the training batches come in a seeded
     new order every epoch (``EpochShuffle``), the others in file order.
@@ -230,7 +212,7 @@ class JetImageDataModule(PrebatchedDataModule):
                                                        self.select, self.noise, noise_seed(self.seed, split))
 
     def train_sampler(self, dataset: JetImageBatches) -> EpochShuffle:
-        return EpochShuffle(len(dataset), derive_seed(self.seed, "jet_images", self.name, "batches"))
+        return EpochShuffle(len(dataset), derive_seed(self.seed, "jet_images", self.name, "batches"), with_epoch=True)
 
 
 def iterate_images(path: str | Path, pixels: int, normalise: bool = True, noise: Mapping[str, float] | None = None,

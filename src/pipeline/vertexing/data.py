@@ -15,11 +15,11 @@ from typing import Mapping
 import h5py
 import numpy as np
 import torch
-from torch.utils.data import Dataset, RandomSampler
+from torch.utils.data import Dataset
 
 from pipeline.formats import TRACK_FEATURES, TRACK_GRAPHS
 from pipeline.h5io import RaggedReader
-from pipeline.training import PrebatchedDataModule
+from pipeline.training import PrebatchedDataModule, ReplayedRandomOrder
 
 
 def pad_tracks(features: np.ndarray, labels: np.ndarray, offsets: np.ndarray) -> dict[str, torch.Tensor]:
@@ -108,5 +108,5 @@ class TrackGraphDataModule(PrebatchedDataModule):
             if name not in self.datasets:
                 self.datasets[name] = self.make_dataset(name, path)
 
-    def train_sampler(self, dataset: Dataset) -> RandomSampler:
-        return RandomSampler(dataset, generator=torch.Generator().manual_seed(self.seed))
+    def train_sampler(self, dataset: Dataset) -> ReplayedRandomOrder:
+        return ReplayedRandomOrder(len(dataset), self.seed)

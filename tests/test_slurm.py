@@ -1,0 +1,99 @@
+"""The workflow on a real Slurm cluster, through Snakemake's Slurm executor plugin and the
+`profiles/slurm-ci` profile: the tiny DAG's jobs are submitted with sbatch, run, and
+are reported; a failing job is reported as failed.
+
+Needs a running Slurm (`tests/slurm/start-single-node.sh` makes a one-node one as root).
+Without one the tests skip, except in CI (CI=true), where they fail: `.ci/run` starts it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from pipeline.tiny import tiny_workflow_config
+from workflow_runs import REPO, job_counts, run_snakemake, write_config
+
+PROFILE = REPO / "workflow" / "profiles" / "slurm-ci"
+
+
+def slurm_missing() -> str | None:
+    """Why no Slurm can run the tests here, or None when one can."""
+    if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
+        return "no Slurm client (sinfo, sbatch) on PATH"
+    try:
+        result = subprocess.run(["sinfo", "--noheader", "--format=%t"], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return "sinfo did not answer in 30 s"
+    if result.returncode != 0:
+        return f"sinfo failed: {result.stderr.strip()}"
+    states = result.stdout.split()
+    if not any(state.rstrip("*") in ("idle", "mix", "alloc", "comp") for state in states):
+        return f"no Slurm node takes jobs (node states: {states or 'none'})"
+    return None
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    reason = slurm_missing()
+    if reason is not None:
+        message = f"{reason}; start a one-node Slurm with tests/slurm/start-single-node.sh (as root)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI runs the Slurm tests and found no Slurm: {message}")
+        pytest.skip(message)
+
+
+def through_slurm(workdir, *args, check=True):
+    return run_snakemake(workdir, "--profile", str(PROFILE), *args, cores=None, check=check, timeout=1800)
+
+
+@pytest.mark.slow
+def test_the_tiny_dag_runs_through_slurm_and_a_failing_job_is_reported(tmp_path, slurm):
+    config = write_config(tmp_path, tiny_workflow_config())
+    run = through_slurm(tmp_path, "--configfile", str(config))
+    output = run.stdout + run.stderr
+    results = tmp_path / "results"
+    for table in ("vertexing/metrics.csv", "flavour_tagging/metrics.csv", "jet_images/taggers.csv",
+                  "jet_images/denoising.csv", "tiny/split/test.h5"):
+        assert (results / table).stat().st_size > 0, table
+
+    # Every job but the target rule `all` went through sbatch, and Slurm kept its log.
+    jobs = job_counts(output)
+    submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", output)
+    assert len(submitted) == jobs["total"] - jobs["all"] == len(set(submitted))
+    rules_logged = {p.name for p in (tmp_path / ".snakemake" / "slurm_logs").iterdir()}
+    assert {f"rule_{name}" for name in jobs if name not in ("all", "total")} == rules_logged
+    assert "gpu=0" in output  # the profile's mapping: this cluster has no GPU
+
+    # A job that fails on the cluster (its input is not a pipeline file) is reported failed.
+    (results / "tiny" / "tracks" / "shard_0.h5").write_bytes(b"not an HDF5 file")
+    failed = through_slurm(tmp_path, "results/tiny/split/train.h5", "--configfile", str(config), check=False)
+    output = failed.stdout + failed.stderr
+    assert failed.returncode != 0
+    assert "Error in rule split" in output and re.search(r"SLURM-job '\d+' failed", output)
+    assert "shard_0.h5" in (tmp_path / "logs" / "split" / "tiny.log").read_text()
+    assert not (results / "tiny" / "split" / "train.h5").exists()  # no output of a failed job is kept
+
+
+def test_the_users_profile_asks_a_gpu_for_exactly_the_training_jobs(tmp_path):
+    """A dry run with profiles/slurm (no cluster needed): the training jobs get gpu=1 and the
+    GPU partition, every other job neither."""
+    plan = run_snakemake(tmp_path, "-n", "--profile", str(REPO / "workflow" / "profiles" / "slurm"),
+                         "--configfile", str(REPO / "config.yaml"), cores=None)
+    resources = {}
+    for block in (plan.stdout + plan.stderr).split("\nrule ")[1:]:
+        rule = block.split(":", 1)[0]
+        line = next((x for x in block.splitlines() if x.strip().startswith("resources:")), "")
+        resources.setdefault(rule, set()).add(line)
+    training = {"train_vertex_finder", "train_flavour_tagger", "train_image_model"}
+    assert training < set(resources) and len(resources) > len(training) + 5
+    for rule, lines in resources.items():
+        for line in lines:
+            if rule in training:
+                assert "gpu=1" in line and "slurm_partition=gpu" in line and "runtime=" in line, (rule, line)
+            elif rule != "all":
+                assert "gpu=" not in line and "slurm_partition=gpu" not in line, (rule, line)
