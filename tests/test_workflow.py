@@ -158,6 +158,7 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
     for name in ("average_images", "single_jets", "roc", "autoencoder_roc", "reconstruction", "denoising"):
         assert (images / f"{name}.png").stat().st_size > 1000
     assert run["images-autoencoder"].data.tags["trained_on"] == "qcd"
+    assert not (tmp_path / "resume").exists()  # every training finished and cleared its epoch checkpoints
     # A second run has nothing to do.
     again = run_snakemake(tmp_path, "--configfile", str(config))
     assert "Nothing to be done" in again.stdout + again.stderr

@@ -38,8 +38,11 @@ FLAVOUR_TAGGING_OUTPUTS = [
       ["roc", *(f"confusion_{m}" for m in FLAVOUR_TAGGING_METHODS)] for ext in ("png", "pdf")),
 ]
 # GPUs a training job asks for (the `gpu` resource; `--executor slurm` turns it into
-# --gpus): one, unless the config trains on CPUs (or Apple's mps). Profiles map it further.
-TRAINING_GPUS = 0 if config["training"]["accelerator"] in ("cpu", "mps") else 1
+# --gpus): training.devices (default 1), none when the config trains on CPUs (or Apple's
+# mps). Profiles map it further.
+_DEVICES = config["training"]["devices"]
+TRAINING_GPUS = 0 if config["training"]["accelerator"] in ("cpu", "mps") else (
+    _DEVICES if isinstance(_DEVICES, int) else 1)
 VALIDATION_PLOTS = ["track_multiplicity", "d0_significance", "hadron_decay_length", "jet_pt"]
 
 
