@@ -69,7 +69,7 @@ def test_a_killed_run_loses_nothing_and_resumes(tmp_path):
 
     # 2. Go on; kill again in the middle of the training, once it saved an epoch.
     assert run_snakemake(tmp_path, "--unlock").returncode == 0
-    kill_when(tmp_path, lambda: any((tmp_path / "resume").glob("cnn-*/last.ckpt")))
+    kill_when(tmp_path, lambda: any((tmp_path / "resume").glob("cnn-*/checkpoints/last.ckpt")))
     assert not (tmp_path / TARGET).exists()
     after_second_kill = check_hdf5_outputs(results)
     for path, digest in finished.items():  # what was finished was not made again

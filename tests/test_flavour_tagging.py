@@ -247,6 +247,7 @@ def _config(tmp_path):
 
     config = tiny_config(events_per_shard=10, shards=1)
     config["mlflow"]["tracking_uri"] = f"sqlite:///{tmp_path}/mlflow.db"
+    config["training"]["resume_dir"] = str(tmp_path / "resume")
     config["flavour_tagging"].update(width=8, message_layers=1, readout_widths=[8])
     config["flavour_tagging"]["training"] = {"max_epochs": 2, "batch_size": 64}
     return config

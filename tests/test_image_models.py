@@ -78,6 +78,7 @@ def image_config(tmp_path) -> dict:
     }
     config["training"].update(max_epochs=2, batch_size=256, threads=1)
     config["mlflow"]["tracking_uri"] = f"sqlite:///{tmp_path}/mlflow.db"
+    config["training"]["resume_dir"] = str(tmp_path / "resume")
     return validate_config(config, source="test_image_models")  # the keys are the schema's
 
 

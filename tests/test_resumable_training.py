@@ -46,7 +46,6 @@ def uninterrupted(tmp_path_factory) -> Path:
     config = image_config(directory)
     config["jet_images"]["training"] = {"batch_size": 32, "max_epochs": EPOCHS, "patience": EPOCHS}
     config["jet_images"]["cnn"] = {"channels": [8, 16], "dense": 16, "dropout": 0.2}  # dropout: RNG matters
-    config["training"]["resume_dir"] = str(directory / "resume")
     (directory / "config.yaml").write_text(yaml.safe_dump(config))
     subprocess.run(train_command(directory, "uninterrupted"), check=True, capture_output=True)
     return directory
@@ -63,7 +62,7 @@ def test_a_killed_training_resumes_and_matches_the_uninterrupted_one(uninterrupt
     deadline = time.monotonic() + 120
     last = []
     while not last and job.poll() is None and time.monotonic() < deadline:
-        last = list((directory / "resume").glob("cnn-*/last.ckpt"))
+        last = list((directory / "resume").glob("cnn-*/checkpoints/last.ckpt"))
         time.sleep(0.05)
     assert last, "the training wrote no last.ckpt"
     job.send_signal(kill)
@@ -75,7 +74,7 @@ def test_a_killed_training_resumes_and_matches_the_uninterrupted_one(uninterrupt
     assert not (directory / output / "cnn.ckpt").exists()  # it was stopped before the end
     epoch_at_kill = torch.load(last[0], map_location="cpu", weights_only=False)["epoch"]
     assert epoch_at_kill < EPOCHS - 1
-    run_at_kill = (last[0].parent / "mlflow_run_id").read_text()
+    run_at_kill = (last[0].parent.parent / "mlflow_run_id").read_text()
 
     resumed = subprocess.run(train_command(directory, output), capture_output=True, text=True, env=env)
     assert resumed.returncode == 0, resumed.stderr

@@ -134,10 +134,11 @@ def test_a_resume_directory_of_another_training_is_discarded(tmp_path):
 
     first = ResumeState(tmp_path / "resume", tmp_path / "out" / "cnn.ckpt", fingerprint="config-a")
     first.start("run-1")
-    (first.directory / "last.ckpt").write_bytes(b"epoch 3")
+    first.checkpoints.mkdir()
+    (first.checkpoints / "last.ckpt").write_bytes(b"epoch 3")
     same = ResumeState(tmp_path / "resume", tmp_path / "out" / "cnn.ckpt", fingerprint="config-a")
     assert same.directory == first.directory and same.directory.name.startswith("cnn-")
-    assert same.last_checkpoint() == first.directory / "last.ckpt" and same.run_id() == "run-1"
+    assert same.last_checkpoint() == first.checkpoints / "last.ckpt" and same.run_id() == "run-1"
     # Another output path is another training; another config of the same one starts over.
     assert ResumeState(tmp_path / "resume", tmp_path / "other" / "cnn.ckpt", "config-a").directory != first.directory
     changed = ResumeState(tmp_path / "resume", tmp_path / "out" / "cnn.ckpt", fingerprint="config-b")

@@ -346,9 +346,10 @@ class EpochHistory(pl.Callback):
 class ResumeState:
     """The working directory of one training, outside Snakemake's outputs (Snakemake
     deletes the outputs of a job it reruns as incomplete, not this): the Trainer's
-    ``last.ckpt`` and ``best.ckpt``, the MLflow run id and a fingerprint of what is being
-    trained (config, parameters, input checksums). A rerun of the same training resumes
-    from ``last.ckpt``; a rerun of a changed one discards the directory and starts over.
+    ``checkpoints/last.ckpt`` and ``best.ckpt``, the MLflow run id and a fingerprint of
+    what is being trained (config, parameters, input checksums). A rerun of the same
+    training resumes from ``last.ckpt``; a rerun of a changed one discards the directory
+    and starts over.
 
     directory: ``<training.resume_dir>/<checkpoint stem>-<hash of its absolute path>``.
     """
@@ -357,6 +358,7 @@ class ResumeState:
         checkpoint = Path(checkpoint).resolve()
         key = hashlib.sha256(str(checkpoint).encode()).hexdigest()[:12]
         self.directory = Path(resume_dir).resolve() / f"{checkpoint.stem}-{key}"
+        self.checkpoints = self.directory / "checkpoints"
         self.fingerprint = fingerprint
 
     @staticmethod
@@ -376,7 +378,7 @@ class ResumeState:
             log.warning("%s holds an interrupted training of another config or other inputs; starting over",
                         self.directory)
             shutil.rmtree(self.directory)
-        last = self._file("last.ckpt")
+        last = self.checkpoints / "last.ckpt"
         return last if stamp.exists() and last.exists() else None
 
     def run_id(self) -> str | None:
@@ -432,7 +434,7 @@ def fit_and_export(
     else:
         log.info("resuming %s from %s (MLflow run %s)", run_name, last, logger.run_id)
     recorder = EpochHistory()
-    trainer = build_trainer(config, resume.directory, logger=logger, progress=progress, callbacks=[recorder])
+    trainer = build_trainer(config, resume.checkpoints, logger=logger, progress=progress, callbacks=[recorder])
     try:
         trainer.fit(model, datamodule=data, ckpt_path=last, weights_only=False)
     except SIGTERMException:
