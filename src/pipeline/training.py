@@ -16,6 +16,7 @@ random streams stored in the checkpoint).
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import logging
@@ -145,10 +146,19 @@ def tracking_uri(mlflow_settings: Mapping) -> str:
     uri = mlflow_settings["tracking_uri"]
     prefix = "sqlite:///"
     if uri.startswith(prefix):
-        path = Path(uri[len(prefix):]).resolve()
+        uri = prefix + str(Path(uri[len(prefix):]).resolve())
+    return _prepared_store(uri, mlflow_settings.get("experiment"))
+
+
+@functools.lru_cache(maxsize=None)
+def _prepared_store(uri: str, experiment: str | None) -> str:
+    """Initialise (SQLite) or check (server) a store once per process: a command asks
+    before it reads its data, and its logger asks again."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix):
+        path = Path(uri[len(prefix):])
         path.parent.mkdir(parents=True, exist_ok=True)
-        uri = prefix + str(path)
-        initialise_sqlite_store(uri, path, mlflow_settings.get("experiment"))
+        initialise_sqlite_store(uri, path, experiment)
     elif uri.startswith(("http://", "https://")):
         check_tracking_server(uri)
     return uri
