@@ -13,6 +13,7 @@ from pipeline.config import (
     derive_seed,
     load_config,
     snapshot_config,
+    without_bookkeeping,
     stage_config,
     validate_config,
     write_resolved_config,
@@ -296,8 +297,22 @@ def test_snapshot_is_named_by_content(tmp_path):
     b = validate_config(with_sample(shards=5))
     pa, pa_again, pb = snapshot_config(a, tmp_path), snapshot_config(a, tmp_path), snapshot_config(b, tmp_path)
     assert pa == pa_again and pa != pb
-    assert config_hash(a)[:12] in pa.name
+    assert config_hash(without_bookkeeping(a))[:12] in pa.name
     assert load_config(pb) == b
+
+
+def test_a_new_tracking_uri_or_resume_dir_keeps_the_snapshot_name_and_updates_its_content(tmp_path):
+    a = validate_config(MINIMAL)
+    moved = copy.deepcopy(a)
+    moved["mlflow"]["tracking_uri"] = "http://mlflow.example.org:5000"
+    moved["training"]["resume_dir"] = "/scratch/resume"
+    first = snapshot_config(a, tmp_path)
+    assert snapshot_config(moved, tmp_path) == first  # same name: no job reruns
+    assert load_config(first) == moved  # the jobs read the new settings
+    assert snapshot_config(a, tmp_path) == first and load_config(first) == a
+    assert a["mlflow"]["tracking_uri"].startswith("sqlite")  # the config itself untouched
+    assert without_bookkeeping(moved) == without_bookkeeping(a)
+    assert "mlflow" not in without_bookkeeping(a) and "resume_dir" not in without_bookkeeping(a)["training"]
 
 
 def test_stage_config_is_a_valid_config_of_one_sample():

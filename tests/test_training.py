@@ -158,3 +158,6 @@ def test_the_fingerprint_follows_config_parameters_and_input_checksums():
     assert base != ResumeState.fingerprint_of({**config, "seed": 2}, {"model": "cnn"}, tags)
     assert base != ResumeState.fingerprint_of(config, {"model": "mlp"}, tags)
     assert base != ResumeState.fingerprint_of(config, {"model": "cnn"}, {**tags, "input.train.h5.sha256": "bb"})
+    moved = {**config, "mlflow": {"tracking_uri": "http://server:5000"}, "training": {**config["training"],
+                                                                                "resume_dir": "/scratch"}}
+    assert ResumeState.fingerprint_of(moved, {"model": "cnn"}, tags) == base  # bookkeeping only

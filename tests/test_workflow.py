@@ -163,6 +163,12 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
     again = run_snakemake(tmp_path, "--configfile", str(config))
     assert "Nothing to be done" in again.stdout + again.stderr
 
+    # Moving MLflow to a server, or the resume directory, reruns nothing.
+    write_config(tmp_path, {**TINY, "mlflow": {"tracking_uri": "http://127.0.0.1:5999"},
+                            "training": {**TINY["training"], "resume_dir": "elsewhere"}})
+    moved = run_snakemake(tmp_path, "-n", "--configfile", str(config))
+    assert "Nothing to be done" in moved.stdout + moved.stderr
+
     # New detector settings rerun the tracker, the calorimeter and what follows, not Pythia.
     write_config(tmp_path, {**TINY, "tracker": {"bfield": 3.8}, "calorimeter": {"noise_threshold": 4.0}})
     plan = run_snakemake(tmp_path, "-n", "--configfile", str(config))

@@ -177,13 +177,44 @@ def stage_config(config: Mapping[str, Any], sample: str, *sections: str) -> dict
     return subset
 
 
+#: Settings that say where runs are logged and where a running training keeps its epoch
+#: checkpoints, not what is computed. A stage config's file name and a training's resume
+#: fingerprint leave them out, so changing them (moving to a tracking server) reruns and
+#: restarts nothing.
+BOOKKEEPING_KEYS = (("mlflow",), ("training", "resume_dir"))
+
+
+def without_bookkeeping(config: Mapping[str, Any]) -> dict:
+    """A copy of a config without the BOOKKEEPING_KEYS: what decides the results."""
+    result = copy.deepcopy(dict(config))
+    for *parents, key in BOOKKEEPING_KEYS:
+        section = result
+        for parent in parents:
+            section = section.get(parent, {})
+        section.pop(key, None)
+    return result
+
+
+#: {snapshot path: full hash of the content written there} in this process.
+_SNAPSHOTS: dict[Path, str] = {}
+
+
 def snapshot_config(config: Mapping[str, Any], directory: str | Path, name: str = "config") -> Path:
-    """A config stored under ``directory`` by content hash (written once).
+    """A config stored under ``directory``, named by the hash of what decides the results.
 
     The workflow hands such a path to each job, so jobs see exactly the validated config
-    of the run (including ``--config`` overrides), and a changed config is a new path.
+    of the run (including ``--config`` overrides), and a changed config is a new path,
+    except for a change of the bookkeeping settings (BOOKKEEPING_KEYS): the file keeps its
+    name and is rewritten with the new values, and nothing reruns.
     """
-    path = Path(directory) / f"{name}-{config_hash(config)[:12]}.yaml"
-    if not path.exists():
-        write_resolved_config(config, path)
+    path = Path(directory) / f"{name}-{config_hash(without_bookkeeping(config))[:12]}.yaml"
+    full = config_hash(config)
+    if _SNAPSHOTS.get(path) != full:
+        written = None
+        if path.exists():
+            with open(path) as f:
+                written = f.readline().rsplit(" ", 1)[-1].strip()  # "# resolved pipeline config, hash <full>"
+        if written != full:
+            write_resolved_config(config, path)
+        _SNAPSHOTS[path] = full
     return path

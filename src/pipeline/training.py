@@ -373,8 +373,13 @@ class ResumeState:
 
     @staticmethod
     def fingerprint_of(config: Mapping, params: Mapping, tags: Mapping[str, str]) -> str:
+        """What is trained: the config without its bookkeeping (a new tracking URI does not
+        restart a training), the run's parameters, the checksums of its inputs."""
+        from pipeline.config import without_bookkeeping
+
         inputs = {k: v for k, v in tags.items() if k.endswith(".sha256")}
-        text = json.dumps({"config": config, "params": params, "inputs": inputs}, sort_keys=True, default=str)
+        text = json.dumps({"config": without_bookkeeping(config), "params": params, "inputs": inputs},
+                          sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 
     def _file(self, name: str) -> Path:
