@@ -10,13 +10,13 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
 from pipeline.tiny import tiny_workflow_config
+from pipeline.training import TrackingServerUnreachable, check_tracking_server
 from workflow_runs import free_port, run_snakemake, write_config
 
 
@@ -34,10 +34,9 @@ def mlflow_server(tmp_path):
     try:
         while True:
             try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
+                check_tracking_server(uri, timeout=2)
+                break
+            except TrackingServerUnreachable:
                 pass
             assert server.poll() is None, "mlflow server exited"
             assert time.monotonic() < deadline, "mlflow server did not answer /health in 90 s"
