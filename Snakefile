@@ -3,15 +3,23 @@
 
 from pathlib import Path
 
-from pipeline.config import validate_config
+from pipeline.config import check_pythia_settings_of, validate_config
 
 
-configfile: "config.yaml"
+# A --configfile is a complete configuration on its own (defaults from the schema):
+# merged into config.yaml, it could not drop config.yaml's samples.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 # Schema validation fills in every default; an unknown key, a wrong type or a
-# negative count stops here, before any job starts, with the key named.
-config.update(validate_config(config, source="config.yaml (with --config overrides)"))
+# negative count stops here, before any job starts, with the key and its source named.
+_SOURCE = ", ".join(map(str, workflow.overwrite_configfiles)) or "config.yaml"
+if workflow.config_settings.config:
+    _SOURCE += " (with --config overrides)"
+config.update(validate_config(config, source=_SOURCE))
+check_pythia_settings_of(config, source=_SOURCE)
 
 
 include: "workflow/rules/common.smk"

@@ -128,14 +128,20 @@ def test_split_refuses_a_shard_of_another_sample(by_hand, tmp_path):
     assert list(outputs.iterdir()) == []  # no partial outputs, no temporary files
 
 
-def test_generate_names_a_setting_pythia_rejects(tmp_path):
+@pytest.mark.parametrize("setting, message", [
+    ("PhaseSpace:pTHatMinn = 20", "Pythia rejected the setting 'PhaseSpace:pTHatMinn = 20'"),
+    # Pythia accepts "maybe" for a flag and reads it as off: without the check this runs.
+    ("Top:gg2ttbar = maybe", "{config}: invalid configuration:\n  samples.mini.pythia_settings: "
+                             "'Top:gg2ttbar = maybe': Top:gg2ttbar is a flag: expected on or off"),
+], ids=["unknown key", "misread value"])
+def test_generate_refuses_a_setting_pythia_rejects_or_would_misread(tmp_path, setting, message):
     config = tmp_path / "config.yaml"
-    sample = {**CONFIG["samples"]["mini"], "pythia_settings": ["PhaseSpace:pTHatMinn = 20"]}
+    sample = {**CONFIG["samples"]["mini"], "pythia_settings": [setting]}
     config.write_text(yaml.safe_dump({**CONFIG, "samples": {"mini": sample}}))
     result = pipeline("generate", "--config", str(config), "--sample", "mini", "--shard", "0",
                       "--output", str(tmp_path / "gen.h5"))
     assert result.returncode == 2
-    assert "Pythia rejected the setting 'PhaseSpace:pTHatMinn = 20'" in result.stderr
+    assert message.format(config=config) in result.stderr
     assert not (tmp_path / "gen.h5").exists()
 
 

@@ -315,6 +315,18 @@ def test_a_new_tracking_uri_or_resume_dir_keeps_the_snapshot_name_and_updates_it
     assert "mlflow" not in without_bookkeeping(a) and "resume_dir" not in without_bookkeeping(a)["training"]
 
 
+def test_a_snapshot_path_without_writing_leaves_the_directory_alone(tmp_path):
+    a = validate_config(with_sample(shards=4))
+    path = snapshot_config(a, tmp_path / "config", write=False)
+    assert not (tmp_path / "config").exists()  # what a dry run asks for: the name only
+    assert snapshot_config(a, tmp_path / "config") == path and load_config(path) == a  # then written
+    moved = copy.deepcopy(a)
+    moved["mlflow"]["tracking_uri"] = "http://mlflow.example.org:5000"
+    before = path.read_text()
+    assert snapshot_config(moved, tmp_path / "config", write=False) == path
+    assert path.read_text() == before  # a running job's snapshot is not rewritten
+
+
 def test_stage_config_is_a_valid_config_of_one_sample():
     resolved = validate_config({"samples": {"a": {"process": "ttbar"}, "b": {"process": "qcd_dijet"}}})
     stage = stage_config(resolved, "b", "tracker")
@@ -346,3 +358,37 @@ def test_vertexing_sample_must_exist():
 def test_vertexing_track_range_must_be_ordered():
     with pytest.raises(ConfigError, match=r"vertexing.max_tracks \(3\) is below vertexing.min_tracks \(5\)"):
         validate_config({"samples": {"x": {"process": "ttbar"}}, "vertexing": {"min_tracks": 5, "max_tracks": 3}})
+
+
+# --- what the stricter checks still accept ----------------------------------------------
+
+
+@pytest.mark.parametrize("uri", [
+    "sqlite:///results/mlflow.db", "sqlite:////scratch/mlflow.db", "http://127.0.0.1:5000", "https://mlflow.example.org",
+    "http://[::1]:5000/mlflow", "postgresql://user:pw@db.example.org/mlflow", "mysql+pymysql://db/mlflow",
+    "file:///scratch/mlruns", "file:mlruns", "databricks://profile",
+])
+def test_tracking_uris_of_every_store_are_accepted(uri):
+    assert validate_config({**MINIMAL, "mlflow": {"tracking_uri": uri}})["mlflow"]["tracking_uri"] == uri
+
+
+def test_upper_limits_may_be_absent_or_above_the_lower_ones():
+    sample = validate_config(with_sample(pthat_min=500.0, pthat_max=-1, jets={"min_pt": 20.0, "max_pt": -1.0}))["samples"]["ttbar"]
+    assert sample["pthat_max"] == -1 and sample["jets"]["max_pt"] == -1.0
+    sample = validate_config(with_sample(pthat_min=500, pthat_max=700, jets={"min_pt": 550, "max_pt": 650}))["samples"]["ttbar"]
+    assert (sample["pthat_max"], sample["jets"]["max_pt"]) == (700, 650)
+
+
+def test_the_largest_counts_are_accepted():
+    sample = validate_config(with_sample(events_per_shard=1_000_000, shards=100_000, batch_size=10_000))["samples"]["ttbar"]
+    assert (sample["events_per_shard"], sample["shards"], sample["batch_size"]) == (1_000_000, 100_000, 10_000)
+
+
+def test_pythia_settings_pythia_reads_as_written_are_accepted():
+    from pipeline.generation import check_pythia_settings
+
+    settings = ["24:onMode = off", "24:onIfAny = 1 2 3 4 5", "Top:gg2ttbar = on", "HardQCD:all=yes", "Beams:frameType = 1",
+                "PhaseSpace:pTHatMin = 2.5e2", "PDF:pSet = 13", "Beams:idAList = 2212,211", "24:mayDecay = off",
+                "24:m0 = 80.4", "24:0:onMode = 1", "! a comment"]
+    check_pythia_settings(settings)
+    assert validate_config(with_sample(pythia_settings=settings))["samples"]["ttbar"]["pythia_settings"] == settings

@@ -175,7 +175,8 @@ def test_training_writes_checkpoint_history_and_links_the_finder_run(track_graph
     from mlflow.tracking import MlflowClient
 
     from pipeline.flavour.train import train_flavour_tagger
-    from pipeline.training import checkpoint_run_id, tracking_uri
+    from pipeline.checkpoints import checkpoint_run_id
+    from pipeline.tracking import tracking_uri
 
     config = _config(tmp_path)
     edges = {s: tmp_path / f"avr_{s}.h5" for s in ("train", "val")}

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
+import errno
+import resource
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
-from pipeline import h5io
+from pipeline import h5io, outputs
 from pipeline.h5io import (
     Collection,
     DataFileError,
@@ -164,71 +169,7 @@ def test_file_appears_only_when_complete(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.h5"]
 
 
-# --- reader errors name the file -----------------------------------------------------------
-
-
-def assert_reader_error(path, *needles, schema=SCHEMA):
-    with pytest.raises(DataFileError) as info:
-        RaggedReader(path, schema)
-    message = str(info.value)
-    assert str(path) in message
-    for needle in needles:
-        assert needle in message, message
-    return message
-
-
-def test_missing_file(tmp_path):
-    assert_reader_error(tmp_path / "absent.h5", "not found")
-
-
-def test_truncated_file(tmp_path, good_file):
-    data = good_file.read_bytes()
-    truncated = tmp_path / "truncated.h5"
-    truncated.write_bytes(data[: len(data) // 2])
-    assert_reader_error(truncated)
-
-
-def test_not_an_hdf5_file(tmp_path):
-    path = tmp_path / "text.h5"
-    path.write_text("this is not HDF5\n" * 100)
-    assert_reader_error(path)
-
-
-def test_plain_hdf5_file(tmp_path):
-    path = tmp_path / "plain.h5"
-    with h5py.File(path, "w") as f:
-        f.create_dataset("x", data=np.arange(5))
-    assert_reader_error(path, "not a pipeline file")
-
-
-def test_file_of_another_schema(tmp_path):
-    other = dataclasses.replace(SCHEMA, name="other_schema")
-    path = write_file(tmp_path / "other.h5", [batch([0], [1])], schema=other)
-    assert_reader_error(path, "other_schema", "test_hits")
-
-
-def test_newer_schema_version(tmp_path, good_file):
-    with h5py.File(good_file, "r+") as f:
-        f.attrs["schema_version"] = SCHEMA.version + 1
-    assert_reader_error(good_file, "newer")
-
-
-def test_older_schema_version(tmp_path, good_file):
-    with h5py.File(good_file, "r+") as f:
-        f.attrs["schema_version"] = SCHEMA.version - 1
-    assert_reader_error(good_file, "older")
-
-
-def test_incomplete_file(tmp_path, good_file):
-    with h5py.File(good_file, "r+") as f:
-        del f.attrs["complete"]
-    assert_reader_error(good_file, "incomplete")
-
-
-def test_missing_field(tmp_path, good_file):
-    with h5py.File(good_file, "r+") as f:
-        del f["hits"]["layer"]
-    assert_reader_error(good_file, "layer")
+# --- reader errors name the file (the cases: tests/test_bad_inputs_files.py) ---------------
 
 
 def test_reader_error_is_an_os_error():
@@ -310,14 +251,62 @@ def test_file_without_rows_is_readable(tmp_path):
         assert reader.read("hits")["x"].dtype == np.float32
 
 
-def test_a_failing_final_flush_leaves_no_file(tmp_path):
-    writer = RaggedWriter(tmp_path / "out.h5", SCHEMA, ATTRS)
-    writer.__enter__()
+# --- failures while writing ----------------------------------------------------------------
 
-    def disk_full():
-        raise OSError("disk full")
 
-    writer._flush = disk_full
-    with pytest.raises(OSError, match="disk full"):
-        writer.__exit__(None, None, None)
+def injected(*args):
+    raise OSError(errno.EIO, "injected I/O error")
+
+
+@pytest.mark.parametrize("step", ["create", "flush in append", "final flush", "close", "rename"])
+def test_a_failing_step_removes_the_temporary_file_and_raises(tmp_path, monkeypatch, step):
+    if step == "create":
+        monkeypatch.setattr(RaggedWriter, "_create", injected)
+    if step == "flush in append":
+        monkeypatch.setattr(h5io, "FLUSH_ROWS", 1)
+        monkeypatch.setattr(RaggedWriter, "_flush", injected)
+    if step == "rename":
+        monkeypatch.setattr(outputs.os, "replace", injected)
+    with pytest.raises(OSError, match="injected"):
+        with RaggedWriter(tmp_path / "out.h5", SCHEMA, ATTRS) as writer:
+            if step == "final flush":
+                monkeypatch.setattr(writer, "_flush", injected)
+            if step == "close":
+                close = writer._file.close
+                monkeypatch.setattr(writer._file, "close", lambda: (close(), injected()))
+            writer.append(*batch([0, 1], [2, 1]))
+    assert list(tmp_path.iterdir()) == []
+
+
+def limited_file_size(size: int):
+    """A subprocess's preexec_fn: its files may not grow beyond ``size`` bytes; writes
+    beyond fail with EFBIG ("File too large"), as they would with ENOSPC on a full disk."""
+    def limit():
+        # Ignored, SIGXFSZ no longer kills the process: the write fails instead.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+    return limit
+
+
+FULL_DISK_WRITER = """
+import sys
+import numpy as np
+from pipeline.h5io import RaggedWriter
+from test_h5io import ATTRS, SCHEMA, batch
+try:
+    with RaggedWriter(sys.argv[1], SCHEMA, ATTRS) as writer:
+        for start in range(0, 400_000, 100_000):
+            writer.append(*batch(np.arange(start, start + 100_000), np.full(100_000, 3)))
+except OSError as err:
+    print(err.errno, err.filename)
+"""
+
+
+def test_a_full_disk_is_one_error_naming_the_output(tmp_path):
+    target = tmp_path / "out.h5"
+    result = subprocess.run([sys.executable, "-c", FULL_DISK_WRITER, str(target)], cwd=Path(__file__).parent,
+                            preexec_fn=limited_file_size(200_000), capture_output=True, text=True, timeout=120)
+    # HDF5 never saw the failed writes: no errors printed while closing, no crash at exit.
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert result.stdout.split() == [str(errno.EFBIG), str(target)]
     assert list(tmp_path.iterdir()) == []

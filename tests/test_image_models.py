@@ -288,7 +288,7 @@ def read_csv(path) -> tuple[list[str], list[dict]]:
 
 
 def test_training_writes_checkpoints_histories_and_mlflow_runs(trained):
-    from pipeline.training import checkpoint_run_id
+    from pipeline.checkpoints import checkpoint_run_id
 
     runs = mlflow_runs(trained["config"])
     for name, checkpoint in trained["checkpoints"].items():

@@ -49,6 +49,48 @@ def test_unknown_key_fails_before_any_job(tmp_path):
     assert not (tmp_path / "results" / "tiny").exists()
 
 
+def test_a_command_line_config_file_is_the_whole_configuration(tmp_path):
+    # config.yaml next to it (configfile: is relative to --directory) must not add its samples.
+    (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(yaml.safe_dump({"samples": {"mini": {"process": "ttbar", "events_per_shard": 10, "shards": 3}}}))
+    result = run_snakemake(tmp_path, "-n", "--configfile", str(mine))
+    jobs = job_counts(result.stdout + result.stderr)
+    assert jobs["generate"] == 3 and jobs["simulate_tracker"] == 3
+    assert "simulate_calorimeter" not in jobs  # no top, no qcd: the jet-image study does not run
+    assert "results/ttbar/" not in result.stdout and "results/top/" not in result.stdout
+
+
+def test_a_bad_value_names_the_file_it_came_from(tmp_path):
+    (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(yaml.safe_dump({"samples": {"mini": {"process": "ttbar", "shards": 2.0}}}))
+    result = run_snakemake(tmp_path, "-n", "--configfile", str(mine), check=False)
+    assert result.returncode != 0
+    # (A dry run prints its errors on stdout.)
+    assert f"{mine}: invalid configuration:\n  samples.mini.shards: 2.0 is not of type 'integer'" in result.stdout
+    # Without --configfile the source is config.yaml, and --config overrides are said to be there.
+    result = run_snakemake(tmp_path, "-n", "--config", "seed=3.0", check=False)
+    assert result.returncode != 0
+    assert "config.yaml (with --config overrides): invalid configuration:\n  seed: 3.0 is not of type" in result.stdout
+
+
+def test_an_empty_sample_list_is_refused_by_name(tmp_path):
+    (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())  # whose samples must not fill in
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("samples: {}\n")
+    result = run_snakemake(tmp_path, "-n", "--configfile", str(mine), check=False)
+    assert result.returncode != 0
+    assert f"{mine}: invalid configuration:\n  samples: {{}} should be non-empty" in result.stdout
+
+
+def test_dry_run_writes_nothing_under_results(tmp_path):
+    write_config(tmp_path, TINY)  # config.yaml, read without --configfile
+    result = run_snakemake(tmp_path, "-n")
+    assert job_counts(result.stdout + result.stderr)["generate"] == 4
+    assert not (tmp_path / "results").exists()  # not even the config snapshots that running jobs read
+
+
 @pytest.mark.slow
 def test_tiny_workflow_runs_end_to_end(tmp_path):
     config = write_config(tmp_path, TINY)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ def _logged_config(path: Path) -> dict:
     """The config of a command that logs to MLflow, with its tracking store checked first:
     an SQLite store initialised, a tracking server answering, before any data is read."""
     from pipeline.config import load_config
-    from pipeline.training import tracking_uri
+    from pipeline.tracking import tracking_uri
 
     config = load_config(path)
     tracking_uri(config["mlflow"])
@@ -25,10 +24,11 @@ def _logged_config(path: Path) -> dict:
 
 
 def _generate(args) -> None:
-    from pipeline.config import load_config
+    from pipeline.config import check_pythia_settings_of, load_config
     from pipeline.generation import generate_shard
 
     config = load_config(args.config)
+    check_pythia_settings_of(config, source=str(args.config))
     generate_shard(config, args.sample, args.shard, args.output, progress=not args.quiet)
 
 
@@ -151,7 +151,7 @@ def _named_paths(items: list[str] | None, option: str) -> dict[str, Path]:
 
 def _score_edges(args) -> None:
     from pipeline.flavour.edges import classical_finder_run, score_edges
-    from pipeline.training import checkpoint_run_id
+    from pipeline.checkpoints import checkpoint_run_id
 
     config = _logged_config(args.config)
     run_id = checkpoint_run_id(args.checkpoint) if args.checkpoint else classical_finder_run(config, args.finder)
@@ -186,9 +186,10 @@ def _inspect(args) -> None:
 
 
 def _config(args) -> None:
-    from pipeline.config import config_hash, load_config
+    from pipeline.config import check_pythia_settings_of, config_hash, load_config
 
     config = load_config(args.config)
+    check_pythia_settings_of(config, source=str(args.config))
     text = yaml.safe_dump(config, sort_keys=False)
     if args.output:
         from pipeline.config import write_resolved_config
@@ -199,20 +200,14 @@ def _config(args) -> None:
 
 def describe_file(path: str | Path, show_config: bool = True) -> str:
     """A human-readable summary of a pipeline HDF5 file (schema, counts, units, provenance)."""
-    import h5py
-
     from pipeline.formats import SCHEMAS
-    from pipeline.h5io import DataFileError, RaggedReader
+    from pipeline.h5io import DataFileError, RaggedReader, file_schema
 
     path = Path(path)
-    try:
-        with h5py.File(path, "r") as f:
-            name = f.attrs.get("schema")
-    except (OSError, FileNotFoundError) as err:
-        raise DataFileError(f"{path}: not a readable HDF5 file: {err}") from None
-    if name is None or str(name) not in SCHEMAS:
+    name = file_schema(path)
+    if name not in SCHEMAS:
         raise DataFileError(f"{path}: not a pipeline file (schema {name!r}; known: {sorted(SCHEMAS)})")
-    schema = SCHEMAS[str(name)]
+    schema = SCHEMAS[name]
     lines = []
     with RaggedReader(path, schema) as reader:
         attrs = reader.attrs
@@ -229,7 +224,7 @@ def describe_file(path: str | Path, show_config: bool = True) -> str:
                 lines.append(f"  {fld.name:14} {fld.dtype:3} {unit:8} {fld.description}")
         if show_config:
             lines.append("\nconfig:")
-            lines.append(yaml.safe_dump(json.loads(attrs["config"]), sort_keys=False).rstrip())
+            lines.append(yaml.safe_dump(reader.config, sort_keys=False).rstrip())
     return "\n".join(lines)
 
 
@@ -414,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from pipeline.config import ConfigError
     from pipeline.h5io import DataFileError
-    from pipeline.training import TrackingServerUnreachable
+    from pipeline.tracking import TrackingServerError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -424,8 +419,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         args.func(args)
-    except (ConfigError, DataFileError, TrackingServerUnreachable, ValueError) as err:
+    except (ConfigError, DataFileError, TrackingServerError, ValueError) as err:
         print(f"pipeline {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        # A full disk, a missing or unwritable path: the path and the cause, no traceback.
+        if err.filename is None or err.strerror is None:
+            message = str(err)
+        else:
+            target = "" if err.filename2 is None else f" -> {err.filename2}"
+            message = f"{err.filename}{target}: {err.strerror}"
+        print(f"pipeline {args.command}: error: {message}", file=sys.stderr)
         return 2
     return 0
 

@@ -47,18 +47,46 @@ def _with_defaults(validator_class):
     return validators.extend(validator_class, {"properties": set_defaults})
 
 
-_DefaultingValidator = _with_defaults(Draft202012Validator)
+def _is_integer(checker, instance) -> bool:
+    # jsonschema's "integer" accepts 2.0: shards: 2.0 would validate and crash an input
+    # function, and seed: 3.0 would derive other seeds than seed: 3 (derive_seed uses str).
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+_DefaultingValidator = validators.extend(
+    _with_defaults(Draft202012Validator),
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
+)
 
 
 def _key_path(error) -> str:
     return ".".join(str(part) for part in error.absolute_path) or "<top level>"
 
 
+def _error_line(error) -> str:
+    """One error as "key: message", with the schema's ``x-hint`` for the failed keyword.
+
+    ``x-hint`` maps a keyword (maximum, pattern, ...) to advice for the reader. For
+    pattern and anyOf the hint replaces jsonschema's message, which would only quote the
+    regex or say "not valid under any of the given schemas".
+    """
+    hint = error.schema.get("x-hint", {}).get(error.validator) if isinstance(error.schema, dict) else None
+    if error.validator == "type" and isinstance(error.instance, float) and "integer" in error.validator_value:
+        hint = "write whole numbers without a decimal point"
+    if hint and error.validator in ("pattern", "anyOf"):
+        message = f"{error.instance!r}: {hint}"
+    else:
+        message = f"{error.message} ({hint})" if hint else error.message
+    return f"  {_key_path(error)}: {message}"
+
+
 def validate_config(config: Mapping[str, Any], source: str = "config") -> dict:
     """Validate ``config`` against the schema and return a copy with defaults filled in.
 
     Raises ConfigError naming ``source`` and the offending key for an unknown key, a
-    wrong type, a value out of range, or split fractions that do not add up to one.
+    wrong type (also 2.0 for an integer), a value out of range, split fractions that do
+    not add up to one, or a lower limit (pthat_min, jets.min_pt) not below its upper
+    limit. Pythia settings are checked by check_pythia_settings_of.
     """
     resolved = copy.deepcopy(dict(config))
     errors = sorted(
@@ -66,14 +94,16 @@ def validate_config(config: Mapping[str, Any], source: str = "config") -> dict:
         key=lambda e: list(map(str, e.absolute_path)),
     )
     if errors:
-        lines = [f"  {_key_path(e)}: {e.message}" for e in errors]
-        raise ConfigError(f"{source}: invalid configuration:\n" + "\n".join(lines))
+        raise ConfigError(f"{source}: invalid configuration:\n" + "\n".join(map(_error_line, errors)))
     fractions = resolved["split"]
     total = fractions["train"] + fractions["val"] + fractions["test"]
     if abs(total - 1.0) > 1e-9:
         raise ConfigError(
             f"{source}: invalid configuration:\n  split: train + val + test = {total:g}, expected 1"
         )
+    for name, sample in resolved["samples"].items():
+        _check_below_limit(source, f"samples.{name}", sample, "pthat_min", "pthat_max")
+        _check_below_limit(source, f"samples.{name}.jets", sample["jets"], "min_pt", "max_pt")
     vertexing = resolved["vertexing"]
     if vertexing["sample"] is None:
         # The first sample that is not one of the jet-image study's pair (those skip the tracker).
@@ -109,6 +139,30 @@ def validate_config(config: Mapping[str, Any], source: str = "config") -> dict:
                 f"{name!r}, expected one of {sorted(resolved['samples'])}"
             )
     return resolved
+
+
+def check_pythia_settings_of(config: Mapping[str, Any], source: str = "config") -> None:
+    """Raise ConfigError naming the sample and the line for a ``pythia_settings`` value
+    that Pythia would silently misread (``generation.check_pythia_settings``).
+
+    Apart from validate_config because it reads Pythia's settings database (half a second):
+    the Snakefile, ``pipeline config`` and the generate command ask, not every job."""
+    from pipeline.generation import check_pythia_settings
+
+    for name, sample in config["samples"].items():
+        try:
+            check_pythia_settings(sample["pythia_settings"])
+        except ValueError as err:
+            raise ConfigError(f"{source}: invalid configuration:\n  samples.{name}.pythia_settings: {err}") from None
+
+
+def _check_below_limit(source: str, where: str, section: Mapping[str, Any], low: str, high: str) -> None:
+    """Refuse ``section[low] >= section[high]`` where the upper limit is set (-1: none)."""
+    if section[high] >= 0 and section[low] >= section[high]:
+        raise ConfigError(
+            f"{source}: invalid configuration:\n  {where}.{low} ({section[low]}) is not below "
+            f"{where}.{high} ({section[high]}); expected {low} < {high}, or {high}: -1 for no limit"
+        )
 
 
 def image_study_samples(config: Mapping[str, Any]) -> list[str]:
@@ -199,17 +253,19 @@ def without_bookkeeping(config: Mapping[str, Any]) -> dict:
 _SNAPSHOTS: dict[Path, str] = {}
 
 
-def snapshot_config(config: Mapping[str, Any], directory: str | Path, name: str = "config") -> Path:
+def snapshot_config(config: Mapping[str, Any], directory: str | Path, name: str = "config",
+                    write: bool = True) -> Path:
     """A config stored under ``directory``, named by the hash of what decides the results.
 
     The workflow hands such a path to each job, so jobs see exactly the validated config
     of the run (including ``--config`` overrides), and a changed config is a new path,
     except for a change of the bookkeeping settings (BOOKKEEPING_KEYS): the file keeps its
-    name and is rewritten with the new values, and nothing reruns.
+    name and is rewritten with the new values, and nothing reruns. ``write=False`` only
+    names the path: a dry run must not rewrite the snapshots that running jobs read.
     """
     path = Path(directory) / f"{name}-{config_hash(without_bookkeeping(config))[:12]}.yaml"
     full = config_hash(config)
-    if _SNAPSHOTS.get(path) != full:
+    if write and _SNAPSHOTS.get(path) != full:
         written = None
         if path.exists():
             with open(path) as f:

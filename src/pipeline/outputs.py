@@ -1,29 +1,59 @@
 """Writing outputs safely: to a temporary file beside the target, renamed when complete.
 
 A job that fails half-way never leaves a truncated file where Snakemake (or a person)
-would take it for a result.
+would take it for a result, and the temporary files of killed jobs are removed when the
+output is made again.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 
+def _remove_stale_temporaries(target: Path) -> None:
+    """Delete the temporary files of ``target`` whose writing process no longer exists
+    (a killed job's); a live writer's file (the same output being made now) is left alone."""
+    pattern = re.compile(re.escape(f".{target.stem}.tmp") + r"(\d+)" + re.escape(target.suffix), re.ASCII)
+    for entry in os.scandir(target.parent):
+        match = pattern.fullmatch(entry.name)
+        pid = int(match.group(1)) if match else 0
+        if pid in (0, os.getpid()):
+            continue
+        try:
+            os.kill(pid, 0)
+        except (ProcessLookupError, OverflowError):
+            Path(entry.path).unlink(missing_ok=True)
+        except PermissionError:
+            pass  # a live process of another user
+
+
 @contextmanager
 def atomic_output(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path (same directory and suffix as target); rename it to target
-    when the block succeeds, delete it when the block raises."""
+    when the block succeeds, delete it when the block or the rename raises."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    # Fail before the work, not at the rename after it.
+    if target.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(target))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(target.parent)) from None
+    _remove_stale_temporaries(target)
     tmp = target.with_name(f".{target.stem}.tmp{os.getpid()}{target.suffix}")
     try:
         yield tmp
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        # A failed write() names no file; the user asked for the target, not the temporary.
+        if isinstance(err, OSError) and err.errno is not None and err.filename in (None, tmp, str(tmp)):
+            err.filename, err.filename2 = str(target), None
         raise
 
 

@@ -16,7 +16,6 @@ random streams stored in the checkpoint).
 from __future__ import annotations
 
 import csv
-import functools
 import hashlib
 import json
 import logging
@@ -27,9 +26,9 @@ from typing import Iterable, Mapping
 import lightning.pytorch as pl
 from torch.utils.data import Sampler
 
-from pipeline import __version__
-from pipeline.h5io import git_sha
+from pipeline.checkpoints import RUN_ID_KEY, load_checkpoint, save_checkpoint
 from pipeline.outputs import atomic_output
+from pipeline.tracking import tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -113,101 +112,6 @@ class ReplayedRandomOrder(EpochShuffle):
         for _ in range(epoch):
             torch.randperm(self.n_batches, generator=generator)
         return torch.randperm(self.n_batches, generator=generator).tolist()
-
-
-#: Key under which the MLflow run id of the training is stored in an exported checkpoint,
-#: so that downstream runs (evaluations, the flavour tagger) can name the run they used.
-RUN_ID_KEY = "mlflow_run_id"
-
-
-def file_checksum(path: str | Path, block: int = 1 << 20) -> str:
-    """SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def run_tags(config: Mapping, inputs: Iterable[str | Path]) -> dict[str, str]:
-    """Tags every MLflow run carries: package version, git SHA, input-file checksums."""
-    tags = {"pipeline.version": __version__, "pipeline.git_sha": git_sha() or "unknown"}
-    for path in inputs:
-        tags[f"input.{Path(path).name}.sha256"] = file_checksum(path)
-        tags[f"input.{Path(path).name}.path"] = str(path)
-    tags["config.json"] = json.dumps(config, sort_keys=True)[:5000]
-    return tags
-
-
-def tracking_uri(mlflow_settings: Mapping) -> str:
-    """The configured tracking URI, ready to use: a relative SQLite path is made absolute
-    (jobs may run from another directory), its directory created and the store
-    initialised; a tracking server (http/https) must answer (``check_tracking_server``)."""
-    uri = mlflow_settings["tracking_uri"]
-    prefix = "sqlite:///"
-    if uri.startswith(prefix):
-        uri = prefix + str(Path(uri[len(prefix):]).resolve())
-    return _prepared_store(uri, mlflow_settings.get("experiment"))
-
-
-@functools.lru_cache(maxsize=None)
-def _prepared_store(uri: str, experiment: str | None) -> str:
-    """Initialise (SQLite) or check (server) a store once per process: a command asks
-    before it reads its data, and its logger asks again."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix):
-        path = Path(uri[len(prefix):])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        initialise_sqlite_store(uri, path, experiment)
-    elif uri.startswith(("http://", "https://")):
-        check_tracking_server(uri)
-    return uri
-
-
-class TrackingServerUnreachable(RuntimeError):
-    """No MLflow tracking server answers at the configured URI."""
-
-
-def check_tracking_server(uri: str, timeout: float = 10.0) -> None:
-    """Raise TrackingServerUnreachable unless an MLflow server answers ``GET <uri>/health``
-    within ``timeout`` seconds. The training commands call this before they load any data,
-    so a wrong URI or a stopped server costs seconds, not a finished training whose
-    logging then fails. 401/403 count as answering (servers behind authentication)."""
-    import urllib.error
-    import urllib.request
-
-    url = uri.rstrip("/") + "/health"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            if response.status == 200:
-                return
-            reason = f"HTTP {response.status}"
-    except urllib.error.HTTPError as error:
-        if error.code in (401, 403):
-            return
-        reason = f"HTTP {error.code} {error.reason}"
-    except (urllib.error.URLError, OSError) as error:
-        reason = str(getattr(error, "reason", error))
-    raise TrackingServerUnreachable(
-        f"mlflow.tracking_uri = {uri!r}: no MLflow tracking server answers at {url} ({reason}). "
-        "Start the server (e.g. `mlflow server --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000`), "
-        "fix the URI, or use the embedded store: mlflow.tracking_uri: sqlite:///results/mlflow.db")
-
-
-def initialise_sqlite_store(uri: str, path: Path, experiment: str | None = None) -> None:
-    """Open the SQLite store, and create the experiment, under a file lock. The first
-    connection to a new store runs MLflow's schema migrations, and two jobs doing that at
-    once (parallel Snakemake jobs on a fresh results/) fail with errors such as "No such
-    index"; two jobs creating the same experiment at once collide too."""
-    import fcntl
-
-    from mlflow.tracking import MlflowClient
-
-    with open(path.with_name(path.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        client = MlflowClient(uri)
-        if experiment and client.get_experiment_by_name(experiment) is None:
-            client.create_experiment(experiment)
 
 
 def mlflow_logger(config: Mapping, run_name: str, tags: Mapping[str, str], run_id: str | None = None):
@@ -435,7 +339,6 @@ def fit_and_export(
     directory is removed once the outputs are written."""
     import signal
 
-    import torch
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     checkpoint, history = Path(checkpoint), Path(history)
@@ -451,7 +354,7 @@ def fit_and_export(
     recorder = EpochHistory()
     trainer = build_trainer(config, resume.checkpoints, logger=logger, progress=progress, callbacks=[recorder])
     try:
-        trainer.fit(model, datamodule=data, ckpt_path=last, weights_only=False)
+        trainer.fit(model, datamodule=data, ckpt_path=last, weights_only=True)
     except SIGTERMException:
         # Lightning stops at the next batch and raises a SystemExit that would exit 0.
         log.error("%s stopped by SIGTERM (a Slurm time limit?); run it again to resume from %s",
@@ -461,10 +364,9 @@ def fit_and_export(
     best = trainer.checkpoint_callback.best_model_path
     if not best:
         raise RuntimeError(f"training {run_name} produced no checkpoint in {resume.directory}")
-    state = torch.load(best, map_location="cpu", weights_only=False)
+    state = load_checkpoint(best)
     state[RUN_ID_KEY] = logger.run_id
-    with atomic_output(checkpoint) as tmp:
-        torch.save(state, tmp)
+    save_checkpoint(state, checkpoint)
     recorder.write(history)
     logger.experiment.log_artifact(logger.run_id, str(checkpoint), artifact_path="model")
     logger.experiment.log_artifact(logger.run_id, str(history))
@@ -473,12 +375,3 @@ def fit_and_export(
     log.info("trained %s: best checkpoint %s, last epoch %s", run_name, checkpoint, final)
     return final, logger.run_id
 
-
-def checkpoint_run_id(path: str | Path) -> str:
-    """The MLflow run id stored in a checkpoint written by ``fit_and_export``."""
-    import torch
-
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if RUN_ID_KEY not in state:
-        raise KeyError(f"{path}: no {RUN_ID_KEY!r} in the checkpoint; was it written by `pipeline train-*`?")
-    return str(state[RUN_ID_KEY])

@@ -67,7 +67,7 @@ def study_config_file(name, samples, *sections):
     def path(wildcards):
         subset = {"seed": config["seed"], "samples": {s: config["samples"][s] for s in samples}}
         subset.update({section: config[section] for section in sections})
-        return str(snapshot_config(subset, "results/config", name=name))
+        return str(snapshot_config(subset, "results/config", name=name, write=not workflow.dryrun))
 
     return path
 
@@ -83,6 +83,7 @@ def stage_config_file(*sections, sample=None):
     def path(wildcards):
         name = sample or wildcards.sample
         subset = stage_config(config, name, *sections)
-        return str(snapshot_config(subset, "results/config", name=name))
+        # A dry run only names the file: it must not rewrite what running jobs read.
+        return str(snapshot_config(subset, "results/config", name=name, write=not workflow.dryrun))
 
     return path

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from pipeline.checkpoints import load_module
 from pipeline.config import config_hash
 from pipeline.formats import VERTEX_EDGES, VERTEX_FINDERS
 from pipeline.h5io import RaggedWriter, provenance_attrs
@@ -60,7 +61,7 @@ def classical_finder_run(config: Mapping, finder: str) -> str:
     link to for AVR and the baseline, which have no training run. Returns its id."""
     import mlflow
 
-    from pipeline.training import run_tags, tracking_uri
+    from pipeline.tracking import run_tags, tracking_uri
 
     mlflow.set_tracking_uri(tracking_uri(config["mlflow"]))
     mlflow.set_experiment(config["mlflow"]["experiment"])
@@ -87,7 +88,7 @@ def score_edges(config: Mapping, finder: str, graphs: Mapping[str, str | Path], 
                                                            else "needs its checkpoint (--checkpoint)"))
     model = None
     if checkpoint is not None:
-        model = VertexFinder.load_from_checkpoint(str(checkpoint), map_location="cpu").eval()
+        model = load_module(VertexFinder, checkpoint).eval()
         if model.hparams.name != finder:
             raise ValueError(f"{checkpoint}: a {model.hparams.name!r} checkpoint, not {finder!r}")
     stage = {key: config[key] for key in ("seed", "vertexing")}

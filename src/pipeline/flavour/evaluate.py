@@ -20,6 +20,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from pipeline.checkpoints import checkpoint_run_id, load_module
 from pipeline.config import derive_seed
 from pipeline.flavour.data import CLASSES, FlavourBatches
 from pipeline.flavour.metrics import (
@@ -48,7 +49,7 @@ def predict(checkpoint: str | Path, graphs: str | Path, edges: str | Path | None
     """Class probabilities (n, 3) and labels (n,) of a tagger on a test file."""
     from pipeline.flavour.models import FlavourTagger
 
-    model = FlavourTagger.load_from_checkpoint(str(checkpoint), map_location="cpu").eval()
+    model = load_module(FlavourTagger, checkpoint).eval()
     batches = FlavourBatches(graphs, edges, batch_size)
     probabilities, labels = [], []
     with torch.no_grad():
@@ -217,7 +218,7 @@ def evaluate_flavour_tagging(config: Mapping, test_graphs: str | Path,
     ``flavour_tagging.seeds`` of them; ``edges``: the test edge file of every vertex
     finder) on the test jets; write the tables and figures; log to MLflow. Returns the
     table's rows (means over replicas)."""
-    from pipeline.training import checkpoint_run_id, run_tags, tracking_uri
+    from pipeline.tracking import run_tags, tracking_uri
 
     checkpoints = {m: [paths] if isinstance(paths, (str, Path)) else list(paths) for m, paths in checkpoints.items()}
     missing = [m for m in TAGGER_METHODS if m not in checkpoints]

@@ -52,7 +52,8 @@ def train_flavour_tagger(
     method shares that seed, so the rows of one replica differ only in their edges."""
     from pipeline.flavour.data import FlavourDataModule, class_counts
     from pipeline.flavour.models import FlavourTagger
-    from pipeline.training import fit_and_export, run_tags
+    from pipeline.tracking import run_tags
+    from pipeline.training import fit_and_export
 
     if method not in TAGGER_METHODS:
         raise ValueError(f"unknown flavour-tagging method {method!r}; expected one of {TAGGER_METHODS}")

@@ -30,6 +30,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
+from pipeline.checkpoints import checkpoint_run_id, load_module
 from pipeline.formats import IMAGE_CLASSES
 from pipeline.images.data import ROWS_PER_READ, iterate_images, normalise_images
 from pipeline.images.metrics import METRIC_KEYS, mse, psnr, tagger_metrics
@@ -61,7 +62,7 @@ def _device() -> torch.device:
 
 def _load(model_class, path: str | Path, name: str, **expected):
     """A trained model in eval mode; ValueError if its hyperparameters differ from ``expected``."""
-    model = model_class.load_from_checkpoint(str(path), map_location="cpu")
+    model = load_module(model_class, path)
     wrong = {key: model.hparams.get(key) for key, value in expected.items() if model.hparams.get(key) != value}
     if wrong:
         raise ValueError(f"{path}: given as the {name} checkpoint, but its {model_class.__name__} was built with "
@@ -133,7 +134,7 @@ def _log_runs(config: Mapping, test: str | Path, checkpoints: Mapping[str, str |
     model's training run id, with ``artifacts`` (the tables) attached."""
     import mlflow
 
-    from pipeline.training import checkpoint_run_id, run_tags, tracking_uri
+    from pipeline.tracking import run_tags, tracking_uri
 
     mlflow.set_tracking_uri(tracking_uri(config["mlflow"]))
     mlflow.set_experiment(config["mlflow"]["experiment"])
@@ -329,7 +330,6 @@ def evaluate_denoising(config: Mapping, test: str | Path, checkpoints: Mapping[s
     denoising.csv, denoising.md and the example figure; logs the run of the denoiser to
     MLflow (tagged with the CNN's training run). Returns the rows of denoising.csv."""
     from pipeline.images.models import ImageAutoencoder, ImageTagger
-    from pipeline.training import checkpoint_run_id
 
     _check_names(checkpoints, ("denoising_autoencoder", "cnn"), "evaluate_denoising")
     study = config["jet_images"]

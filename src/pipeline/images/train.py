@@ -83,7 +83,8 @@ def train_image_model(config: Mapping, model_name: str, data: Mapping[str, str |
     per-epoch history CSV; log the run ``images-<model>`` to MLflow. Returns the last
     epoch's metrics."""
     from pipeline.images.data import JetImageDataModule
-    from pipeline.training import fit_and_export, run_tags
+    from pipeline.tracking import run_tags
+    from pipeline.training import fit_and_export
 
     settings = network_settings(config["jet_images"], model_name)
     missing = {"train", "val"} - set(data)

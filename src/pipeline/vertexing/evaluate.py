@@ -17,6 +17,7 @@ from typing import Mapping
 
 import numpy as np
 
+from pipeline.checkpoints import load_module
 from pipeline.config import config_hash
 from pipeline.formats import TRIVIAL_PARTITIONS, VERTEX_FINDERS, VERTEX_PREDICTIONS
 from pipeline.h5io import RaggedWriter, provenance_attrs
@@ -47,7 +48,7 @@ def predict(test_path: str | Path, checkpoints: Mapping[str, str | Path], batch_
     missing = [m for m in LEARNED if m not in checkpoints]
     if missing:
         raise ValueError(f"evaluate: no checkpoint for {missing}")
-    models = {m: VertexFinder.load_from_checkpoint(str(p), map_location="cpu").eval() for m, p in checkpoints.items()}
+    models = {m: load_module(VertexFinder, p).eval() for m, p in checkpoints.items()}
     batches = TrackGraphBatches(test_path, batch_size)
     mean, std = batches.feature_mean, batches.feature_std
     out = {name: [] for name in ("truth", *METHODS, *TRIVIAL, "n_tracks", "flavour", "jet_index")}
@@ -164,7 +165,7 @@ def write_predictions(predictions: Mapping[str, np.ndarray], path: Path, attrs: 
 def evaluate_vertexing(config: Mapping, test_path: str | Path, checkpoints: Mapping[str, str | Path],
                        output_dir: str | Path) -> list[dict]:
     """Evaluate all methods on the test file; write the tables, figure and predictions."""
-    from pipeline.training import run_tags, tracking_uri
+    from pipeline.tracking import run_tags, tracking_uri
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

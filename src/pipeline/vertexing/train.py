@@ -22,7 +22,8 @@ def train_vertex_finder(
 ) -> dict[str, float]:
     """Train ``method`` (set2graph, track_pair, rnn); write the best checkpoint and the
     per-epoch history CSV. Returns the final validation metrics."""
-    from pipeline.training import fit_and_export, run_tags
+    from pipeline.tracking import run_tags
+    from pipeline.training import fit_and_export
     from pipeline.vertexing.data import TrackGraphDataModule
     from pipeline.vertexing.models import ENCODERS, VertexFinder
 
