@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from vertexing import write_file  # noqa: E402  (the same synthetic jets as the vertexing bench)
 
 from pipeline.config import validate_config  # noqa: E402
-from pipeline.flavour.data import FlavourDataModule  # noqa: E402
-from pipeline.flavour.edges import score_edges  # noqa: E402
-from pipeline.flavour.models import FlavourTagger  # noqa: E402
-from pipeline.formats import TRACK_FEATURES  # noqa: E402
+from pipeline.studies.flavour_tagging.data import FlavourDataModule  # noqa: E402
+from pipeline.studies.flavour_tagging.edges import score_edges  # noqa: E402
+from pipeline.studies.flavour_tagging.models import FlavourTagger  # noqa: E402
+from pipeline.studies.vertexing.formats import TRACK_FEATURES  # noqa: E402
 from pipeline.tiny import tiny_config  # noqa: E402
 
 

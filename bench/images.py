@@ -4,7 +4,7 @@
 
 1. Calorimeter and image building, Pythia excluded: a boosted top shard is generated
    once (not timed), then the calorimeter stage (``pipeline simulate-calorimeter``) and
-   the image stage (``pipeline build-jet-images``) run on it in this process, on one
+   the image stage (``pipeline jet_images build``) run on it in this process, on one
    core (NumPy is single-threaded here). Quoted in events/s and top jets/s per core.
 2. A jet_images file of ``--images`` images is made from those real images (repeated,
    mirrored at random), then:
@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 
 def loader_pass(path: Path, pixels: int, batch_size: int) -> tuple[int, float]:
     """Images read by one pass of the training loader over ``path``, and the seconds taken."""
-    from pipeline.images.data import JetImageDataModule
+    from pipeline.studies.jet_images.data import JetImageDataModule
 
     data = JetImageDataModule({"train": path, "val": path}, pixels, batch_size, seed=1)
     data.setup()
@@ -46,8 +46,8 @@ def loader_pass(path: Path, pixels: int, batch_size: int) -> tuple[int, float]:
 def write_images(source: Path, path: Path, n_images: int, seed: int = 0) -> None:
     """A jet_images file of n_images rows: the source file's images repeated in a random
     order, each mirrored at random (so repeats are not identical)."""
-    from pipeline.formats import jet_images_schema
-    from pipeline.h5io import RaggedReader, RaggedWriter
+    from pipeline.io.hdf5 import RaggedReader, RaggedWriter
+    from pipeline.studies.jet_images.formats import jet_images_schema
 
     with RaggedReader(source, jet_images_schema()) as reader:
         rows = reader.read("jets")
@@ -84,11 +84,11 @@ def main() -> None:
 
     import torch
 
-    from pipeline.calorimeter_stage import simulate_calorimeter
     from pipeline.config import validate_config
-    from pipeline.generation import generate_shard
-    from pipeline.images.train import build_model
-    from pipeline.jet_images import build_jet_images
+    from pipeline.simulation.calorimeter_stage import simulate_calorimeter
+    from pipeline.simulation.generation import generate_shard
+    from pipeline.studies.jet_images.preparation import build_jet_images
+    from pipeline.studies.jet_images.train import build_model
 
     config = validate_config({"seed": 1, "samples": {
         "top": {"process": "ttbar", "sqrt_s": 14000.0, "pthat_min": 500.0, "pthat_max": 700.0,
@@ -121,7 +121,7 @@ def main() -> None:
         torch.manual_seed(0)
         model = build_model(config, "cnn")
         optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
-        from pipeline.images.data import JetImageDataModule
+        from pipeline.studies.jet_images.data import JetImageDataModule
 
         data = JetImageDataModule({"train": small, "val": small}, study["pixels"], settings["batch_size"], seed=1)
         data.setup()

@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 from pipeline.config import derive_seed, validate_config
-from pipeline.formats import PARTICLE_JETS
-from pipeline.generation import generate_shard, make_pythia, pythia_settings
-from pipeline.h5io import RaggedReader
-from pipeline.tracker import track_shard
+from pipeline.io.hdf5 import RaggedReader
+from pipeline.simulation.formats import PARTICLE_JETS
+from pipeline.simulation.generation import generate_shard, make_pythia, pythia_settings
+from pipeline.simulation.tracker_stage import track_shard
 
 
 def main() -> None:

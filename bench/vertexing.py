@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.formats import TRACK_FEATURES, TRACK_GRAPHS
-from pipeline.h5io import RaggedWriter
-from pipeline.vertexing.data import TrackGraphDataModule
-from pipeline.vertexing.models import VertexFinder, pair_targets, vertex_finding_loss
+from pipeline.io.hdf5 import RaggedWriter
+from pipeline.studies.vertexing.data import TrackGraphDataModule
+from pipeline.studies.vertexing.formats import TRACK_FEATURES, TRACK_GRAPHS
+from pipeline.studies.vertexing.models import VertexFinder, pair_targets, vertex_finding_loss
 
 AUTHORS = {4: 4000, 6: 3000, 8: 2100, 12: 950, 15: 700}
 EPJC_NETWORK = {"set_widths": [256, 256, 256, 256, 5], "edge_widths": [256], "pair_widths": [256, 256],

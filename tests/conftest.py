@@ -12,8 +12,8 @@ import os
 import numpy as np
 import pytest
 
-from pipeline.formats import PARTICLE_JETS, TRACK_JETS
-from pipeline.h5io import RaggedReader, parent_index, read_tree
+from pipeline.io.hdf5 import RaggedReader, parent_index, read_tree
+from pipeline.simulation.formats import PARTICLE_JETS, TRACK_JETS
 from pipeline.tiny import tiny_config, write_tiny_dataset
 
 #: Events in the session's data set (ttbar at 13 TeV, the schema's default sqrt_s).
@@ -59,8 +59,8 @@ def particle_data(tiny_files) -> dict:
 @pytest.fixture(scope="session")
 def track_graphs(tmp_path_factory, tiny_config_session, tiny_files) -> dict:
     """track_graphs files (train, val, test) of the session's data set."""
-    from pipeline.split import split_sample
-    from pipeline.vertexing.features import build_track_graphs
+    from pipeline.simulation.split import split_sample
+    from pipeline.studies.vertexing.features import build_track_graphs
 
     tmp = tmp_path_factory.mktemp("track_graphs")
     splits = {name: tmp / f"{name}.h5" for name in ("train", "val", "test")}

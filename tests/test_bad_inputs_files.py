@@ -19,12 +19,12 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-
-from pipeline import formats
-from pipeline.cli import main
-from pipeline.formats import TRACK_JETS
-from pipeline.h5io import DataFileError, FileSchema, RaggedReader, read_tree
 from test_h5io import SCHEMA, batch, limited_file_size, write_file
+
+from pipeline.cli import main
+from pipeline.io.hdf5 import DataFileError, FileSchema, RaggedReader, read_tree
+from pipeline.simulation import formats
+from pipeline.simulation.formats import TRACK_JETS
 
 
 @dataclasses.dataclass

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from pipeline.calorimeter import (
+from pipeline.simulation.calorimeter import (
     CELL_FIELDS,
     DEFAULT_CALORIMETER,
     EVENTS_PER_CHUNK,
@@ -21,7 +21,7 @@ from pipeline.calorimeter import (
     propagate_to_calorimeter,
     rebin,
 )
-from pipeline.tracker import C_LIGHT, perigee
+from pipeline.simulation.tracker import C_LIGHT, perigee
 
 MASS = {22: 0.0, 11: 0.000511, 13: 0.10566, 12: 0.0, 211: 0.13957, 130: 0.49761, 2112: 0.93957,
         2212: 0.93827, 321: 0.49368}

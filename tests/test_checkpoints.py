@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline.checkpoints import CheckpointError, checkpoint_run_id, load_checkpoint, load_module
+from pipeline.ml.checkpoints import CheckpointError, checkpoint_run_id, load_checkpoint, load_module
 from pipeline.tiny import tiny_workflow_config
 
 
@@ -37,7 +37,7 @@ def crafted(tmp_path) -> tuple[Path, Path]:
 
 
 def _load_vertex_finder(path):
-    from pipeline.vertexing.models import VertexFinder
+    from pipeline.studies.vertexing.models import VertexFinder
 
     return load_module(VertexFinder, path)
 
@@ -59,7 +59,7 @@ def test_the_same_file_would_run_its_code_if_unpickled_unrestricted(crafted):
 
 
 def test_an_own_checkpoint_loads_with_its_run_id_and_weights(tmp_path):
-    from pipeline.images.models import ImageTagger
+    from pipeline.studies.jet_images.models import ImageTagger
 
     model = ImageTagger(pixels=8, backbone="cnn", channels=[4], dense=4, dropout=0.0)
     path = tmp_path / "cnn.ckpt"
@@ -86,8 +86,8 @@ def test_unreadable_checkpoints_are_named(tmp_path, write, fragment):
 
 
 def test_a_checkpoint_of_another_model_is_named(tmp_path):
-    from pipeline.images.models import ImageTagger
-    from pipeline.vertexing.models import VertexFinder
+    from pipeline.studies.jet_images.models import ImageTagger
+    from pipeline.studies.vertexing.models import VertexFinder
 
     model = ImageTagger(pixels=4, backbone="mlp", widths=[4], dropout=0.0)
     path = tmp_path / "mlp.ckpt"
@@ -103,19 +103,19 @@ def _commands(directory: Path, checkpoint: Path) -> dict[str, list[str]]:
     out = {split: str(directory / f"out_{split}.h5") for split in ("train", "val", "test")}
     ckpt = str(checkpoint)
     return {
-        "score-edges": ["score-edges", "--config", config, "--finder", "set2graph", "--checkpoint", ckpt,
+        "score-edges": ["flavour_tagging", "score-edges", "--config", config, "--method", "set2graph", "--checkpoint", ckpt,
                         "--train", missing, "--val", missing, "--test", missing,
                         "--out-train", out["train"], "--out-val", out["val"], "--out-test", out["test"]],
-        "evaluate-vertexing": ["evaluate-vertexing", "--config", config, "--test", missing, "--output-dir",
+        "evaluate-vertexing": ["vertexing", "evaluate", "--config", config, "--test", missing, "--output-dir",
                                str(directory / "v"), *(f"--checkpoint={m}={ckpt}" for m in ("set2graph", "rnn",
                                                                                           "track_pair"))],
-        "evaluate-flavour": ["evaluate-flavour", "--config", config, "--test", missing, "--output-dir",
+        "evaluate-flavour": ["flavour_tagging", "evaluate", "--config", config, "--test", missing, "--output-dir",
                              str(directory / "f"),
                              *(f"--checkpoint={m}={ckpt}" for m in ("no_vertex", "set2graph", "rnn", "track_pair",
                                                                    "avr", "baseline")),
                              *(f"--edges={m}={missing}" for m in ("set2graph", "rnn", "track_pair", "avr",
                                                                   "baseline"))],
-        "evaluate-images": ["evaluate-images", "--config", config, "--test", missing, "--output-dir",
+        "evaluate-images": ["jet_images", "evaluate", "--config", config, "--test", missing, "--output-dir",
                             str(directory / "i"),
                             *(f"--checkpoint={m}={ckpt}" for m in ("mlp", "cnn", "autoencoder", "autoencoder_inverse",
                                                                   "denoising_autoencoder"))],
@@ -131,7 +131,7 @@ def test_every_command_refuses_a_crafted_checkpoint(tmp_path, crafted, command):
     result = subprocess.run([sys.executable, "-m", "pipeline", *_commands(tmp_path, path)[command]],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stderr
-    assert f"pipeline {command}: error: {path}: refused to load" in result.stderr
+    assert f"pipeline {' '.join(_commands(tmp_path, path)[command][:2])}: error: {path}: refused to load" in result.stderr
     assert "Traceback" not in result.stderr
     assert not marker.exists()
 
@@ -139,7 +139,7 @@ def test_every_command_refuses_a_crafted_checkpoint(tmp_path, crafted, command):
 FULL_DISK_SAVE = """
 import sys
 import torch
-from pipeline.checkpoints import save_checkpoint
+from pipeline.ml.checkpoints import save_checkpoint
 try:
     save_checkpoint({"state_dict": {"w": torch.zeros(100_000)}}, sys.argv[1])
 except OSError as err:

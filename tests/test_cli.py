@@ -146,11 +146,11 @@ def test_generate_refuses_a_setting_pythia_rejects_or_would_misread(tmp_path, se
 
 
 def test_named_paths_group_repeats_and_refuse_them_where_one_is_expected():
-    from pipeline.cli import _named_path_lists, _named_paths
+    from pipeline.commands import named_path_lists, named_paths
 
     items = ["rnn=a.ckpt", "avr=b.ckpt", "rnn=c.ckpt"]
-    assert _named_path_lists(items, "--checkpoint") == {"rnn": [Path("a.ckpt"), Path("c.ckpt")], "avr": [Path("b.ckpt")]}
+    assert named_path_lists(items, "--checkpoint") == {"rnn": [Path("a.ckpt"), Path("c.ckpt")], "avr": [Path("b.ckpt")]}
     with pytest.raises(ValueError, match="--checkpoint: rnn given more than once"):
-        _named_paths(items, "--checkpoint")
+        named_paths(items, "--checkpoint")
     with pytest.raises(ValueError, match=r"--edges 'rnn': expected NAME=PATH"):
-        _named_paths(["rnn"], "--edges")
+        named_paths(["rnn"], "--edges")

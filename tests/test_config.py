@@ -13,9 +13,9 @@ from pipeline.config import (
     derive_seed,
     load_config,
     snapshot_config,
-    without_bookkeeping,
     stage_config,
     validate_config,
+    without_bookkeeping,
     write_resolved_config,
 )
 
@@ -385,7 +385,7 @@ def test_the_largest_counts_are_accepted():
 
 
 def test_pythia_settings_pythia_reads_as_written_are_accepted():
-    from pipeline.generation import check_pythia_settings
+    from pipeline.simulation.generation import check_pythia_settings
 
     settings = ["24:onMode = off", "24:onIfAny = 1 2 3 4 5", "Top:gg2ttbar = on", "HardQCD:all=yes", "Beams:frameType = 1",
                 "PhaseSpace:pTHatMin = 2.5e2", "PDF:pSet = 13", "Beams:idAList = 2212,211", "24:mayDecay = off",

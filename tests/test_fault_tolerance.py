@@ -14,11 +14,11 @@ from pathlib import Path
 
 import h5py
 import pytest
-
-from pipeline.formats import SCHEMAS
-from pipeline.h5io import check_schema
-from pipeline.tiny import tiny_workflow_config
 from workflow_runs import SNAKEMAKE, run_snakemake, snakemake_env, write_config
+
+from pipeline.io.hdf5 import check_schema
+from pipeline.io.inspect import file_schemas
+from pipeline.tiny import tiny_workflow_config
 
 TARGET = "results/jet_images/models/cnn.ckpt"
 
@@ -31,7 +31,7 @@ def check_hdf5_outputs(results: Path) -> dict[Path, str]:
         if path.name.startswith("."):  # an atomic write's temporary file
             continue
         with h5py.File(path, "r") as f:
-            check_schema(f, path, SCHEMAS[str(f.attrs["schema"])])
+            check_schema(f, path, file_schemas()[str(f.attrs["schema"])])
             f.visititems(lambda name, item: item[()] if isinstance(item, h5py.Dataset) else None)
         found[path] = hashlib.sha256(path.read_bytes()).hexdigest()
     return found
@@ -80,6 +80,6 @@ def test_a_killed_run_loses_nothing_and_resumes(tmp_path):
     final = run_snakemake(tmp_path, TARGET, "--rerun-incomplete", "--configfile", str(tmp_path / "config.yaml"))
     assert "rule train_image_model" in final.stdout + final.stderr
     assert "rule generate" not in final.stdout + final.stderr
-    assert "resuming images-cnn from" in (tmp_path / "logs" / "jet_images" / "train_cnn.log").read_text()
+    assert "resuming jet_images.train.cnn from" in (tmp_path / "logs" / "jet_images" / "train_cnn.log").read_text()
     assert check_hdf5_outputs(results) == after_second_kill
     assert (tmp_path / TARGET).stat().st_size > 0 and not (tmp_path / "resume").exists()

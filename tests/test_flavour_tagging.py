@@ -7,20 +7,20 @@ import pytest
 import torch
 from sklearn.metrics import f1_score, recall_score, roc_curve
 
-from pipeline.flavour.data import FlavourBatches, dense_to_graph, flavour_classes
-from pipeline.flavour.edges import partition_scores, score_edges
-from pipeline.flavour.metrics import (
+from pipeline.io.hdf5 import DataFileError
+from pipeline.ml.roc import rejection_at
+from pipeline.studies.flavour_tagging.data import FlavourBatches, dense_to_graph, flavour_classes
+from pipeline.studies.flavour_tagging.edges import partition_scores, score_edges
+from pipeline.studies.flavour_tagging.metrics import (
     b_discriminant,
     balance_weights,
     bootstrap_spread,
     classification_metrics,
 )
-from pipeline.flavour.models import FlavourTagger
-from pipeline.formats import TRACK_FEATURES
-from pipeline.h5io import DataFileError
-from pipeline.roc import rejection_at
-from pipeline.vertexing.classical import classical_partition
-from pipeline.vertexing.data import TrackGraphBatches
+from pipeline.studies.flavour_tagging.models import FlavourTagger
+from pipeline.studies.vertexing.classical import classical_partition
+from pipeline.studies.vertexing.data import TrackGraphBatches
+from pipeline.studies.vertexing.formats import TRACK_FEATURES
 
 F = len(TRACK_FEATURES)
 
@@ -174,9 +174,9 @@ def test_score_edges_needs_a_checkpoint_for_learned_finders(track_graphs, tmp_pa
 def test_training_writes_checkpoint_history_and_links_the_finder_run(track_graphs, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from pipeline.flavour.train import train_flavour_tagger
-    from pipeline.checkpoints import checkpoint_run_id
-    from pipeline.tracking import tracking_uri
+    from pipeline.ml.checkpoints import checkpoint_run_id
+    from pipeline.ml.tracking import tracking_uri
+    from pipeline.studies.flavour_tagging.train import train_flavour_tagger
 
     config = _config(tmp_path)
     edges = {s: tmp_path / f"avr_{s}.h5" for s in ("train", "val")}
@@ -197,7 +197,7 @@ def test_training_writes_checkpoint_history_and_links_the_finder_run(track_graph
 
 def test_replica_zero_keeps_the_single_training_seeds_and_replicas_differ():
     from pipeline.config import derive_seed
-    from pipeline.flavour.train import replica_seed
+    from pipeline.studies.flavour_tagging.train import replica_seed
 
     assert replica_seed(7, 0) == derive_seed(7, "flavour_tagging")
     assert replica_seed(7, 0, "batches") == derive_seed(7, "flavour_tagging", "batches")
@@ -211,7 +211,7 @@ def _row(accuracy: float, acc_b: float) -> dict:
 
 
 def test_replica_summary_by_hand(tmp_path):
-    from pipeline.flavour.evaluate import replica_summary, write_tables
+    from pipeline.studies.flavour_tagging.evaluate import replica_summary, write_tables
 
     replicas = {"no_vertex": [_row(0.60, 0.70), _row(0.64, 0.74)], "avr": [_row(0.63, 0.71), _row(0.65, 0.79)]}
     rows, seed_spread = replica_summary(replicas)
@@ -232,8 +232,8 @@ def test_replica_summary_by_hand(tmp_path):
 
 
 def test_evaluation_needs_one_checkpoint_per_replica(tmp_path):
-    from pipeline.flavour.evaluate import evaluate_flavour_tagging
-    from pipeline.flavour.train import TAGGER_METHODS
+    from pipeline.studies.flavour_tagging.evaluate import evaluate_flavour_tagging
+    from pipeline.studies.flavour_tagging.methods import TAGGER_METHODS
 
     config = _config(tmp_path)
     config["flavour_tagging"]["seeds"] = 2

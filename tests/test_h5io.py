@@ -13,8 +13,9 @@ import h5py
 import numpy as np
 import pytest
 
-from pipeline import h5io, outputs
-from pipeline.h5io import (
+from pipeline.io import hdf5 as h5io
+from pipeline.io import outputs
+from pipeline.io.hdf5 import (
     Collection,
     DataFileError,
     Field,
@@ -291,7 +292,7 @@ def limited_file_size(size: int):
 FULL_DISK_WRITER = """
 import sys
 import numpy as np
-from pipeline.h5io import RaggedWriter
+from pipeline.io.hdf5 import RaggedWriter
 from test_h5io import ATTRS, SCHEMA, batch
 try:
     with RaggedWriter(sys.argv[1], SCHEMA, ATTRS) as writer:

@@ -12,17 +12,17 @@ import torch
 from sklearn.metrics import accuracy_score, roc_auc_score
 
 from pipeline.config import config_hash, validate_config
-from pipeline.formats import jet_images_schema
-from pipeline.h5io import RaggedWriter, provenance_attrs
-from pipeline.images.data import (
+from pipeline.io.hdf5 import RaggedWriter, provenance_attrs
+from pipeline.studies.jet_images.data import (
     NOISE_BLOCK,
     JetImageDataModule,
     add_noise,
     iterate_images,
     row_noise,
 )
-from pipeline.images.metrics import mse, psnr, tagger_metrics
-from pipeline.images.models import ImageAutoencoder, ImageTagger
+from pipeline.studies.jet_images.formats import jet_images_schema
+from pipeline.studies.jet_images.metrics import mse, psnr, tagger_metrics
+from pipeline.studies.jet_images.models import ImageAutoencoder, ImageTagger
 from pipeline.tiny import tiny_config
 
 PIXELS = 16
@@ -256,7 +256,7 @@ def test_tagger_backbones_give_one_logit_per_image_and_bad_settings_are_named():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, files) -> dict:
     """Every model of the study trained on the synthetic files: two epochs, the denoiser DENOISER_EPOCHS."""
-    from pipeline.images.train import IMAGE_MODELS, train_image_model
+    from pipeline.studies.jet_images.train import IMAGE_MODELS, train_image_model
 
     directory = tmp_path_factory.mktemp("image_models")
     config = image_config(directory)
@@ -288,7 +288,7 @@ def read_csv(path) -> tuple[list[str], list[dict]]:
 
 
 def test_training_writes_checkpoints_histories_and_mlflow_runs(trained):
-    from pipeline.checkpoints import checkpoint_run_id
+    from pipeline.ml.checkpoints import checkpoint_run_id
 
     runs = mlflow_runs(trained["config"])
     for name, checkpoint in trained["checkpoints"].items():
@@ -296,18 +296,18 @@ def test_training_writes_checkpoints_histories_and_mlflow_runs(trained):
         epochs_run = DENOISER_EPOCHS if name == "denoising_autoencoder" else 2
         assert [row["epoch"] for row in epochs] == [str(e) for e in range(epochs_run)]
         assert "val_loss" in fields
-        run = runs[f"images-{name}"]
+        run = runs[f"jet_images.train.{name}"]
         assert run.info.run_id == checkpoint_run_id(checkpoint)
-        assert run.data.tags["study"] == "jet_images" and run.data.tags["model"] == name
-    assert runs["images-autoencoder"].data.tags["trained_on"] == "qcd"
-    assert runs["images-autoencoder_inverse"].data.tags["trained_on"] == "top"
-    assert runs["images-cnn"].data.params["network.channels"] == "[4, 8]"
-    assert runs["images-cnn"].data.params["training.batch_size"] == "32"
+        assert run.data.tags["study"] == "jet_images" and run.data.tags["method"] == name
+    assert runs["jet_images.train.autoencoder"].data.tags["trained_on"] == "qcd"
+    assert runs["jet_images.train.autoencoder_inverse"].data.tags["trained_on"] == "top"
+    assert runs["jet_images.train.cnn"].data.params["network.channels"] == "[4, 8]"
+    assert runs["jet_images.train.cnn"].data.params["training.batch_size"] == "32"
     assert trained["final"]["cnn"]["val_auc"] > 0.8  # logged every epoch by the tagger
 
 
 def test_taggers_separate_top_from_qcd_and_the_table_has_the_required_rows(trained, files, tmp_path):
-    from pipeline.images.evaluate import evaluate_taggers
+    from pipeline.studies.jet_images.evaluate import evaluate_taggers
 
     checkpoints = {name: trained["checkpoints"][name] for name in ("mlp", "cnn")}
     rows = evaluate_taggers(trained["config"], files["test"], checkpoints, tmp_path)
@@ -319,9 +319,9 @@ def test_taggers_separate_top_from_qcd_and_the_table_has_the_required_rows(train
     markdown = (tmp_path / "taggers.md").read_text()
     assert "0.972" in markdown and "914" in markdown and "theirs" in markdown
     assert all((tmp_path / f"roc.{ext}").stat().st_size > 0 for ext in ("png", "pdf"))
-    run = mlflow_runs(trained["config"])["evaluate-images-cnn"]
+    run = mlflow_runs(trained["config"])["jet_images.evaluate.cnn"]
     assert run.data.metrics["auc"] == pytest.approx(rows[1]["auc"])
-    assert run.data.tags["training.run_id"] == mlflow_runs(trained["config"])["images-cnn"].info.run_id
+    assert run.data.tags["training.run_id"] == mlflow_runs(trained["config"])["jet_images.train.cnn"].info.run_id
     with pytest.raises(ValueError, match="given as the mlp checkpoint, but its ImageTagger was built with "
                                          "{'backbone': 'cnn'}"):
         evaluate_taggers(trained["config"], files["test"], {"mlp": checkpoints["cnn"], "cnn": checkpoints["cnn"]},
@@ -329,7 +329,7 @@ def test_taggers_separate_top_from_qcd_and_the_table_has_the_required_rows(train
 
 
 def test_autoencoder_evaluation_writes_both_rows_and_the_figures(trained, files, tmp_path):
-    from pipeline.images.evaluate import evaluate_autoencoders
+    from pipeline.studies.jet_images.evaluate import evaluate_autoencoders
 
     checkpoints = {name: trained["checkpoints"][name] for name in ("autoencoder", "autoencoder_inverse")}
     rows = evaluate_autoencoders(trained["config"], files["test"], checkpoints, tmp_path)
@@ -341,14 +341,14 @@ def test_autoencoder_evaluation_writes_both_rows_and_the_figures(trained, files,
     assert f"AUC {rows[1]['auc']:.3f}" in markdown and "The inverse task" in markdown
     for stem in ("autoencoder_roc", "reconstruction"):
         assert all((tmp_path / f"{stem}.{ext}").stat().st_size > 0 for ext in ("png", "pdf"))
-    run = mlflow_runs(trained["config"])["evaluate-images-autoencoder_inverse"]
+    run = mlflow_runs(trained["config"])["jet_images.evaluate.autoencoder_inverse"]
     assert run.data.tags["anomaly"] == "qcd"
     with pytest.raises(ValueError, match="missing \\['autoencoder_inverse'\\]"):
         evaluate_autoencoders(trained["config"], files["test"], {"autoencoder": checkpoints["autoencoder"]}, tmp_path)
 
 
 def test_denoising_evaluation_compares_clean_noisy_and_denoised_images(trained, files, tmp_path):
-    from pipeline.images.evaluate import evaluate_denoising
+    from pipeline.studies.jet_images.evaluate import evaluate_denoising
 
     checkpoints = {name: trained["checkpoints"][name] for name in ("denoising_autoencoder", "cnn")}
     rows = evaluate_denoising(trained["config"], files["test"], checkpoints, tmp_path)
@@ -361,7 +361,7 @@ def test_denoising_evaluation_compares_clean_noisy_and_denoised_images(trained, 
     assert clean["cnn_auc"] > 0.8
     assert denoised["mse"] < 0.5 * noisy["mse"] and denoised["psnr"] > noisy["psnr"]
     assert all((tmp_path / f"denoising.{ext}").stat().st_size > 0 for ext in ("png", "pdf"))
-    run = mlflow_runs(trained["config"])["evaluate-images-denoising_autoencoder"]
+    run = mlflow_runs(trained["config"])["jet_images.evaluate.denoising_autoencoder"]
     assert run.data.metrics["mse_noisy"] == pytest.approx(noisy["mse"])
     # A rerun sees the same noisy test images.
     again = evaluate_denoising(trained["config"], files["test"], checkpoints, tmp_path / "again")
@@ -369,14 +369,14 @@ def test_denoising_evaluation_compares_clean_noisy_and_denoised_images(trained, 
 
 
 def test_unknown_model_names_are_refused(files, tmp_path):
-    from pipeline.images.train import train_image_model
+    from pipeline.studies.jet_images.train import train_image_model
 
     with pytest.raises(ValueError, match="unknown jet-image model 'vae'"):
         train_image_model(image_config(tmp_path), "vae", files, tmp_path / "x.ckpt", tmp_path / "x.csv")
 
 
 def test_the_same_config_trains_the_same_network(files, tmp_path):
-    from pipeline.images.train import train_image_model
+    from pipeline.studies.jet_images.train import train_image_model
 
     config = image_config(tmp_path)
     config["training"]["max_epochs"] = 1

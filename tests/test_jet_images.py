@@ -8,13 +8,14 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.calorimeter import CalorimeterGeometry
-from pipeline.calorimeter_stage import simulate_calorimeter
 from pipeline.config import ConfigError, validate_config
-from pipeline.formats import CALORIMETER_CELLS, PARTICLE_JETS, jet_images_schema
-from pipeline.generation import generate_shard
-from pipeline.h5io import RaggedReader
-from pipeline.jet_images import (
+from pipeline.io.hdf5 import RaggedReader
+from pipeline.simulation.calorimeter import CalorimeterGeometry
+from pipeline.simulation.calorimeter_stage import simulate_calorimeter
+from pipeline.simulation.formats import CALORIMETER_CELLS, PARTICLE_JETS
+from pipeline.simulation.generation import generate_shard
+from pipeline.studies.jet_images.formats import jet_images_schema
+from pipeline.studies.jet_images.preparation import (
     build_jet_images,
     image_coordinates,
     jet_images,

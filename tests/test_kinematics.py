@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.kinematics import delta_r, eta_from_theta, four_vector_kinematics, wrap_phi
+from pipeline.simulation.kinematics import delta_r, eta_from_theta, four_vector_kinematics, wrap_phi
 
 
 def test_four_vector_kinematics_hand_computed():

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from pipeline.tiny import tiny_workflow_config
-from pipeline.tracking import TrackingServerError, check_tracking_server
 from workflow_runs import free_port, run_snakemake, write_config
+
+from pipeline.ml.tracking import TrackingServerError, check_tracking_server
+from pipeline.tiny import tiny_workflow_config
 
 ADMIN, PASSWORD = "admin", "correct-horse-battery-" + secrets.token_hex(4)
 
@@ -81,11 +81,11 @@ def test_a_training_rule_with_the_right_credentials_logs_its_run_and_model(tmp_p
 
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("cluster").experiment_id])
-    assert [run.info.run_name for run in runs] == ["images-mlp"]
+    assert [run.info.run_name for run in runs] == ["jet_images.train.mlp"]
     run = runs[0]
     assert run.info.status == "FINISHED" and run.info.user_id == ADMIN
     assert {"val_loss", "val_auc", "val_accuracy"} <= set(run.data.metrics)  # tiny: no 10 steps for train_loss
-    assert run.data.params["model"] == "mlp"
+    assert run.data.params["method"] == "mlp"
     # The model: the exported checkpoint, stored by the server, byte for byte.
     assert [a.path for a in client.list_artifacts(run.info.run_id, "model")] == ["model/mlp.ckpt"]
     stored = Path(client.download_artifacts(run.info.run_id, "model/mlp.ckpt", str(tmp_path)))
@@ -126,12 +126,12 @@ def test_a_job_the_server_would_refuse_stops_before_it_reads_data(tmp_path, mlfl
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     start = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline", "train-images", "--config", str(tmp_path / "config.yaml"),
-         "--model", "mlp", "--train", str(tmp_path / "missing_train.h5"), "--val", str(tmp_path / "missing_val.h5"),
+        [sys.executable, "-m", "pipeline", "jet_images", "train", "--config", str(tmp_path / "config.yaml"),
+         "--method", "mlp", "--train", str(tmp_path / "missing_train.h5"), "--val", str(tmp_path / "missing_val.h5"),
          "--checkpoint", str(tmp_path / "mlp.ckpt"), "--history", str(tmp_path / "mlp.csv")],
         capture_output=True, text=True)
     assert result.returncode == 2, result.stderr
-    assert f"pipeline train-images: error: mlflow.tracking_uri = '{uri}': " in result.stderr
+    assert f"pipeline jet_images train: error: mlflow.tracking_uri = '{uri}': " in result.stderr
     for fragment in expected:
         assert fragment.format(**values) in result.stderr
     assert "Traceback" not in result.stderr

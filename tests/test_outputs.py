@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from pipeline.outputs import atomic_output, write_text
+from pipeline.io.outputs import atomic_output, write_text
 
 
 def test_atomic_output_renames_on_success(tmp_path):

@@ -25,8 +25,8 @@ TOLERANCE = 1e-6
 
 
 def train_command(directory: Path, output: str) -> list[str]:
-    return [sys.executable, "-m", "pipeline", "train-images", "--config", str(directory / "config.yaml"),
-            "--model", "cnn",
+    return [sys.executable, "-m", "pipeline", "jet_images", "train", "--config", str(directory / "config.yaml"),
+            "--method", "cnn",
             "--train", str(directory / "train.h5"), "--val", str(directory / "val.h5"),
             "--checkpoint", str(directory / output / "cnn.ckpt"), "--history", str(directory / output / "cnn.csv"),
             "--quiet"]
@@ -78,7 +78,7 @@ def test_a_killed_training_resumes_and_matches_the_uninterrupted_one(uninterrupt
 
     resumed = subprocess.run(train_command(directory, output), capture_output=True, text=True, env=env)
     assert resumed.returncode == 0, resumed.stderr
-    assert "resuming images-cnn from" in resumed.stderr
+    assert "resuming jet_images.train.cnn from" in resumed.stderr
 
     # Every epoch, those before the kill included, in the history; the same numbers.
     expected, found = history(directory / "uninterrupted" / "cnn.csv"), history(directory / output / "cnn.csv")
@@ -96,7 +96,7 @@ def test_a_killed_training_resumes_and_matches_the_uninterrupted_one(uninterrupt
 
     client = MlflowClient(f"sqlite:///{directory}/mlflow.db")
     run = client.get_run(weights[1]["mlflow_run_id"])
-    assert run.info.status == "FINISHED" and run.info.run_name == "images-cnn"
+    assert run.info.status == "FINISHED" and run.info.run_name == "jet_images.train.cnn"
     assert weights[1]["mlflow_run_id"] == run_at_kill
     steps = [sorted({m.step for m in client.get_metric_history(w["mlflow_run_id"], "val_loss")}) for w in weights]
     assert steps[1] == steps[0]

@@ -14,9 +14,9 @@ import shutil
 import subprocess
 
 import pytest
+from workflow_runs import REPO, job_counts, run_snakemake, write_config
 
 from pipeline.tiny import tiny_workflow_config
-from workflow_runs import REPO, job_counts, run_snakemake, write_config
 
 PROFILE = REPO / "workflow" / "profiles" / "slurm-ci"
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import validate_config
-from pipeline.kinematics import eta_from_theta
-from pipeline.tracker import C_LIGHT, perigee, resolutions, truth_vertices
+from pipeline.simulation.kinematics import eta_from_theta
+from pipeline.simulation.tracker import C_LIGHT, perigee, resolutions, truth_vertices
 
 B = 2.0
 DEFAULTS = validate_config({"samples": {"s": {"process": "ttbar"}}})
@@ -431,7 +431,7 @@ def hand_made_constituents():
 
 
 def test_simulate_tracks_hand_made_chunk():
-    from pipeline.tracker import simulate_tracks
+    from pipeline.simulation.tracker import simulate_tracks
 
     c, offsets = hand_made_constituents()
     arrays, counts = simulate_tracks(c, offsets, exact_tracker(), np.random.default_rng(1))
@@ -460,7 +460,7 @@ def test_simulate_tracks_hand_made_chunk():
 
 
 def test_simulate_tracks_merge_distance_and_efficiency():
-    from pipeline.tracker import simulate_tracks
+    from pipeline.simulation.tracker import simulate_tracks
 
     c, offsets = hand_made_constituents()
     # Merge distance below 2 um: the tau decay is its own (secondary) vertex.
@@ -479,7 +479,7 @@ def test_simulate_tracks_merge_distance_and_efficiency():
 
 
 def test_tracking_efficiency_is_applied():
-    from pipeline.tracker import select_trackable
+    from pipeline.simulation.tracker import select_trackable
 
     n = 20000
     c = {"charge": np.ones(n, np.int8), "px": np.full(n, 5.0), "py": np.zeros(n), "pz": np.zeros(n),

@@ -7,10 +7,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
-from pipeline.checkpoints import CheckpointError, checkpoint_run_id
-from pipeline.training import adam_with_schedule, with_training_overrides
 from workflow_runs import free_port
+
+from pipeline.ml.checkpoints import CheckpointError, checkpoint_run_id
+from pipeline.ml.trainer import adam_with_schedule, with_training_overrides
 
 
 def module(max_epochs: int):
@@ -53,7 +53,7 @@ def test_a_checkpoint_without_a_run_id_is_named(tmp_path):
 def _log_one_run(uri: str, name: str) -> None:
     import mlflow
 
-    from pipeline.tracking import tracking_uri
+    from pipeline.ml.tracking import tracking_uri
 
     mlflow.set_tracking_uri(tracking_uri({"tracking_uri": uri, "experiment": "pipeline"}))
     mlflow.set_experiment("pipeline")
@@ -86,7 +86,7 @@ def test_parallel_jobs_can_create_the_sqlite_store_together(tmp_path):
 def test_replayed_order_repeats_torchs_random_sampler_under_lightning_and_resumes_at_any_epoch():
     from torch.utils.data import RandomSampler
 
-    from pipeline.training import ReplayedRandomOrder
+    from pipeline.ml.data import ReplayedRandomOrder
 
     # Lightning takes len(loader) batches an epoch and never asks the sampler for more.
     reference = RandomSampler(range(7), generator=torch.Generator().manual_seed(11))
@@ -102,7 +102,7 @@ def test_replayed_order_repeats_torchs_random_sampler_under_lightning_and_resume
 def test_epoch_shuffle_reads_the_epoch_at_the_first_batch():
     """Lightning makes the first iterator before it calls set_epoch with the epoch it
     resumes at: the order must be that of the epoch set, not of the one made."""
-    from pipeline.training import EpochShuffle
+    from pipeline.ml.data import EpochShuffle
 
     uninterrupted = EpochShuffle(9, seed=5, with_epoch=True)
     epochs = [list(uninterrupted) for _ in range(4)]
@@ -121,7 +121,7 @@ def test_epoch_shuffle_reads_the_epoch_at_the_first_batch():
 def test_an_unreachable_tracking_server_is_named_quickly():
     import time
 
-    from pipeline.tracking import TrackingServerError, tracking_uri
+    from pipeline.ml.tracking import TrackingServerError, tracking_uri
 
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     start = time.monotonic()
@@ -131,7 +131,7 @@ def test_an_unreachable_tracking_server_is_named_quickly():
 
 
 def test_a_resume_directory_of_another_training_is_discarded(tmp_path):
-    from pipeline.training import ResumeState
+    from pipeline.ml.resume import ResumeState
 
     first = ResumeState(tmp_path / "resume", tmp_path / "out" / "cnn.ckpt", fingerprint="config-a")
     first.start("run-1")
@@ -150,7 +150,7 @@ def test_a_resume_directory_of_another_training_is_discarded(tmp_path):
 
 
 def test_the_fingerprint_follows_config_parameters_and_input_checksums():
-    from pipeline.training import ResumeState
+    from pipeline.ml.resume import ResumeState
 
     config = {"seed": 1, "training": {"max_epochs": 3}}
     tags = {"input.train.h5.sha256": "aa", "input.train.h5.path": "/x/train.h5", "pipeline.git_sha": "1"}

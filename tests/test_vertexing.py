@@ -8,11 +8,11 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 
 from pipeline.partition import partition_dense
-from pipeline.tracker import perigee
-from pipeline.vertexing.classical import avr_partition, baseline_partition
-from pipeline.vertexing.data import TrackGraphBatches, TrackGraphDataModule, pad_tracks
-from pipeline.vertexing.metrics import bell_ratios, jet_metrics
-from pipeline.vertexing.models import VertexFinder, pair_targets, vertex_finding_loss
+from pipeline.simulation.tracker import perigee
+from pipeline.studies.vertexing.classical import avr_partition, baseline_partition
+from pipeline.studies.vertexing.data import TrackGraphBatches, TrackGraphDataModule, pad_tracks
+from pipeline.studies.vertexing.metrics import bell_ratios, jet_metrics
+from pipeline.studies.vertexing.models import VertexFinder, pair_targets, vertex_finding_loss
 
 NETWORK = {"set_widths": [32, 32, 5], "edge_widths": [32], "pair_widths": [32], "rnn_hidden": 16, "rnn_layers": 2}
 

@@ -9,11 +9,11 @@ import sys
 import numpy as np
 import pytest
 import yaml
-
-from pipeline.formats import TRACK_JETS
-from pipeline.h5io import RaggedReader
-from pipeline.tiny import tiny_workflow_config
 from workflow_runs import REPO, job_counts, run_snakemake, write_config
+
+from pipeline.io.hdf5 import RaggedReader
+from pipeline.simulation.formats import TRACK_JETS
+from pipeline.tiny import tiny_workflow_config
 
 TINY = tiny_workflow_config()
 
@@ -155,14 +155,15 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
     names = sorted(run.info.run_name for run in runs)
     taggers = ["no_vertex", "avr", "baseline", "track_pair", "rnn", "set2graph"]
     image_models = ["mlp", "cnn", "autoencoder", "autoencoder_inverse", "denoising_autoencoder"]
-    assert names == sorted([f"train-{m}" for m in ("track_pair", "rnn", "set2graph")]
-                           + [f"evaluate-{m}" for m in methods]
-                           + [f"flavour-{m}" for m in taggers] + [f"evaluate-flavour-{m}" for m in taggers]
-                           + ["finder-avr", "finder-baseline"]
-                           + [f"images-{m}" for m in image_models]
-                           + [f"evaluate-images-{m}" for m in image_models])
+    assert names == sorted([f"vertexing.train.{m}" for m in ("track_pair", "rnn", "set2graph")]
+                           + [f"vertexing.evaluate.{m}" for m in methods]
+                           + [f"flavour_tagging.train.{m}" for m in taggers]
+                           + [f"flavour_tagging.evaluate.{m}" for m in taggers]
+                           + ["flavour_tagging.score-edges.avr", "flavour_tagging.score-edges.baseline"]
+                           + [f"jet_images.train.{m}" for m in image_models]
+                           + [f"jet_images.evaluate.{m}" for m in image_models])
     run = {r.info.run_name: r for r in runs}
-    train = run["train-set2graph"]
+    train = run["vertexing.train.set2graph"]
     assert "val_loss" in train.data.metrics and train.data.tags["pipeline.version"]
     assert any(key.endswith(".sha256") for key in train.data.tags)
 
@@ -177,12 +178,16 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
     for name in ["roc", *(f"confusion_{m}" for m in taggers)]:
         assert (results / "flavour_tagging" / f"{name}.png").stat().st_size > 1000
     for finder in ("set2graph", "track_pair"):
-        for name in (f"flavour-{finder}", f"evaluate-flavour-{finder}"):
-            assert run[name].data.tags["vertex_finder.run_id"] == run[f"train-{finder}"].info.run_id
-    assert run["flavour-avr"].data.tags["vertex_finder.run_id"] == run["finder-avr"].info.run_id
-    assert run["finder-avr"].data.params["chi2_cut"] == "9.0"
-    assert run["flavour-no_vertex"].data.tags["vertex_finder.run_id"] == "none"
-    assert run["evaluate-flavour-rnn"].data.tags["flavour_tagger.run_id"] == run["flavour-rnn"].info.run_id
+        for name in (f"flavour_tagging.train.{finder}", f"flavour_tagging.evaluate.{finder}"):
+            assert run[name].data.tags["vertex_finder.run_id"] == run[f"vertexing.train.{finder}"].info.run_id
+    assert (run["flavour_tagging.train.avr"].data.tags["vertex_finder.run_id"]
+            == run["flavour_tagging.score-edges.avr"].info.run_id)
+    assert run["flavour_tagging.score-edges.avr"].data.params["chi2_cut"] == "9.0"
+    assert run["flavour_tagging.train.no_vertex"].data.tags["vertex_finder.run_id"] == "none"
+    assert (run["flavour_tagging.evaluate.rnn"].data.tags["flavour_tagger.run_id"]
+            == run["flavour_tagging.train.rnn"].info.run_id)
+    # Every run names its study, step and method (the UI groups by them), as its name does.
+    assert all(r.info.run_name == ".".join(r.data.tags[k] for k in ("study", "step", "method")) for r in runs)
 
     # The jet-image study: top and QCD through the calorimeter, images, five models, three tables.
     images = results / "jet_images"
@@ -199,7 +204,7 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
     assert "0.981" in (images / "taggers.md").read_text()  # the landscape paper's CNN AUC, theirs
     for name in ("average_images", "single_jets", "roc", "autoencoder_roc", "reconstruction", "denoising"):
         assert (images / f"{name}.png").stat().st_size > 1000
-    assert run["images-autoencoder"].data.tags["trained_on"] == "qcd"
+    assert run["jet_images.train.autoencoder"].data.tags["trained_on"] == "qcd"
     assert not (tmp_path / "resume").exists()  # every training finished and cleared its epoch checkpoints
     # A second run has nothing to do.
     again = run_snakemake(tmp_path, "--configfile", str(config))

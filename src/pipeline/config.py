@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import yaml
 from jsonschema import Draft202012Validator, validators
 
-from pipeline.outputs import write_text
+from pipeline.io.outputs import write_text
 
 #: Pythia's ``Random:seed`` accepts 0 ... 900 000 000 (0 would mean "use the time").
 PYTHIA_MAX_SEED = 900_000_000
@@ -120,7 +120,7 @@ def validate_config(config: Mapping[str, Any], source: str = "config") -> dict:
             f"{source}: invalid configuration:\n  vertexing.max_tracks ({vertexing['max_tracks']}) "
             f"is below vertexing.min_tracks ({vertexing['min_tracks']})"
         )
-    from pipeline.calorimeter import DEFAULT_CALORIMETER, CalorimeterGeometry
+    from pipeline.simulation.calorimeter import DEFAULT_CALORIMETER, CalorimeterGeometry
 
     try:
         CalorimeterGeometry.from_settings(resolved["calorimeter"])
@@ -147,7 +147,7 @@ def check_pythia_settings_of(config: Mapping[str, Any], source: str = "config") 
 
     Apart from validate_config because it reads Pythia's settings database (half a second):
     the Snakefile, ``pipeline config`` and the generate command ask, not every job."""
-    from pipeline.generation import check_pythia_settings
+    from pipeline.simulation.generation import check_pythia_settings
 
     for name, sample in config["samples"].items():
         try:

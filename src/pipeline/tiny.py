@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.config import validate_config
-from pipeline.generation import generate_shard
-from pipeline.tracker import track_shard
+from pipeline.simulation.generation import generate_shard
+from pipeline.simulation.tracker_stage import track_shard
 
 
 def tiny_config(events_per_shard: int = 20, shards: int = 2, seed: int = 7, process: str = "ttbar") -> dict:

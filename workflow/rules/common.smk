@@ -5,10 +5,7 @@
 # cluster nodes that share this directory.
 shell.prefix(f'export PYTHONPATH="{Path(workflow.basedir) / "src"}${{{{PYTHONPATH:+:$PYTHONPATH}}}}"; ')
 
-import itertools
-
 from pipeline.config import image_study_samples, snapshot_config, stage_config
-from pipeline.formats import VERTEX_FINDERS
 
 SAMPLES = list(config["samples"])
 SPLITS = ["train", "val", "test"]
@@ -18,25 +15,6 @@ IMAGE_SAMPLES = image_study_samples(config)
 IMAGE_STUDY = bool(IMAGE_SAMPLES)
 TRACKING_SAMPLES = [name for name in SAMPLES if name not in IMAGE_SAMPLES]
 VALIDATION_SAMPLES = config["validation"]["samples"] or TRACKING_SAMPLES
-VERTEXING_SAMPLE = config["vertexing"]["sample"]
-LEARNED_VERTEX_FINDERS = ["track_pair", "rnn", "set2graph"]
-VERTEXING_OUTPUTS = [
-    "results/vertexing/metrics.csv",
-    "results/vertexing/table.md",
-    "results/vertexing/table.tex",
-    "results/vertexing/f1_vs_tracks.png",
-    "results/vertexing/f1_vs_tracks.pdf",
-    "results/vertexing/predictions.h5",
-]
-FLAVOUR_TAGGING_METHODS = ["no_vertex", *VERTEX_FINDERS]
-FLAVOUR_TAGGING_REPLICAS = range(config["flavour_tagging"]["seeds"])
-FLAVOUR_TAGGING_OUTPUTS = [
-    "results/flavour_tagging/metrics.csv",
-    "results/flavour_tagging/metrics_replicas.csv",
-    "results/flavour_tagging/table.md",
-    *(f"results/flavour_tagging/{name}.{ext}" for name in
-      ["roc", *(f"confusion_{m}" for m in FLAVOUR_TAGGING_METHODS)] for ext in ("png", "pdf")),
-]
 # GPUs a training job asks for (the `gpu` resource; `--executor slurm` turns it into
 # --gpus): training.devices (default 1), none when the config trains on CPUs (or Apple's
 # mps). Profiles map it further.

@@ -1,6 +1,20 @@
 # Vertex-informed jet flavour tagging (the lecture's table): one graph classifier per
 # vertex finder, fed the frozen finder's edge scores, plus a control without them.
 
+import itertools
+
+from pipeline.studies.flavour_tagging.methods import TAGGER_METHODS as FLAVOUR_TAGGING_METHODS
+
+FLAVOUR_TAGGING_REPLICAS = range(config["flavour_tagging"]["seeds"])
+FLAVOUR_TAGGING_OUTPUTS = [
+    "results/flavour_tagging/metrics.csv",
+    "results/flavour_tagging/metrics_replicas.csv",
+    "results/flavour_tagging/table.md",
+    *(f"results/flavour_tagging/{name}.{ext}" for name in
+      ["roc", *(f"confusion_{m}" for m in FLAVOUR_TAGGING_METHODS)] for ext in ("png", "pdf")),
+]
+
+
 rule score_vertex_edges:
     input:
         train="results/vertexing/data/train.h5",
@@ -29,7 +43,7 @@ rule score_vertex_edges:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline score-edges --config {params.config} --finder {wildcards.finder} {params.checkpoint}"
+        "python -m pipeline flavour_tagging score-edges --config {params.config} --method {wildcards.finder} {params.checkpoint}"
         " --train {input.train} --val {input.val} --test {input.test}"
         " --out-train {output.train} --out-val {output.val} --out-test {output.test} 2> {log}"
 
@@ -66,7 +80,7 @@ rule train_flavour_tagger:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline train-flavour --config {params.config} --method {wildcards.method}"
+        "python -m pipeline flavour_tagging train --config {params.config} --method {wildcards.method}"
         " --replica {wildcards.replica}"
         " --train {input.train} --val {input.val} {params.edges}"
         " --checkpoint {output.checkpoint} --history {output.history} --quiet 2> {log}"
@@ -98,5 +112,5 @@ rule evaluate_flavour_tagging:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline evaluate-flavour --config {params.config} --test {input.test}"
+        "python -m pipeline flavour_tagging evaluate --config {params.config} --test {input.test}"
         " {params.checkpoints} {params.edges} --output-dir results/flavour_tagging 2> {log}"

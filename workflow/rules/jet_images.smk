@@ -1,7 +1,7 @@
-# The jet-image study: the calorimeter on the signal (top) and background (QCD) samples,
-# jet images per shard, the study's train/val/test files and the average images.
+# The jet-image study: jet images per shard of its signal (top) and background (QCD) samples
+# (from the calorimeter, simulation.smk), the study's train/val/test files and the average images.
 
-from pipeline.formats import IMAGE_MODELS
+from pipeline.studies.jet_images.methods import IMAGE_MODELS
 
 JET_IMAGE_OUTPUTS = [
     *expand("results/jet_images/data/{split}.h5", split=SPLITS),
@@ -10,28 +10,6 @@ JET_IMAGE_OUTPUTS = [
     *expand("results/jet_images/{name}.{ext}", name=["roc", "autoencoder_roc", "reconstruction", "denoising"],
             ext=["png", "pdf"]),
 ]
-
-
-rule simulate_calorimeter:
-    input:
-        "results/{sample}/generated/shard_{shard}.h5",
-    output:
-        "results/{sample}/calorimeter/shard_{shard}.h5",
-    params:
-        config=stage_config_file("calorimeter"),
-    log:
-        "logs/simulate_calorimeter/{sample}/shard_{shard}.log",
-    benchmark:
-        "logs/benchmarks/simulate_calorimeter/{sample}/shard_{shard}.tsv"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=lambda wc: 10 + config["samples"][wc.sample]["events_per_shard"] // 500,
-    conda:
-        "../envs/pipeline.yaml"
-    shell:
-        "python -m pipeline simulate-calorimeter --config {params.config} --input {input}"
-        " --output {output} --quiet 2> {log}"
 
 
 rule build_jet_images:
@@ -53,7 +31,7 @@ rule build_jet_images:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline build-jet-images --config {params.config} --generated {input.generated}"
+        "python -m pipeline jet_images build --config {params.config} --generated {input.generated}"
         " --cells {input.cells} --output {output} --quiet 2> {log}"
 
 
@@ -80,7 +58,7 @@ rule split_jet_images:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline split-jet-images --config {params.config} --inputs {input}"
+        "python -m pipeline jet_images split --config {params.config} --inputs {input}"
         " --train {output.train} --val {output.val} --test {output.test} 2> {log}"
 
 
@@ -100,7 +78,7 @@ rule plot_jet_images:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline plot-jet-images --input {input} --output-dir results/jet_images 2> {log}"
+        "python -m pipeline jet_images plot --input {input} --output-dir results/jet_images 2> {log}"
 
 
 rule train_image_model:
@@ -108,17 +86,17 @@ rule train_image_model:
         train="results/jet_images/data/train.h5",
         val="results/jet_images/data/val.h5",
     output:
-        checkpoint="results/jet_images/models/{model}.ckpt",
-        history="results/jet_images/models/{model}_history.csv",
+        checkpoint="results/jet_images/models/{method}.ckpt",
+        history="results/jet_images/models/{method}_history.csv",
     wildcard_constraints:
-        model="|".join(IMAGE_MODELS),
+        method="|".join(IMAGE_MODELS),
     params:
         config=study_config_file("jet_images", IMAGE_SAMPLES if IMAGE_STUDY else [], "jet_images", "training",
                                  "mlflow"),
     log:
-        "logs/jet_images/train_{model}.log",
+        "logs/jet_images/train_{method}.log",
     benchmark:
-        "logs/benchmarks/jet_images/train_{model}.tsv"
+        "logs/benchmarks/jet_images/train_{method}.tsv"
     threads: config["jet_images"]["training"].get("threads", config["training"]["threads"])
     resources:
         mem_mb=6000,
@@ -127,7 +105,7 @@ rule train_image_model:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline train-images --config {params.config} --model {wildcards.model}"
+        "python -m pipeline jet_images train --config {params.config} --method {wildcards.method}"
         " --train {input.train} --val {input.val} --checkpoint {output.checkpoint}"
         " --history {output.history} --quiet 2> {log}"
 
@@ -135,7 +113,7 @@ rule train_image_model:
 rule evaluate_jet_images:
     input:
         test="results/jet_images/data/test.h5",
-        checkpoints=expand("results/jet_images/models/{model}.ckpt", model=IMAGE_MODELS),
+        checkpoints=expand("results/jet_images/models/{method}.ckpt", method=IMAGE_MODELS),
     output:
         [path for path in JET_IMAGE_OUTPUTS if not path.startswith("results/jet_images/data/")
          and "average_images" not in path and "single_jets" not in path],
@@ -153,5 +131,5 @@ rule evaluate_jet_images:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline evaluate-images --config {params.config} --test {input.test}"
+        "python -m pipeline jet_images evaluate --config {params.config} --test {input.test}"
         " {params.checkpoints} --output-dir results/jet_images 2> {log}"

@@ -41,3 +41,25 @@ rule simulate_tracker:
     shell:
         "python -m pipeline simulate-tracker --config {params.config} --input {input}"
         " --output {output} 2> {log}"
+
+
+rule simulate_calorimeter:
+    input:
+        "results/{sample}/generated/shard_{shard}.h5",
+    output:
+        "results/{sample}/calorimeter/shard_{shard}.h5",
+    params:
+        config=stage_config_file("calorimeter"),
+    log:
+        "logs/simulate_calorimeter/{sample}/shard_{shard}.log",
+    benchmark:
+        "logs/benchmarks/simulate_calorimeter/{sample}/shard_{shard}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=lambda wc: 10 + config["samples"][wc.sample]["events_per_shard"] // 500,
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline simulate-calorimeter --config {params.config} --input {input}"
+        " --output {output} --quiet 2> {log}"

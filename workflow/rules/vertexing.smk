@@ -1,6 +1,19 @@
 # Secondary-vertex finding in jets: track sets, learned and classical vertex finders,
 # evaluation with the metrics of Shlomi et al. (EPJC 81 (2021) 540).
 
+from pipeline.studies.vertexing.methods import LEARNED_VERTEX_FINDERS, VERTEX_FINDERS
+
+VERTEXING_SAMPLE = config["vertexing"]["sample"]
+VERTEXING_OUTPUTS = [
+    "results/vertexing/metrics.csv",
+    "results/vertexing/table.md",
+    "results/vertexing/table.tex",
+    "results/vertexing/f1_vs_tracks.png",
+    "results/vertexing/f1_vs_tracks.pdf",
+    "results/vertexing/predictions.h5",
+]
+
+
 rule build_track_graphs:
     input:
         train=f"results/{VERTEXING_SAMPLE}/split/train.h5",
@@ -24,7 +37,7 @@ rule build_track_graphs:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline build-track-graphs --config {params.config} --sample {params.sample}"
+        "python -m pipeline vertexing build-graphs --config {params.config} --sample {params.sample}"
         " --train {input.train} --val {input.val} --test {input.test}"
         " --out-train {output.train} --out-val {output.val} --out-test {output.test} 2> {log}"
 
@@ -52,7 +65,7 @@ rule train_vertex_finder:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline train-vertexing --config {params.config} --method {wildcards.method}"
+        "python -m pipeline vertexing train --config {params.config} --method {wildcards.method}"
         " --train {input.train} --val {input.val} --checkpoint {output.checkpoint}"
         " --history {output.history} --quiet 2> {log}"
 
@@ -79,5 +92,5 @@ rule evaluate_vertexing:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline evaluate-vertexing --config {params.config} --test {input.test}"
+        "python -m pipeline vertexing evaluate --config {params.config} --test {input.test}"
         " {params.checkpoints} --output-dir results/vertexing 2> {log}"

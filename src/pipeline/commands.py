@@ -1,0 +1,84 @@
+"""What the sub-commands of ``pipeline`` share: their common arguments, ``METHOD=PATH``
+lists, and the config of a command that logs to MLflow. The simulation and every study
+register their sub-commands with these (``pipeline.cli`` builds the parser); nothing
+here imports torch or Lightning, so ``pipeline --help`` and the simulation jobs stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Callable, Sequence
+
+
+def add_command(sub, name: str, func: Callable, help_text: str, prog: str | None = None) -> argparse.ArgumentParser:
+    """A sub-command ``name`` of ``sub`` (an argparse subparsers object) that runs ``func(args)``;
+    ``prog`` (default ``name``) is how its errors name it ("jet_images train")."""
+    p = sub.add_parser(name, help=help_text, description=help_text)
+    p.set_defaults(func=func, command=prog or name)
+    return p
+
+
+def config_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, type=Path,
+                   help="config YAML (validated against workflow/schemas/config.schema.yaml)")
+
+
+def quiet_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def split_arguments(p: argparse.ArgumentParser, what: str, prefix: str = "") -> None:
+    """--train, --val, --test (each after ``prefix``): a file per split."""
+    for split in ("train", "val", "test"):
+        p.add_argument(f"--{prefix}{split}", required=True, type=Path, help=f"{split} {what}")
+
+
+def training_arguments(p: argparse.ArgumentParser, methods: Sequence[str], data: str) -> None:
+    """The arguments every training sub-command takes: config, method, data, outputs."""
+    config_argument(p)
+    p.add_argument("--method", required=True, choices=list(methods))
+    p.add_argument("--train", required=True, type=Path, help=f"{data} training file")
+    p.add_argument("--val", required=True, type=Path, help=f"{data} validation file")
+    p.add_argument("--checkpoint", required=True, type=Path, help="best checkpoint to write (.ckpt)")
+    p.add_argument("--history", required=True, type=Path, help="per-epoch metrics to write (.csv)")
+    quiet_argument(p)
+
+
+def evaluation_arguments(p: argparse.ArgumentParser, data: str, checkpoint_help: str) -> None:
+    """The arguments every evaluation sub-command takes: config, test file, checkpoints, output."""
+    config_argument(p)
+    p.add_argument("--test", required=True, type=Path, help=f"{data} test file")
+    p.add_argument("--checkpoint", required=True, action="append", metavar="METHOD=PATH", help=checkpoint_help)
+    p.add_argument("--output-dir", required=True, type=Path)
+
+
+def named_path_lists(items: list[str] | None, option: str) -> dict[str, list[Path]]:
+    """{name: [paths]} of repeated ``option NAME=PATH`` arguments, in the order given."""
+    paths: dict[str, list[Path]] = {}
+    for item in items or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"{option} {item!r}: expected NAME=PATH")
+        paths.setdefault(name, []).append(Path(path))
+    return paths
+
+
+def named_paths(items: list[str] | None, option: str) -> dict[str, Path]:
+    """{name: path} of repeated ``option NAME=PATH`` arguments, one per name."""
+    paths = named_path_lists(items, option)
+    repeated = sorted(name for name, found in paths.items() if len(found) > 1)
+    if repeated:
+        raise ValueError(f"{option}: {', '.join(repeated)} given more than once")
+    return {name: found[0] for name, found in paths.items()}
+
+
+def logged_config(path: Path) -> dict:
+    """The config of a command that logs to MLflow, with its tracking store checked first:
+    an SQLite store initialised, a tracking server answering, before any data is read."""
+    from pipeline.config import load_config
+    from pipeline.ml.tracking import tracking_uri
+
+    config = load_config(path)
+    tracking_uri(config["mlflow"])
+    return config

@@ -1,0 +1,88 @@
+"""The loaders every study's DataModule shares: datasets that yield whole batches, and
+batch orders that are a function of (seed, epoch), so a resumed training repeats them."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+from torch.utils.data import Sampler
+
+
+class PrebatchedDataModule(pl.LightningDataModule):
+    """The loaders of a DataModule whose datasets yield whole batches (``self.datasets``
+    {split: Dataset}, filled by the subclass's ``setup``): batch_size None, workers kept
+    alive between epochs, pinned memory on a GPU; the training batches in the order of
+    ``train_sampler`` (each study's own seeded shuffle), the others in file order. The
+    subclass sets ``seed`` (the loaders' own random stream, for worker seeds)."""
+
+    num_workers: int = 0
+    seed: int = 0
+
+    def train_sampler(self, dataset):
+        """The order of the training batches (None: file order)."""
+        return None
+
+    def _loader(self, split: str, sampler=None):
+        import torch
+        from torch.utils.data import DataLoader
+
+        # An own generator for the loader's base seed: left to the global stream, every new
+        # iterator would draw from it, and when Lightning makes one differs on resuming.
+        return DataLoader(self.datasets[split], batch_size=None, sampler=sampler, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available(),
+                          generator=torch.Generator().manual_seed(self.seed))
+
+    def train_dataloader(self):
+        return self._loader("train", self.train_sampler(self.datasets["train"]))
+
+    def val_dataloader(self):
+        return self._loader("val")
+
+    def test_dataloader(self):
+        return self._loader("test")
+
+
+class EpochShuffle(Sampler):
+    """Batch indices ``0..n-1`` in a new seeded order every epoch: epoch e's order is a
+    function of (seed, e) only. Lightning calls ``set_epoch`` before every epoch, so a
+    training resumed from a checkpoint repeats the orders of the uninterrupted one.
+    Without ``set_epoch`` each iteration is the next epoch. With ``with_epoch`` the items
+    are (index, epoch) pairs, for datasets that draw per-epoch noise."""
+
+    def __init__(self, n_batches: int, seed: int, with_epoch: bool = False):
+        self.n_batches = n_batches
+        self.seed = seed
+        self.with_epoch = with_epoch
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+    def order(self, epoch: int) -> list[int]:
+        import numpy as np
+
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n_batches).tolist()
+
+    def __iter__(self):
+        # A generator: the epoch is read at the first batch, not when the iterator is
+        # made; Lightning makes the first one before it calls set_epoch (of the resumed epoch).
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        for index in self.order(epoch):
+            yield (index, epoch) if self.with_epoch else index
+
+
+class ReplayedRandomOrder(EpochShuffle):
+    """The orders of torch's ``RandomSampler(generator=Generator().manual_seed(seed))``
+    under Lightning, epoch after epoch (one permutation drawn per epoch: Lightning stops
+    at the loader's length, before the sampler draws its second, empty one), but
+    recomputed from the seed for any epoch, so that ``set_epoch`` can resume them."""
+
+    def order(self, epoch: int) -> list[int]:
+        import torch
+
+        generator = torch.Generator().manual_seed(self.seed)
+        for _ in range(epoch):
+            torch.randperm(self.n_batches, generator=generator)
+        return torch.randperm(self.n_batches, generator=generator).tolist()

@@ -1,0 +1,196 @@
+"""MLflow bookkeeping every run shares, without Lightning: the tracking store (an SQLite
+file initialised once, or a server checked before any data is read) and the tags that tie
+a run to its code and inputs. MLflow is a side channel: checkpoints and metrics are also
+plain files, so nothing downstream depends on its state."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from pipeline import __version__
+from pipeline.io.hdf5 import git_sha
+
+log = logging.getLogger(__name__)
+
+
+def file_checksum(path: str | Path, block: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def run_name(study: str, step: str, method: str) -> str:
+    """The MLflow run name of one step of a study for one method: ``vertexing.train.set2graph``."""
+    return f"{study}.{step}.{method}"
+
+
+def run_tags(config: Mapping, inputs: Iterable[str | Path], study: str, step: str, method: str) -> dict[str, str]:
+    """Tags every MLflow run carries: its study, step (the ``pipeline <study> <step>``
+    sub-command, which one rule of ``workflow/rules/<study>.smk`` runs) and method, by
+    which the UI groups runs; package version, git SHA, the config, input-file checksums."""
+    tags = {"study": study, "step": step, "method": method,
+            "pipeline.version": __version__, "pipeline.git_sha": git_sha() or "unknown"}
+    for path in inputs:
+        tags[f"input.{Path(path).name}.sha256"] = file_checksum(path)
+        tags[f"input.{Path(path).name}.path"] = str(path)
+    tags["config.json"] = json.dumps(config, sort_keys=True)[:5000]
+    return tags
+
+
+def tracking_uri(mlflow_settings: Mapping) -> str:
+    """The configured tracking URI, ready to use: a relative SQLite path is made absolute
+    (jobs may run from another directory), its directory created and the store
+    initialised; a tracking server (http/https) must take the job's runs (``check_tracking_server``)."""
+    uri = mlflow_settings["tracking_uri"]
+    prefix = "sqlite:///"
+    if uri.startswith(prefix):
+        uri = prefix + str(Path(uri[len(prefix):]).resolve())
+    return _prepared_store(uri, mlflow_settings.get("experiment"))
+
+
+@functools.lru_cache(maxsize=None)
+def _prepared_store(uri: str, experiment: str | None) -> str:
+    """Initialise (SQLite) or check (server) a store once per process: a command asks
+    before it reads its data, and its logger asks again."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix):
+        path = Path(uri[len(prefix):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        initialise_sqlite_store(uri, path, experiment)
+    elif uri.startswith(("http://", "https://")):
+        check_tracking_server(uri, experiment or "pipeline")
+    return uri
+
+
+class TrackingServerError(RuntimeError):
+    """The MLflow tracking server at the configured URI does not answer, or will not take
+    this job's runs (host not allowed, no or wrong credentials); the message says how to fix it."""
+
+
+def _server_request(url: str, timeout: float):
+    """GET ``url`` as MLflow's client would send it: the credentials of the job's
+    environment (MLFLOW_TRACKING_USERNAME / _PASSWORD, or MLFLOW_TRACKING_TOKEN) and its
+    TLS settings (MLFLOW_TRACKING_INSECURE_TLS, MLFLOW_TRACKING_SERVER_CERT_PATH).
+    Returns (status, body text)."""
+    import base64
+    import os
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    headers = {}
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user and password:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    elif os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        headers["Authorization"] = "Bearer " + os.environ["MLFLOW_TRACKING_TOKEN"]
+    context = None
+    if url.startswith("https://"):
+        if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
+            context = ssl._create_unverified_context()
+        else:
+            context = ssl.create_default_context(cafile=os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or None)
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
+            return response.status, response.read().decode(errors="replace")
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode(errors="replace")
+
+
+def check_tracking_server(uri: str, experiment: str = "pipeline", timeout: float = 10.0) -> None:
+    """Raise TrackingServerError unless the MLflow server at ``uri`` takes this job's runs.
+
+    It makes the call a job's logger makes first, ``experiments/get-by-name``, with the
+    job's credentials (a ``/health`` probe is not enough: MLflow 3's server answers it for
+    any Host header and without credentials, then refuses every API call with 403 "Invalid
+    Host header" or 401). The training and evaluation commands call this before they load
+    any data, so a wrong URI, a stopped server or missing credentials cost seconds, not a
+    finished training whose logging then fails.
+    """
+    import os
+    import urllib.error
+    import urllib.parse
+
+    api = uri.rstrip("/") + "/api/2.0/mlflow/experiments/get-by-name?" + urllib.parse.urlencode(
+        {"experiment_name": experiment})
+    host = urllib.parse.urlsplit(uri).netloc.rpartition("@")[2]
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    prefix = f"mlflow.tracking_uri = {uri!r}: "
+    try:
+        status, body = _server_request(api, timeout)
+    except (urllib.error.URLError, OSError) as error:
+        raise TrackingServerError(
+            prefix + f"no MLflow tracking server answers at {uri} ({getattr(error, 'reason', error)}). "
+            "Start the server (README: 'When to use a tracking server'), fix the URI, or use the embedded "
+            "store: mlflow.tracking_uri: sqlite:///results/mlflow.db") from None
+    if status == 200 or (status == 404 and "RESOURCE_DOES_NOT_EXIST" in body):
+        return  # the experiment exists, or the job will create it
+    if status == 403 and "Invalid Host header" in body:
+        name = host.rpartition(":")[0] if host.count(":") == 1 else host
+        raise TrackingServerError(
+            prefix + f"the server refuses requests addressed to {host!r} (HTTP 403 Invalid Host header: MLflow's "
+            f"guard against DNS rebinding accepts only the host names it is told). Start it with "
+            f"--allowed-hosts '{name},{name}:*' (and --cors-allowed-origins for the UI on other hosts)")
+    if status == 401:
+        if user:
+            raise TrackingServerError(
+                prefix + f"the server refused the credentials of user {user!r} (HTTP 401); check "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in the job's environment")
+        raise TrackingServerError(
+            prefix + "the server asks for credentials (HTTP 401): set MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD in the job's environment (never in config files)")
+    if status == 403:
+        raise TrackingServerError(
+            prefix + f"user {user!r} may not read experiment {experiment!r} (HTTP 403 {body.strip()[:200]}); "
+            "ask the server's admin for permission, or log to another experiment (mlflow.experiment)")
+    raise TrackingServerError(
+        prefix + f"HTTP {status} from {api} ({body.strip()[:200]}): is this an MLflow tracking server?")
+
+
+def initialise_sqlite_store(uri: str, path: Path, experiment: str | None = None) -> None:
+    """Open the SQLite store, and create the experiment, under a file lock. The first
+    connection to a new store runs MLflow's schema migrations, and two jobs doing that at
+    once (parallel Snakemake jobs on a fresh results/) fail with errors such as "No such
+    index"; two jobs creating the same experiment at once collide too."""
+    import fcntl
+
+    from mlflow.tracking import MlflowClient
+
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        client = MlflowClient(uri)
+        if experiment and client.get_experiment_by_name(experiment) is None:
+            client.create_experiment(experiment)
+
+
+def mlflow_logger(config: Mapping, run_name: str, tags: Mapping[str, str], run_id: str | None = None):
+    """An MLFlowLogger on the configured tracking URI and experiment: a new run, or the run
+    ``run_id`` continued (a resumed training) when the store still has it."""
+    from lightning.pytorch.loggers import MLFlowLogger
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri(config["mlflow"])
+    if run_id is not None:
+        try:
+            MlflowClient(uri).get_run(run_id)
+        except MlflowException:
+            log.warning("MLflow run %s of the interrupted training is not in %s; starting a new run", run_id, uri)
+            run_id = None
+    return MLFlowLogger(
+        experiment_name=config["mlflow"]["experiment"],
+        run_name=run_name,
+        tracking_uri=uri,
+        tags=dict(tags),
+        log_model=False,
+        run_id=run_id,
+    )

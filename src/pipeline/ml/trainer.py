@@ -1,0 +1,202 @@
+"""The one Trainer factory of the project and its callbacks.
+
+Every model is trained by ``fit_and_export`` through ``build_trainer``:
+accelerator/devices/precision/epochs from the config's ``training`` section, early
+stopping on the validation loss, the best checkpoint kept, and an ``MLFlowLogger``
+(``pipeline.ml.tracking``). Trainings resume: the epoch checkpoints of a running training
+live in a ``ResumeState`` directory (``pipeline.ml.resume``) outside the workflow's
+outputs, and a training that was killed continues from its last epoch, to the same result
+(seeded per-epoch batch orders, the random streams stored in the checkpoint).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import lightning.pytorch as pl
+
+from pipeline.io.outputs import atomic_output
+from pipeline.ml.checkpoints import RUN_ID_KEY, load_checkpoint, save_checkpoint
+from pipeline.ml.resume import ResumeState
+from pipeline.ml.tracking import mlflow_logger
+
+log = logging.getLogger(__name__)
+
+
+def build_trainer(config: Mapping, checkpoint_dir: str | Path, logger=None, progress: bool = True,
+                  callbacks: Iterable[pl.Callback] = ()):
+    """A Lightning Trainer configured from ``config['training']``.
+
+    Early stopping and checkpointing both watch ``val_loss``; the best checkpoint is
+    ``checkpoint_callback.best_model_path``; ``last.ckpt`` in ``checkpoint_dir`` is
+    rewritten after every epoch, with the random streams (``RandomStreams``), so that
+    a killed training can resume from it.
+    """
+    import lightning.pytorch as pl
+    import torch
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    settings = config["training"]
+    torch.set_num_threads(settings["threads"])
+    checkpoint = ModelCheckpoint(
+        dirpath=str(checkpoint_dir), filename="best", monitor="val_loss", mode="min", save_top_k=1, save_last=True,
+    )
+    return pl.Trainer(
+        accelerator=settings["accelerator"],
+        devices=settings["devices"],
+        precision=settings["precision"],
+        max_epochs=settings["max_epochs"],
+        # Lightning runs the ModelCheckpoint last, so the others' states are current in it.
+        callbacks=[EarlyStopping(monitor="val_loss", mode="min", patience=settings["patience"]), checkpoint,
+                   RandomStreams(), *callbacks],
+        logger=logger if logger is not None else False,
+        enable_progress_bar=progress,
+        log_every_n_steps=10,
+    )
+
+
+class RandomStreams(pl.Callback):
+    """Carries the global random streams (torch, CUDA, NumPy, Python) through checkpoints.
+    Their state is saved with every checkpoint and, on resuming, set back when training
+    starts (after the sanity check, which draws from them too), so the resumed epochs
+    draw the dropout masks and loader seeds of the uninterrupted run."""
+
+    def __init__(self):
+        self._saved: dict | None = None
+
+    def state_dict(self) -> dict:
+        import random
+
+        import numpy as np
+        import torch
+
+        kind, keys, position, has_gauss, gauss = np.random.get_state()
+        return {"torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss],
+                "python": random.getstate()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._saved = state_dict
+
+    def on_train_start(self, trainer, module) -> None:
+        if self._saved is None:
+            return
+        import random
+
+        import numpy as np
+        import torch
+
+        state, self._saved = self._saved, None
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        kind, keys, position, has_gauss, gauss = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+        random.setstate(state["python"])
+
+
+def adam_with_schedule(module: pl.LightningModule, learning_rate: float, schedule: str = "constant"):
+    """Adam on a module's parameters, with the learning rate ``constant`` or following a
+    ``cosine`` decay to zero over the Trainer's max_epochs (what configure_optimizers returns)."""
+    import torch
+
+    optimiser = torch.optim.Adam(module.parameters(), lr=learning_rate)
+    if schedule == "constant":
+        return optimiser
+    if schedule == "cosine":
+        decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(module.trainer.max_epochs, 1))
+        return {"optimizer": optimiser, "lr_scheduler": {"scheduler": decay, "interval": "epoch"}}
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}; expected constant or cosine")
+
+
+def with_training_overrides(config: Mapping, overrides: Mapping | None) -> dict:
+    """The config with some ``training`` settings replaced (a study's own epochs, batch size)."""
+    return {**config, "training": {**config["training"], **(overrides or {})}}
+
+
+class EpochHistory(pl.Callback):
+    """Collects the logged metrics at the end of every validation (not the sanity check),
+    when the epoch's metrics, those logged in ``on_validation_epoch_end`` too, are in;
+    kept in the checkpoints, so a resumed training's history has every epoch."""
+
+    def __init__(self):
+        self.rows: list[dict[str, float]] = []
+
+    def on_validation_end(self, trainer, module):
+        if not trainer.sanity_checking:
+            self.rows.append({"epoch": trainer.current_epoch,
+                              **{k: float(v) for k, v in trainer.callback_metrics.items()}})
+
+    def state_dict(self) -> dict:
+        return {"rows": [dict(row) for row in self.rows]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.rows = [dict(row) for row in state_dict["rows"]]
+
+    def write(self, path: Path) -> None:
+        keys = sorted({k for row in self.rows for k in row} - {"epoch"})
+        with atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, ["epoch", *keys])
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+
+def fit_and_export(
+    config: Mapping,
+    model: pl.LightningModule,
+    data: pl.LightningDataModule,
+    run_name: str,
+    tags: Mapping[str, str],
+    params: Mapping[str, object],
+    checkpoint: str | Path,
+    history: str | Path,
+    progress: bool = True,
+) -> tuple[dict[str, float], str]:
+    """Fit ``model`` with the shared Trainer, logged to MLflow; export the best checkpoint
+    (with the run id inside, under ``RUN_ID_KEY``) and the per-epoch history CSV, both
+    written atomically. Returns the last epoch's metrics and the MLflow run id.
+
+    A training that was killed (SIGKILL, a Slurm time limit) resumes from the last
+    epoch checkpoint in its ``ResumeState`` directory and continues its MLflow run; the
+    directory is removed once the outputs are written."""
+    import signal
+
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    checkpoint, history = Path(checkpoint), Path(history)
+    resume = ResumeState(config["training"]["resume_dir"], checkpoint,
+                         ResumeState.fingerprint_of(config, params, tags))
+    last = resume.last_checkpoint()
+    logger = mlflow_logger(config, run_name=run_name, tags=tags, run_id=resume.run_id() if last else None)
+    resume.start(logger.run_id)
+    if last is None:
+        logger.log_hyperparams({"parameters": sum(p.numel() for p in model.parameters()), **params})
+    else:
+        log.info("resuming %s from %s (MLflow run %s)", run_name, last, logger.run_id)
+    recorder = EpochHistory()
+    trainer = build_trainer(config, resume.checkpoints, logger=logger, progress=progress, callbacks=[recorder])
+    try:
+        trainer.fit(model, datamodule=data, ckpt_path=last, weights_only=True)
+    except SIGTERMException:
+        # Lightning stops at the next batch and raises a SystemExit that would exit 0.
+        log.error("%s stopped by SIGTERM (a Slurm time limit?); run it again to resume from %s",
+                  run_name, resume.directory)
+        raise SystemExit(128 + signal.SIGTERM) from None
+
+    best = trainer.checkpoint_callback.best_model_path
+    if not best:
+        raise RuntimeError(f"training {run_name} produced no checkpoint in {resume.directory}")
+    state = load_checkpoint(best)
+    state[RUN_ID_KEY] = logger.run_id
+    save_checkpoint(state, checkpoint)
+    recorder.write(history)
+    logger.experiment.log_artifact(logger.run_id, str(checkpoint), artifact_path="model")
+    logger.experiment.log_artifact(logger.run_id, str(history))
+    resume.clear()
+    final = recorder.rows[-1] if recorder.rows else {}
+    log.info("trained %s: best checkpoint %s, last epoch %s", run_name, checkpoint, final)
+    return final, logger.run_id

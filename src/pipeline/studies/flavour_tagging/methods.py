@@ -1,0 +1,6 @@
+"""The flavour-tagging study's methods, named once: one tagger per vertex finder whose
+edges it reads, and ``no_vertex``, the same tagger without vertex information."""
+
+from pipeline.studies.vertexing.methods import VERTEX_FINDERS
+
+TAGGER_METHODS = ("no_vertex", *VERTEX_FINDERS)

@@ -1,0 +1,67 @@
+"""``pipeline vertexing ...``: the vertexing study's sub-commands."""
+
+from __future__ import annotations
+
+import logging
+
+from pipeline.commands import (
+    add_command,
+    config_argument,
+    evaluation_arguments,
+    logged_config,
+    named_paths,
+    split_arguments,
+    training_arguments,
+)
+from pipeline.studies.vertexing.methods import LEARNED_VERTEX_FINDERS
+
+#: The study in a line (``pipeline --help``).
+SUMMARY = "secondary vertices in jets: track sets, Set2Graph and its baselines, the EPJC paper's metrics"
+
+log = logging.getLogger(__name__)
+
+
+def _build_graphs(args) -> None:
+    from pipeline.config import load_config
+    from pipeline.studies.vertexing.features import build_track_graphs
+
+    counts = build_track_graphs(load_config(args.config), args.sample,
+                                {"train": args.train, "val": args.val, "test": args.test},
+                                {"train": args.out_train, "val": args.out_val, "test": args.out_test})
+    log.info("jets per split: %s", counts)
+
+
+def _train(args) -> None:
+    from pipeline.studies.vertexing.train import train_vertex_finder
+
+    train_vertex_finder(logged_config(args.config), args.method, args.train, args.val,
+                        args.checkpoint, args.history, progress=not args.quiet)
+
+
+def _evaluate(args) -> None:
+    from pipeline.studies.vertexing.evaluate import evaluate_vertexing
+
+    evaluate_vertexing(logged_config(args.config), args.test, named_paths(args.checkpoint, "--checkpoint"),
+                       args.output_dir)
+
+
+def register(sub) -> None:
+    p = add_command(sub, "build-graphs", _build_graphs,
+                    "Turn a sample's train/val/test track_jets files into standardised track sets "
+                    "(track_graphs files) for the vertex finders.", prog="vertexing build-graphs")
+    config_argument(p)
+    p.add_argument("--sample", required=True)
+    split_arguments(p, "track_jets file")
+    split_arguments(p, "track_graphs file to write", prefix="out-")
+
+    p = add_command(sub, "train", _train,
+                    f"Train a learned vertex finder ({', '.join(LEARNED_VERTEX_FINDERS)}) with Lightning; logs to MLflow.",
+                    prog="vertexing train")
+    training_arguments(p, LEARNED_VERTEX_FINDERS, "track_graphs")
+
+    p = add_command(sub, "evaluate", _evaluate,
+                    "Evaluate AVR, the baseline, the learned vertex finders and the trivial partitions on "
+                    "the test jets: metrics.csv, tables, figure, predictions.h5; logs to MLflow.",
+                    prog="vertexing evaluate")
+    evaluation_arguments(p, "track_graphs",
+                         f"a learned method's checkpoint (repeat for {', '.join(LEARNED_VERTEX_FINDERS)})")

@@ -1,0 +1,194 @@
+"""Evaluation of every vertex finder on the same test jets, with the paper's metrics.
+
+Writes ``metrics.csv`` (one row per method and flavour b, c, light, all), ``table.md`` and
+``table.tex`` (with the paper's F1 beside ours, labelled as theirs), the F1-vs-track-count
+figure (PNG and PDF) and ``predictions.h5`` (every method's per-jet partition with the
+truth, so anyone can recompute the metrics). The ``all`` row is the mean of the b, c and
+light rows, so it does not depend on the sample's flavour mix.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from pipeline.config import config_hash
+from pipeline.io.hdf5 import RaggedWriter, provenance_attrs
+from pipeline.io.outputs import atomic_output, save_figure, write_text
+from pipeline.ml.checkpoints import load_module
+from pipeline.studies.vertexing.classical import CLASSICAL, classical_partition
+from pipeline.studies.vertexing.data import TrackGraphBatches
+from pipeline.studies.vertexing.formats import VERTEX_PREDICTIONS
+from pipeline.studies.vertexing.methods import LEARNED_VERTEX_FINDERS, TRIVIAL_PARTITIONS, VERTEX_FINDERS
+from pipeline.studies.vertexing.metrics import METRICS, jet_metrics
+
+log = logging.getLogger(__name__)
+
+METHODS = VERTEX_FINDERS
+TRIVIAL = TRIVIAL_PARTITIONS
+FLAVOURS = {"b": 5, "c": 4, "light": 0}
+COLUMNS = ("method", "flavour", "n_jets", *METRICS)
+
+#: Vertex-finding F1 per flavour (b, c, light) in Shlomi et al., EPJC 81 (2021) 540 [C3]:
+#: their data (Delphes, 14 TeV), quoted for comparison, not reproduced.
+PAPER_F1 = {"avr": (0.56, 0.70, 0.97), "track_pair": (0.62, 0.74, 0.96),
+            "rnn": (0.59, 0.71, 0.93), "set2graph": (0.66, 0.75, 0.97)}
+
+def predict(test_path: str | Path, checkpoints: Mapping[str, str | Path], batch_size: int = 512) -> dict:
+    """Every method's labels on the test file: {"truth", method..., "offsets", "flavour", ...}."""
+    import torch
+
+    from pipeline.studies.vertexing.models import VertexFinder
+
+    missing = [m for m in LEARNED_VERTEX_FINDERS if m not in checkpoints]
+    if missing:
+        raise ValueError(f"evaluate: no checkpoint for {missing}")
+    models = {m: load_module(VertexFinder, p).eval() for m, p in checkpoints.items()}
+    batches = TrackGraphBatches(test_path, batch_size)
+    mean, std = batches.feature_mean, batches.feature_std
+    out = {name: [] for name in ("truth", *METHODS, *TRIVIAL, "n_tracks", "flavour", "jet_index")}
+    with torch.no_grad():
+        for index in range(len(batches)):
+            batch = batches[index]
+            mask = batch["mask"].numpy()
+            labels = {
+                **{finder: classical_partition(finder, batch["x"].numpy(), mask, mean, std) for finder in CLASSICAL},
+                "single_vertex": np.where(mask, 0, -1),
+                "all_singletons": np.where(mask, np.arange(mask.shape[1]), -1),
+            }
+            for method, model in models.items():
+                labels[method] = model.partition(model(batch["x"], batch["mask"]), batch["mask"])
+            out["truth"].append(batch["vertex"].numpy()[mask])
+            for method, value in labels.items():
+                out[method].append(value[mask])
+            out["n_tracks"].append(batch["n_tracks"].numpy())
+            out["flavour"].append(batch["flavour"].numpy())
+            out["jet_index"].append(batch["jet_index"].numpy())
+    result = {k: np.concatenate(v) for k, v in out.items()}
+    result["offsets"] = np.concatenate([[0], np.cumsum(result["n_tracks"])])
+    return result
+
+
+def summarise(predictions: Mapping[str, np.ndarray]) -> tuple[list[dict], dict[str, dict]]:
+    """Rows of metrics.csv and the per-jet metrics of every method."""
+    rows, per_jet = [], {}
+    flavour = predictions["flavour"]
+    for method in (*METHODS, *TRIVIAL):
+        metrics = jet_metrics(predictions["truth"], predictions[method], predictions["offsets"])
+        per_jet[method] = metrics
+        by_flavour = []
+        for name, code in FLAVOURS.items():
+            scored = metrics["scored"] & (flavour == code)
+            row = {"method": method, "flavour": name, "n_jets": int(scored.sum())}
+            row.update({m: float(metrics[m][scored].mean()) if scored.any() else float("nan") for m in METRICS})
+            rows.append(row)
+            by_flavour.append(row)
+        mean_row = {"method": method, "flavour": "all", "n_jets": sum(r["n_jets"] for r in by_flavour)}
+        mean_row.update({m: float(np.mean([r[m] for r in by_flavour])) for m in METRICS})
+        rows.append(mean_row)
+    return rows, per_jet
+
+
+def write_tables(rows: list[dict], output_dir: Path) -> None:
+    """metrics.csv, table.md and table.tex."""
+    with atomic_output(output_dir / "metrics.csv") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
+
+    def paper(row):
+        values = PAPER_F1.get(row["method"])
+        if values is None or row["flavour"] == "all":
+            return "-"
+        return f"{values[list(FLAVOURS).index(row['flavour'])]:.2f}"
+
+    md = ["| method | flavour | jets | F1 | precision | recall | RI | ARI | ARI (one-sided) | F1, paper (theirs) |",
+          "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    tex = [r"\begin{tabular}{llrrrrrrrr}", r"\hline",
+           r"Method & Flavour & Jets & F1 & Precision & Recall & RI & ARI & ARI$_\mathrm{1s}$ & F1 (paper) \\", r"\hline"]
+    for row in rows:
+        values = [f"{row[m]:.3f}" for m in METRICS]
+        md.append(f"| {row['method']} | {row['flavour']} | {row['n_jets']} | " + " | ".join(values) + f" | {paper(row)} |")
+        tex.append(f"{row['method'].replace('_', chr(92) + '_')} & {row['flavour']} & {row['n_jets']} & "
+                   + " & ".join(values) + f" & {paper(row)} \\\\")
+    tex += [r"\hline", r"\end{tabular}"]
+    note = ("\nF1, paper: Shlomi et al., EPJC 81 (2021) 540, on their Delphes sample (theirs, not reproduced here). "
+            "The `all` row is the mean of the b, c and light rows.\n")
+    write_text(output_dir / "table.md", "\n".join(md) + "\n" + note)
+    write_text(output_dir / "table.tex", "\n".join(tex) + "\n")
+
+
+def plot_f1_vs_tracks(predictions: Mapping[str, np.ndarray], per_jet: Mapping[str, dict], output_dir: Path) -> None:
+    """Mean F1 against the number of tracks, one panel per flavour, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mplhep
+
+    mplhep.style.use("ROOT")
+    n_tracks, flavour = predictions["n_tracks"], predictions["flavour"]
+    counts = np.arange(2, int(n_tracks.max(initial=2)) + 1)
+    fig, axes = plt.subplots(1, 3, figsize=(18, 6), sharey=True)
+    for ax, (name, code) in zip(axes, FLAVOURS.items()):
+        for method in (*METHODS, "single_vertex"):
+            f1 = per_jet[method]["f1"]
+            means = [f1[(flavour == code) & (n_tracks == n)].mean() if ((flavour == code) & (n_tracks == n)).any()
+                     else np.nan for n in counts]
+            ax.plot(counts, means, marker="o", markersize=4, label=method)
+        ax.set_title(f"{name} jets", fontsize=16)
+        ax.set_xlabel("Number of tracks")
+    axes[0].set_ylabel("Mean F1 (same-vertex pairs)")
+    axes[0].set_ylim(0, 1.05)
+    axes[-1].legend(fontsize=12)
+    fig.tight_layout()
+    save_figure(fig, output_dir / "f1_vs_tracks")
+    plt.close(fig)
+
+
+def write_predictions(predictions: Mapping[str, np.ndarray], path: Path, attrs: Mapping) -> None:
+    with RaggedWriter(path, VERTEX_PREDICTIONS, attrs) as writer:
+        writer.append(
+            {"jets": {"flavour": predictions["flavour"], "n_tracks": predictions["n_tracks"],
+                      "jet_index": predictions["jet_index"]},
+             "tracks": {name: predictions[name] for name in ("truth", *METHODS, *TRIVIAL)}},
+            {"tracks": predictions["n_tracks"]},
+        )
+
+
+def evaluate_vertexing(config: Mapping, test_path: str | Path, checkpoints: Mapping[str, str | Path],
+                       output_dir: str | Path) -> list[dict]:
+    """Evaluate all methods on the test file; write the tables, figure and predictions."""
+    from pipeline.ml.tracking import run_name, run_tags, tracking_uri
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    predictions = predict(test_path, checkpoints)
+    rows, per_jet = summarise(predictions)
+    write_tables(rows, output_dir)
+    plot_f1_vs_tracks(predictions, per_jet, output_dir)
+    stage = {key: config[key] for key in ("seed", "vertexing")}
+    write_predictions(predictions, output_dir / "predictions.h5",
+                      {**provenance_attrs(stage, config_hash(stage), config["seed"]), "test_file": str(test_path)})
+
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(config["mlflow"]))
+    mlflow.set_experiment(config["mlflow"]["experiment"])
+    tags = run_tags(stage, [test_path, *checkpoints.values()], "vertexing", "evaluate", "")  # checksums once
+    for method in (*METHODS, *TRIVIAL):
+        with mlflow.start_run(run_name=run_name("vertexing", "evaluate", method), tags={**tags, "method": method}):
+            mlflow.log_metrics({f"{r['flavour']}_{m}": r[m] for r in rows if r["method"] == method for m in METRICS
+                                if np.isfinite(r[m])})
+            mlflow.log_artifact(str(output_dir / "metrics.csv"))
+            if method in checkpoints:
+                mlflow.log_artifact(str(checkpoints[method]), artifact_path="model")
+            mlflow.log_dict(json.loads(json.dumps(stage)), "config.json")
+    log.info("evaluated %d methods on %d jets", len(METHODS) + len(TRIVIAL), len(predictions["n_tracks"]))
+    return rows
