@@ -31,6 +31,11 @@ include: "workflow/rules/flavour_tagging.smk"
 include: "workflow/rules/jet_images.smk"
 
 
+# `snakemake --report results/report.zip` after a run: every figure and table, with its caption
+# (workflow/report/), in one category per study.
+report: "workflow/report/workflow.rst"
+
+
 rule all:
     default_target: True
     input:

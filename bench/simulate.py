@@ -20,7 +20,8 @@ from pathlib import Path
 from pipeline.config import derive_seed, validate_config
 from pipeline.io.hdf5 import RaggedReader
 from pipeline.simulation.formats import PARTICLE_JETS
-from pipeline.simulation.generation import generate_shard, make_pythia, pythia_settings
+from pipeline.simulation.generation import generate_shard
+from pipeline.simulation.pythia import make_pythia, pythia_settings
 from pipeline.simulation.tracker_stage import track_shard
 
 

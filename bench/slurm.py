@@ -2,8 +2,8 @@
 
     python bench/slurm.py [--only local|slurm] [--keep DIR]
 
-Runs the whole default DAG on ``pipeline.tiny.tiny_workflow_config()`` (the tests'
-end-to-end config: 60 ttbar, 80 top and 80 QCD events, small networks, two epochs)
+Runs the whole default DAG on ``.test/config/config.yaml`` (the tests' tiny end-to-end
+config: 60 ttbar, 80 top and 80 QCD events, small networks, two epochs)
 twice from scratch, each in a new directory:
 
 1. local: ``snakemake --cores 2`` (the default profile);
@@ -27,19 +27,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
-from pipeline.tiny import tiny_workflow_config
+from pipeline.tiny import TINY_WORKFLOW_CONFIG
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def run(kind: str, directory: Path) -> dict[str, float]:
-    config = directory / "config.yaml"
-    config.write_text(yaml.safe_dump(tiny_workflow_config()))
     where = ["--cores", "2"] if kind == "local" else ["--profile", str(REPO / "workflow" / "profiles" / "slurm-ci")]
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
-               str(directory), *where, "--configfile", str(config)]
+               str(directory), *where, "--configfile", str(TINY_WORKFLOW_CONFIG)]
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True)
     wall = time.perf_counter() - start

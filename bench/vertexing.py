@@ -4,7 +4,8 @@
 
 1. Training throughput (forward, loss, backward, Adam step) of Set2Graph at the authors'
    size (EPJC: widths 256,256,256,256,5, edge MLP 256; about 457k parameters with their
-   10 features) on jets of equal track count, batch 256, as ANCHORS.md measured their code:
+   10 features) on jets of equal track count, batch 256, beside stored figures of the
+   authors' published code measured earlier on this kind of machine (not run here):
    4,000 / 3,000 / 2,100 / 950 / 700 jets/s at 4 / 6 / 8 / 12 / 15 tracks.
 2. Data loading throughput with the model removed: the DataModule's batches per second
    from a track_graphs file (must be >= 10x the model's training throughput).
@@ -90,7 +91,7 @@ def main() -> None:
     model = VertexFinder("set2graph", len(TRACK_FEATURES), EPJC_NETWORK)
     print(f"Set2Graph, EPJC size: {sum(p.numel() for p in model.parameters())} parameters, "
           f"{len(TRACK_FEATURES)} features per track, {args.threads} threads, batch 256")
-    print("tracks  training jets/s  authors' code (ANCHORS)  ratio")
+    print("tracks  training jets/s  authors' code (stored)  ratio")
     rates = {}
     for n, theirs in AUTHORS.items():
         ours = rates[n] = training_throughput(n)

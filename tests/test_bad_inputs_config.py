@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.config import ConfigError, check_pythia_settings_of, validate_config
-from pipeline.simulation.generation import check_pythia_settings
+from pipeline.simulation.pythia import check_pythia_settings
 
 SOURCE = "bad-config.yaml"
 URI_FORMS = "not a tracking URI; expected sqlite:///<path>, http(s)://<host>[:<port>][/<path>]"

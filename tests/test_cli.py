@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.cli import main
+from pipeline.cli import build_parser, main
 
 CONFIG = {
     "seed": 11,
@@ -37,12 +38,56 @@ def by_hand(tmp_path_factory):
     return {"config": config, "generated": generated, "tracks": tracks, "dir": tmp}
 
 
-@pytest.mark.parametrize("command", ["generate", "simulate-tracker", "split", "plot-validation", "inspect", "config"])
+def command_paths(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every sub-command of ``parser``, groups and their steps (("vertexing",),
+    ("vertexing", "train"), ...), read from the parser's own sub-parsers."""
+    paths = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                paths += [(*path, name), *command_paths(sub, (*path, name))]
+    return paths
+
+
+COMMANDS = command_paths(build_parser())
+
+
+def test_the_parser_walk_finds_the_simulation_steps_and_every_studys_group():
+    from pipeline.studies import STUDIES
+
+    assert {("generate",), ("simulate-tracker",), ("simulate-calorimeter",), ("inspect",), ("config",)} <= set(COMMANDS)
+    for study in STUDIES:
+        assert (study,) in COMMANDS and any(len(c) == 2 and c[0] == study for c in COMMANDS)
+    assert ("vertexing", "train") in COMMANDS and ("jet_images", "evaluate") in COMMANDS
+
+
+@pytest.mark.parametrize("command", [(), *COMMANDS], ids=lambda c: " ".join(c) or "pipeline")
 def test_every_subcommand_explains_itself(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main([command, "--help"])
+        main([*command, "--help"])
     assert exit_info.value.code == 0
-    assert f"usage: pipeline {command}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.startswith(" ".join(["usage: pipeline", *command]) + " "), out.splitlines()[0]
+
+
+def test_the_parser_and_help_import_neither_torch_nor_lightning():
+    """`pipeline --help` and every job's argument parsing stay fast: the heavy frameworks
+    are imported by the steps that use them, when they run."""
+    code = (
+        "import sys\n"
+        "from pipeline.cli import build_parser, main\n"
+        "build_parser()\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit as e:\n"
+        "    assert e.code == 0, e.code\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'lightning', 'pytorch_lightning'))\n"
+        "print('HEAVY', heavy, file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "usage: pipeline" in result.stdout
+    assert "HEAVY []" in result.stderr, result.stderr
 
 
 def test_inspect_prints_schema_counts_units_config_and_seed(by_hand):

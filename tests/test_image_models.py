@@ -316,8 +316,24 @@ def test_taggers_separate_top_from_qcd_and_the_table_has_the_required_rows(train
     assert [row["model"] for row in table] == ["mlp", "cnn"]
     for row in rows:
         assert row["auc"] > 0.8 and row["accuracy"] > 0.6
+    # One table: our two rows (the CSV's numbers), then the landscape paper's two, each
+    # labelled as theirs (Kasieczka et al., SciPost Phys. 7 (2019) 014, table: AUC,
+    # accuracy, 1/eps_B at eps_S = 0.3; 0.5 is not quoted there).
     markdown = (tmp_path / "taggers.md").read_text()
-    assert "0.972" in markdown and "914" in markdown and "theirs" in markdown
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[start:end]]
+    assert cells[0] == ["model", "AUC", "accuracy", "1/eps_B @ eps_S=0.3", "1/eps_B @ eps_S=0.5"]
+    assert len(cells) == 2 + 2 + 2  # header, separator, ours, theirs
+    for row, ours in zip(rows, cells[2:4]):
+        assert ours == [row["model"], f"{row['auc']:.3f}", f"{row['accuracy']:.3f}",
+                        f"{row['rejection_at_0.3']:.1f}", f"{row['rejection_at_0.5']:.1f}"]
+    assert cells[4:] == [
+        ["TopoDNN (dense network) (landscape paper, theirs, on their data)", "0.972", "0.916", "295", "-"],
+        ["CNN (landscape paper, theirs, on their data)", "0.981", "0.930", "914", "-"],
+    ]
+    assert "Kasieczka et al., SciPost Phys. 7 (2019) 014" in markdown
     assert all((tmp_path / f"roc.{ext}").stat().st_size > 0 for ext in ("png", "pdf"))
     run = mlflow_runs(trained["config"])["jet_images.evaluate.cnn"]
     assert run.data.metrics["auc"] == pytest.approx(rows[1]["auc"])

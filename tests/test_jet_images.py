@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.config import ConfigError, validate_config
 from pipeline.io.hdf5 import RaggedReader
-from pipeline.simulation.calorimeter import CalorimeterGeometry
+from pipeline.simulation.calorimeter_geometry import CalorimeterGeometry
 from pipeline.simulation.calorimeter_stage import simulate_calorimeter
 from pipeline.simulation.formats import CALORIMETER_CELLS, PARTICLE_JETS
 from pipeline.simulation.generation import generate_shard
@@ -102,7 +102,7 @@ def test_calorimeter_needs_the_stored_particles(tmp_path):
 def test_image_samples_need_their_particles_and_bad_calorimeter_keys_are_named():
     with pytest.raises(ConfigError, match=r"samples.top.particles.store: the jet-image study's signal sample"):
         image_config(samples={"top": {"process": "ttbar"}, "qcd": {"process": "qcd_dijet"}})
-    with pytest.raises(ConfigError, match=r"calorimeter: unknown key\(s\) \['radius_mm'\]"):
+    with pytest.raises(ConfigError, match=r"calorimeter: Additional properties are not allowed \('radius_mm' was unexpected\)"):
         image_config(calorimeter={"radius_mm": 1500.0})
     assert image_config()["calorimeter"]["layers"][0]["name"] == "em1"
     # The vertexing study defaults to the first sample outside the image study.

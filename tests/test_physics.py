@@ -1,6 +1,6 @@
 """Physics of the generated ttbar sample (13 TeV): flavours, multiplicities, lifetimes,
 jet selection and reproducibility. Bands were chosen from measurements of our own
-samples (ANCHORS.md section 6 marks b-jet fraction and multiplicities as unknown)."""
+samples: no reference gives the b-jet fraction or the multiplicities of this selection."""
 
 from __future__ import annotations
 

@@ -14,9 +14,9 @@ import shutil
 import subprocess
 
 import pytest
-from workflow_runs import REPO, job_counts, run_snakemake, write_config
+from workflow_runs import REPO, job_counts, run_snakemake
 
-from pipeline.tiny import tiny_workflow_config
+from pipeline.tiny import TINY_WORKFLOW_CONFIG
 
 PROFILE = REPO / "workflow" / "profiles" / "slurm-ci"
 
@@ -53,7 +53,7 @@ def through_slurm(workdir, *args, check=True):
 
 @pytest.mark.slow
 def test_the_tiny_dag_runs_through_slurm_and_a_failing_job_is_reported(tmp_path, slurm):
-    config = write_config(tmp_path, tiny_workflow_config())
+    config = TINY_WORKFLOW_CONFIG  # .test/config/config.yaml
     run = through_slurm(tmp_path, "--configfile", str(config))
     output = run.stdout + run.stderr
     results = tmp_path / "results"

@@ -9,7 +9,8 @@ import pytest
 
 from pipeline.config import validate_config
 from pipeline.simulation.kinematics import eta_from_theta
-from pipeline.simulation.tracker import C_LIGHT, perigee, resolutions, truth_vertices
+from pipeline.simulation.helix import C_LIGHT
+from pipeline.simulation.tracker import perigee, resolutions, truth_vertices
 
 B = 2.0
 DEFAULTS = validate_config({"samples": {"s": {"process": "ttbar"}}})

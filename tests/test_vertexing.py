@@ -23,7 +23,7 @@ def one_jet(truth, prediction):
 
 @pytest.mark.parametrize(
     "truth, prediction, ri, f1, ari_one_sided",
-    [  # ANCHORS.md section 1, the worked cases
+    [  # worked by hand from the metrics' definitions (Shlomi et al., EPJC 81 (2021) 540)
         ([0, 0], [0, 0], 1.0, 1.0, 1.0),
         ([0, 1], [0, 1], 1.0, 0.0, 1.0),
         ([0, 0], [0, 1], 0.0, 0.0, -1.0),

@@ -224,3 +224,42 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
     assert jobs.get("train_vertex_finder") == 3
     assert jobs.get("simulate_calorimeter") == 2 and jobs.get("train_image_model") == 5
     assert "generate" not in jobs
+
+    # The report of the run (`snakemake --report`): one category per study and the validation,
+    # every figure and table in it with its caption. The zip holds report/report.html, whose
+    # <script id="categories"> and id="results"> give {category: {subcategory: [path]}} and
+    # {path: {caption, data_uri}}, and each file under report/data/raw/<id>/<name>.
+    import json
+    import zipfile
+
+    write_config(tmp_path, TINY)  # the run's own config again
+    run_snakemake(tmp_path, "--report", str(tmp_path / "report.zip"), "--configfile", str(config))
+    with zipfile.ZipFile(tmp_path / "report.zip") as archive:
+        stored = set(archive.namelist())
+        page = archive.read("report/report.html").decode()
+
+    def embedded(name):
+        return json.JSONDecoder().raw_decode(page.split(f'<script id="{name}">', 1)[1].split("=", 1)[1].strip())[0]
+
+    categories, entries = embedded("categories"), embedded("results")
+    expected = {
+        "validation": [f"validation/tiny/{name}" for name in ("track_multiplicity.png", "d0_significance.png",
+                                                               "hadron_decay_length.png", "jet_pt.png", "summary.md")],
+        "vertexing": ["vertexing/metrics.csv", "vertexing/table.md", "vertexing/f1_vs_tracks.png"],
+        "flavour_tagging": ["flavour_tagging/table.md", "flavour_tagging/roc.png",
+                            *(f"flavour_tagging/confusion_{m}.png" for m in taggers)],
+        "jet_images": [f"jet_images/{name}" for name in ("average_images.png", "single_jets.png", "taggers.md", "roc.png",
+                                                         "autoencoder.md", "autoencoder_roc.png", "reconstruction.png",
+                                                         "denoising.md", "denoising.png")],
+    }
+    assert {category: sorted(path for paths in subcategories.values() for path in paths)
+            for category, subcategories in categories.items()} == {
+        category: sorted(f"results/{path}" for path in paths) for category, paths in expected.items()}
+    for path, entry in entries.items():
+        assert f"report/{entry['data_uri']}" in stored, path
+        assert entry["caption"] and "system-message" not in entry["caption"], path  # rendered, no RST error
+    assert "60 events" in entries["results/validation/tiny/jet_pt.png"]["caption"]  # from the config: 2 x 30
+    assert "0.66" in entries["results/vertexing/table.md"]["caption"]  # the paper's Set2Graph b-jet F1, theirs
+    assert "0.981" in entries["results/jet_images/taggers.md"]["caption"]  # the landscape paper's CNN AUC, theirs
+    description = embedded("workflow-desc")  # workflow/report/workflow.rst, the report's front page
+    assert "seeded from" in description and "system-message" not in description

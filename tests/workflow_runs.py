@@ -23,12 +23,13 @@ def snakemake_env() -> dict[str, str]:
 
 
 def run_snakemake(workdir: Path, *args: str, check: bool = True, cores: str | None = "2",
-                  timeout: float = 600) -> subprocess.CompletedProcess:
+                  timeout: float = 600, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Snakemake on ``workdir`` with ``args``, on local cores (``cores``) or, with
-    ``cores=None``, as the args say (a profile's executor)."""
+    ``cores=None``, as the args say (a profile's executor); started in ``cwd`` (default:
+    the tests' own working directory), against which relative paths in ``args`` resolve."""
     result = subprocess.run(
         [*SNAKEMAKE, "--directory", str(workdir), *(["--cores", cores] if cores else []), *args],
-        capture_output=True, text=True, env=snakemake_env(), timeout=timeout,
+        capture_output=True, text=True, env=snakemake_env(), timeout=timeout, cwd=cwd,
     )
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")

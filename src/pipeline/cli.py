@@ -96,11 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # --help ends here, before the heavier imports
+
     from pipeline.config import ConfigError
     from pipeline.io.hdf5 import DataFileError
     from pipeline.ml.tracking import TrackingServerError
 
-    args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

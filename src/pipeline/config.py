@@ -59,11 +59,21 @@ _DefaultingValidator = validators.extend(
 )
 
 
-def _key_path(error) -> str:
-    return ".".join(str(part) for part in error.absolute_path) or "<top level>"
+def _key_path(error, instance: Any, prefix: tuple = ()) -> str:
+    """The key of an error, ``a.b.c``; a list item that has a name is shown with it
+    (``calorimeter.layers.1 ('em2').stochastic``)."""
+    parts = list(map(str, prefix))
+    for part in error.absolute_path:
+        try:
+            instance = instance[part]
+        except (KeyError, IndexError, TypeError):
+            instance = None
+        named = isinstance(part, int) and isinstance(instance, Mapping) and isinstance(instance.get("name"), str)
+        parts.append(f"{part} ({instance['name']!r})" if named else str(part))
+    return ".".join(parts) or "<top level>"
 
 
-def _error_line(error) -> str:
+def _error_line(error, instance: Any, prefix: tuple = ()) -> str:
     """One error as "key: message", with the schema's ``x-hint`` for the failed keyword.
 
     ``x-hint`` maps a keyword (maximum, pattern, ...) to advice for the reader. For
@@ -77,7 +87,23 @@ def _error_line(error) -> str:
         message = f"{error.instance!r}: {hint}"
     else:
         message = f"{error.message} ({hint})" if hint else error.message
-    return f"  {_key_path(error)}: {message}"
+    return f"  {_key_path(error, instance, prefix)}: {message}"
+
+
+def _raise_errors(validator, instance: Any, source: str, prefix: tuple = ()) -> None:
+    """Validate ``instance`` in place (defaults filled in); ConfigError listing every error."""
+    errors = sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        raise ConfigError(f"{source}: invalid configuration:\n"
+                          + "\n".join(_error_line(e, instance, prefix) for e in errors))
+
+
+def validate_section(name: str, settings: Mapping[str, Any] | None, source: str = "config") -> dict:
+    """One top-level section (``calorimeter``, ...) validated against its part of the
+    schema, a copy with its defaults filled in: for code that builds a section alone."""
+    resolved = copy.deepcopy(dict(settings or {}))
+    _raise_errors(_DefaultingValidator(schema()["properties"][name]), resolved, source, prefix=(name,))
+    return resolved
 
 
 def validate_config(config: Mapping[str, Any], source: str = "config") -> dict:
@@ -89,12 +115,7 @@ def validate_config(config: Mapping[str, Any], source: str = "config") -> dict:
     limit. Pythia settings are checked by check_pythia_settings_of.
     """
     resolved = copy.deepcopy(dict(config))
-    errors = sorted(
-        _DefaultingValidator(schema()).iter_errors(resolved),
-        key=lambda e: list(map(str, e.absolute_path)),
-    )
-    if errors:
-        raise ConfigError(f"{source}: invalid configuration:\n" + "\n".join(map(_error_line, errors)))
+    _raise_errors(_DefaultingValidator(schema()), resolved, source)
     fractions = resolved["split"]
     total = fractions["train"] + fractions["val"] + fractions["test"]
     if abs(total - 1.0) > 1e-9:
@@ -120,13 +141,12 @@ def validate_config(config: Mapping[str, Any], source: str = "config") -> dict:
             f"{source}: invalid configuration:\n  vertexing.max_tracks ({vertexing['max_tracks']}) "
             f"is below vertexing.min_tracks ({vertexing['min_tracks']})"
         )
-    from pipeline.simulation.calorimeter import DEFAULT_CALORIMETER, CalorimeterGeometry
+    from pipeline.simulation.calorimeter_geometry import CalorimeterGeometry
 
-    try:
+    try:  # the cross-field checks (the schema checked every key)
         CalorimeterGeometry.from_settings(resolved["calorimeter"])
     except ValueError as err:
         raise ConfigError(f"{source}: invalid configuration:\n  {err}") from None
-    resolved["calorimeter"] = {**copy.deepcopy(DEFAULT_CALORIMETER), **resolved["calorimeter"]}
     for key in ("signal", "background"):
         name = resolved["jet_images"][key]
         if name in resolved["samples"] and not resolved["samples"][name]["particles"]["store"]:
@@ -143,11 +163,11 @@ def validate_config(config: Mapping[str, Any], source: str = "config") -> dict:
 
 def check_pythia_settings_of(config: Mapping[str, Any], source: str = "config") -> None:
     """Raise ConfigError naming the sample and the line for a ``pythia_settings`` value
-    that Pythia would silently misread (``generation.check_pythia_settings``).
+    that Pythia would silently misread (``simulation.pythia.check_pythia_settings``).
 
     Apart from validate_config because it reads Pythia's settings database (half a second):
     the Snakefile, ``pipeline config`` and the generate command ask, not every job."""
-    from pipeline.simulation.generation import check_pythia_settings
+    from pipeline.simulation.pythia import check_pythia_settings
 
     for name, sample in config["samples"].items():
         try:

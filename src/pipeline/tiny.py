@@ -1,12 +1,15 @@
 """Tiny, realistic files of every schema, made by the real chain (no stored fixtures).
 
 Tests and examples call ``write_tiny_dataset``; it runs Pythia, FastJet and the tracker
-on a few events, so the files are as realistic as the workflow's own.
+on a few events, so the files are as realistic as the workflow's own. The tiny run of the
+whole workflow is a file, ``.test/config/config.yaml``; ``tiny_workflow_config`` reads it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import yaml
 
 from pipeline.config import validate_config
 from pipeline.simulation.generation import generate_shard
@@ -42,24 +45,23 @@ def write_tiny_dataset(directory: str | Path, config: dict | None = None, shard:
     return {"particle_jets": generated, "track_jets": tracks}
 
 
+#: The tiny configuration of the whole DAG, a file at the repository root (``.test/``, where
+#: the Snakemake workflow catalog looks), found from the package's source tree.
+TINY_WORKFLOW_CONFIG = Path(__file__).resolve().parents[2] / ".test" / "config" / "config.yaml"
+
+
 def tiny_workflow_config() -> dict:
-    """The raw config of the smallest run of the whole default DAG (a minute or two on two
-    cores): a 60-event ttbar sample for vertexing and flavour tagging, 80 boosted top and
-    80 QCD events for the jet-image study, small networks, two epochs. The tests' and the
-    Slurm benchmark's end-to-end runs use it."""
-    boosted = {"sqrt_s": 14000.0, "pthat_min": 500.0, "pthat_max": 700.0, "events_per_shard": 80, "shards": 1,
-               "batch_size": 80, "jets": {"radius": 0.8, "min_pt": 550.0, "max_pt": 650.0, "max_abs_eta": 2.0},
-               "particles": {"store": True}}
-    return {
-        "seed": 3,
-        "samples": {"tiny": {"process": "ttbar", "events_per_shard": 30, "shards": 2, "batch_size": 30},
-                    "top": {"process": "ttbar", "pythia_settings": ["24:onMode = off", "24:onIfAny = 1 2 3 4 5"],
-                            **boosted},
-                    "qcd": {"process": "qcd_dijet", **boosted}},
-        "vertexing": {"network": {"set_widths": [32, 32, 5], "edge_widths": [32], "pair_widths": [32],
-                                  "rnn_hidden": 16, "rnn_layers": 1}},
-        "training": {"max_epochs": 2, "batch_size": 32},
-        "flavour_tagging": {"width": 8, "message_layers": 1, "readout_widths": [8]},
-        "jet_images": {"mlp": {"widths": [16]}, "cnn": {"channels": [4, 4], "dense": 8},
-                       "autoencoder": {"channels": [4, 4], "latent": 4}},
-    }
+    """The raw config of the smallest run of the whole default DAG (a few minutes on two
+    cores), read from ``.test/config/config.yaml`` (TINY_WORKFLOW_CONFIG): a 60-event
+    ttbar sample for vertexing and flavour tagging, 80 boosted top and 80 QCD events for
+    the jet-image study, small networks, two epochs. The tests' and the Slurm benchmark's
+    end-to-end runs use it; a user runs it with
+    ``snakemake --configfile .test/config/config.yaml --directory <dir>``.
+
+    A new dict on every call (callers may change it). FileNotFoundError, naming the path,
+    where the package is installed without its source tree.
+    """
+    if not TINY_WORKFLOW_CONFIG.is_file():
+        raise FileNotFoundError(f"{TINY_WORKFLOW_CONFIG}: the tiny workflow config is a file of the repository "
+                                "(.test/config/config.yaml); install the package from a checkout (pip install -e .)")
+    return yaml.safe_load(TINY_WORKFLOW_CONFIG.read_text())

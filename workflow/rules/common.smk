@@ -65,3 +65,16 @@ def stage_config_file(*sections, sample=None):
         return str(snapshot_config(subset, "results/config", name=name, write=not workflow.dryrun))
 
     return path
+
+
+def reported(paths, category, entries):
+    """Output files ``paths``, those named in ``entries`` ({path: (caption, subcategory)} or
+    (caption, subcategory, labels)) marked for `snakemake --report` in ``category``, with the
+    caption workflow/report/<caption>.rst. The rest (PDF twins, data files) stay plain."""
+
+    def mark(path):
+        caption, subcategory, *labels = entries[path]
+        return report(path, caption=f"../report/{caption}.rst", category=category, subcategory=subcategory,
+                      labels=labels[0] if labels else None)
+
+    return [mark(path) if path in entries else path for path in paths]

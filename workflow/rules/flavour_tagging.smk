@@ -13,6 +13,13 @@ FLAVOUR_TAGGING_OUTPUTS = [
     *(f"results/flavour_tagging/{name}.{ext}" for name in
       ["roc", *(f"confusion_{m}" for m in FLAVOUR_TAGGING_METHODS)] for ext in ("png", "pdf")),
 ]
+# In the report (category flavour_tagging): {output: (caption in workflow/report/, subcategory[, labels])}.
+FLAVOUR_TAGGING_REPORT = {
+    "results/flavour_tagging/table.md": ("flavour_tagging_table", "taggers"),
+    "results/flavour_tagging/roc.png": ("flavour_tagging_roc", "taggers"),
+    **{f"results/flavour_tagging/confusion_{m}.png": ("flavour_tagging_confusion", "confusion matrices", {"method": m})
+       for m in FLAVOUR_TAGGING_METHODS},
+}
 
 
 rule score_vertex_edges:
@@ -93,7 +100,7 @@ rule evaluate_flavour_tagging:
                            method=FLAVOUR_TAGGING_METHODS, replica=FLAVOUR_TAGGING_REPLICAS),
         edges=expand("results/flavour_tagging/edges/{finder}/test.h5", finder=VERTEX_FINDERS),
     output:
-        FLAVOUR_TAGGING_OUTPUTS,
+        reported(FLAVOUR_TAGGING_OUTPUTS, "flavour_tagging", FLAVOUR_TAGGING_REPORT),
     params:
         config=stage_config_file("vertexing", "flavour_tagging", "mlflow", sample=VERTEXING_SAMPLE),
         checkpoints=lambda wc, input: " ".join(

@@ -10,6 +10,18 @@ JET_IMAGE_OUTPUTS = [
     *expand("results/jet_images/{name}.{ext}", name=["roc", "autoencoder_roc", "reconstruction", "denoising"],
             ext=["png", "pdf"]),
 ]
+# In the report (category jet_images): {output: (caption in workflow/report/, subcategory)}.
+JET_IMAGE_REPORT = {
+    "results/jet_images/average_images.png": ("jet_images_average_images", "images"),
+    "results/jet_images/single_jets.png": ("jet_images_single_jets", "images"),
+    "results/jet_images/taggers.md": ("jet_images_taggers", "top taggers"),
+    "results/jet_images/roc.png": ("jet_images_roc", "top taggers"),
+    "results/jet_images/autoencoder.md": ("jet_images_autoencoder", "autoencoders"),
+    "results/jet_images/autoencoder_roc.png": ("jet_images_autoencoder_roc", "autoencoders"),
+    "results/jet_images/reconstruction.png": ("jet_images_reconstruction", "autoencoders"),
+    "results/jet_images/denoising.md": ("jet_images_denoising_table", "denoising"),
+    "results/jet_images/denoising.png": ("jet_images_denoising", "denoising"),
+}
 
 
 rule build_jet_images:
@@ -66,7 +78,8 @@ rule plot_jet_images:
     input:
         "results/jet_images/data/train.h5",
     output:
-        expand("results/jet_images/{name}.{ext}", name=["average_images", "single_jets"], ext=["png", "pdf"]),
+        reported(expand("results/jet_images/{name}.{ext}", name=["average_images", "single_jets"], ext=["png", "pdf"]),
+                 "jet_images", JET_IMAGE_REPORT),
     log:
         "logs/jet_images/plot.log",
     benchmark:
@@ -115,8 +128,8 @@ rule evaluate_jet_images:
         test="results/jet_images/data/test.h5",
         checkpoints=expand("results/jet_images/models/{method}.ckpt", method=IMAGE_MODELS),
     output:
-        [path for path in JET_IMAGE_OUTPUTS if not path.startswith("results/jet_images/data/")
-         and "average_images" not in path and "single_jets" not in path],
+        reported([path for path in JET_IMAGE_OUTPUTS if not path.startswith("results/jet_images/data/")
+                  and "average_images" not in path and "single_jets" not in path], "jet_images", JET_IMAGE_REPORT),
     params:
         config=study_config_file("jet_images", IMAGE_SAMPLES if IMAGE_STUDY else [], "jet_images", "mlflow"),
         checkpoints=lambda wc, input: " ".join(f"--checkpoint {m}={p}" for m, p in zip(IMAGE_MODELS, input.checkpoints)),

@@ -1,16 +1,24 @@
 # Validation plots: does the simulation look like physics?
 
+# In the report (category validation, one subcategory per sample): every PNG, and the summary.
+VALIDATION_REPORT = {
+    **{f"results/validation/{{sample}}/{plot}.png": (f"validation_{plot}", "{sample}") for plot in VALIDATION_PLOTS},
+    "results/validation/{sample}/summary.md": ("validation_summary", "{sample}"),
+}
+
 
 rule plot_validation:
     input:
         shard_files("tracks"),
     output:
-        expand(
-            "results/validation/{{sample}}/{plot}.{ext}",
-            plot=VALIDATION_PLOTS,
-            ext=["png", "pdf"],
+        reported(
+            [
+                *expand("results/validation/{{sample}}/{plot}.{ext}", plot=VALIDATION_PLOTS, ext=["png", "pdf"]),
+                "results/validation/{sample}/summary.md",
+            ],
+            "validation",
+            VALIDATION_REPORT,
         ),
-        "results/validation/{sample}/summary.md",
     params:
         title=lambda wc: f"{wc.sample}, {config['samples'][wc.sample]['sqrt_s'] / 1000:g} TeV",
     log:

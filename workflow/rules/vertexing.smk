@@ -12,6 +12,12 @@ VERTEXING_OUTPUTS = [
     "results/vertexing/f1_vs_tracks.pdf",
     "results/vertexing/predictions.h5",
 ]
+# In the report (category vertexing): {output: (caption in workflow/report/, subcategory)}.
+VERTEXING_REPORT = {
+    "results/vertexing/metrics.csv": ("vertexing_metrics", "vertex finders"),
+    "results/vertexing/table.md": ("vertexing_table", "vertex finders"),
+    "results/vertexing/f1_vs_tracks.png": ("vertexing_f1_vs_tracks", "vertex finders"),
+}
 
 
 rule build_track_graphs:
@@ -75,7 +81,7 @@ rule evaluate_vertexing:
         test="results/vertexing/data/test.h5",
         checkpoints=expand("results/vertexing/models/{method}.ckpt", method=LEARNED_VERTEX_FINDERS),
     output:
-        VERTEXING_OUTPUTS,
+        reported(VERTEXING_OUTPUTS, "vertexing", VERTEXING_REPORT),
     params:
         config=stage_config_file("vertexing", "mlflow", sample=VERTEXING_SAMPLE),
         checkpoints=lambda wc, input: " ".join(

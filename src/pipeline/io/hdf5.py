@@ -20,74 +20,31 @@ offsets dataset), so a damaged or foreign file is refused with an error naming i
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections import defaultdict
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
+from typing import Iterable, Mapping
 
 import h5py
 import numpy as np
 
 from pipeline import __version__
+from pipeline.io.guarded_file import GuardedFile
+from pipeline.io.integrity import check_schema, file_schema, naming_file, open_file
 from pipeline.io.outputs import atomic_output
+
+# The schema vocabulary, importable from here as from its own module.
+from pipeline.io.schema import Collection, DataFileError, Field, FileSchema, fields
+
+__all__ = ["Collection", "DataFileError", "Field", "FileSchema", "fields", "check_schema", "file_schema", "open_file",
+           "RaggedReader", "RaggedWriter", "git_sha", "provenance_attrs", "ragged_rows", "parent_index", "read_tree",
+           "select_tree"]
 
 #: Rows per HDF5 chunk; large enough for fast streaming, small enough for slicing.
 CHUNK_ROWS = 32768
 #: Rows buffered in memory per collection before they are written.
 FLUSH_ROWS = 4 * CHUNK_ROWS
 COMPRESSION = dict(compression="gzip", compression_opts=1, shuffle=True)
-#: Offsets read per step of the open-time check that they do not decrease (8 MB).
-CHECK_ROWS = 32 * CHUNK_ROWS
-
-
-class DataFileError(OSError):
-    """A file that cannot be read as the expected pipeline format; the message names it."""
-
-
-@dataclass(frozen=True)
-class Field:
-    """One dataset of a collection: one row per collection entry, ``shape`` per row."""
-
-    name: str
-    dtype: str
-    unit: str
-    description: str
-    shape: tuple[int, ...] = ()
-    #: Whether the dataset is gzip-compressed; fields read at training speed may opt out.
-    compressed: bool = True
-
-
-def fields(*rows: tuple[str, str, str, str]) -> tuple[Field, ...]:
-    """Fields from (name, dtype, unit, description) rows: the compact way schemas list them."""
-    return tuple(Field(*row) for row in rows)
-
-
-@dataclass(frozen=True)
-class Collection:
-    name: str
-    parent: str | None
-    fields: tuple[Field, ...]
-    description: str = ""
-
-    def field_names(self) -> list[str]:
-        return [f.name for f in self.fields]
-
-
-@dataclass(frozen=True)
-class FileSchema:
-    name: str
-    version: int
-    collections: tuple[Collection, ...]
-    description: str = ""
-
-    def collection(self, name: str) -> Collection:
-        for collection in self.collections:
-            if collection.name == name:
-                return collection
-        raise KeyError(f"schema {self.name!r} has no collection {name!r}")
 
 
 def git_sha() -> str:
@@ -129,7 +86,7 @@ class RaggedWriter:
         self.schema = schema
         self.attrs = dict(attrs)
         self._output = atomic_output(self.path)
-        self._sink: _GuardedFile | None = None
+        self._sink: GuardedFile | None = None
         self._file: h5py.File | None = None
         self._rows = {c.name: 0 for c in schema.collections}
         self._flushed = dict(self._rows)
@@ -139,8 +96,8 @@ class RaggedWriter:
     def __enter__(self) -> "RaggedWriter":
         tmp = self._output.__enter__()
         try:
-            self._sink = _GuardedFile(tmp, self.path)
-            with _naming_file(self.path, "writing", hint=""):
+            self._sink = GuardedFile(tmp, self.path)
+            with naming_file(self.path, "writing", hint=""):
                 self._file = h5py.File(tmp, "w", driver="fileobj", fileobj=self._sink, track_order=True)
                 self._create()
             self._sink.raise_error()
@@ -236,7 +193,7 @@ class RaggedWriter:
             if not parts:
                 continue
             data = np.concatenate(parts)
-            with _naming_file(self.path, "writing", hint=""):
+            with naming_file(self.path, "writing", hint=""):
                 ds = self._file[group][name]
                 start = ds.shape[0]
                 ds.resize((start + len(data), *ds.shape[1:]))
@@ -252,7 +209,7 @@ class RaggedWriter:
         try:
             if exc_type is None:
                 self._flush()
-                with _naming_file(self.path, "writing", hint=""):
+                with naming_file(self.path, "writing", hint=""):
                     self._file.attrs["complete"] = True
         except BaseException as err:
             self._close_and_finish(type(err), err, err.__traceback__)
@@ -265,7 +222,7 @@ class RaggedWriter:
         try:
             try:
                 if self._file is not None:
-                    with _naming_file(self.path, "writing", hint=""):
+                    with naming_file(self.path, "writing", hint=""):
                         self._file.close()
             finally:
                 if self._sink is not None:
@@ -278,92 +235,6 @@ class RaggedWriter:
             self._output.__exit__(exc_type, exc, tb)
             raise
         self._output.__exit__(exc_type, exc, tb)
-
-
-class _GuardedFile:
-    """The writer's temporary file as HDF5 sees it, through h5py's file-object driver.
-
-    A failed write (full disk, file-size limit) is recorded instead of raised into HDF5:
-    after failed writes HDF5 cannot close its objects, h5py prints an error for each
-    one, and HDF5 crashes at exit. Writes from the failure on are kept in memory so that
-    HDF5 reads back what it wrote and closes cleanly; the writer then raises the error.
-    """
-
-    def __init__(self, path: Path, target: Path):
-        self.target = target
-        self.error: OSError | None = None
-        try:
-            self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
-        except OSError as err:
-            # The temporary name means nothing to the user; the output does.
-            raise OSError(err.errno, err.strerror, str(target)) from err
-        self._pos = 0
-        self._size = 0
-        self._unwritten: list[tuple[int, bytes]] = []
-
-    def raise_error(self) -> None:
-        if self.error is not None:
-            raise OSError(self.error.errno, self.error.strerror, str(self.target)) from self.error
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        if whence == os.SEEK_CUR:
-            offset += self._pos
-        elif whence == os.SEEK_END:
-            offset += self._size
-        self._pos = offset
-        return offset
-
-    def tell(self) -> int:
-        return self._pos
-
-    def write(self, data) -> int:
-        view = memoryview(data).cast("B")
-        done = 0
-        if self.error is None:
-            try:
-                while done < len(view):
-                    done += os.pwrite(self._fd, view[done:], self._pos + done)
-            except OSError as err:
-                self.error = err
-        if done < len(view):
-            self._unwritten.append((self._pos + done, bytes(view[done:])))
-        self._pos += len(view)
-        self._size = max(self._size, self._pos)
-        return len(view)
-
-    def readinto(self, buffer) -> int:
-        view = memoryview(buffer).cast("B")
-        data = os.pread(self._fd, len(view), self._pos)
-        view[: len(data)] = data
-        view[len(data):] = bytes(len(view) - len(data))
-        for start, chunk in self._unwritten:
-            lo, hi = max(start, self._pos), min(start + len(chunk), self._pos + len(view))
-            if lo < hi:
-                view[lo - self._pos : hi - self._pos] = chunk[lo - start : hi - start]
-        self._pos += len(view)
-        return len(view)
-
-    def truncate(self, size: int) -> int:
-        if self.error is None:
-            try:
-                os.ftruncate(self._fd, size)
-            except OSError as err:
-                self.error = err
-        self._size = size
-        return size
-
-    def flush(self) -> None:
-        """Nothing to do: writes go straight to the file descriptor."""
-
-    def close(self) -> None:
-        if self._fd < 0:
-            return
-        try:
-            os.close(self._fd)
-        except OSError as err:
-            # Network file systems may report a failed write only now.
-            self.error = self.error or err
-        self._fd = -1
 
 
 class RaggedReader:
@@ -381,14 +252,14 @@ class RaggedReader:
 
     @property
     def attrs(self) -> dict:
-        with _naming_file(self.path, "reading the attributes"):
+        with naming_file(self.path, "reading the attributes"):
             return dict(self._file.attrs)
 
     @property
     def config(self) -> dict:
         """The config of the job that wrote the file (its ``config`` attribute, JSON)."""
         expected = "expected the JSON object of the config of the job that wrote the file"
-        with _naming_file(self.path, "reading the attributes"):
+        with naming_file(self.path, "reading the attributes"):
             text = self._file.attrs.get("config")
         if text is None:
             raise DataFileError(f"{self.path}: no 'config' attribute; {expected}")
@@ -402,13 +273,13 @@ class RaggedReader:
 
     def n_rows(self, collection: str) -> int:
         fields = self.schema.collection(collection).field_names()
-        with _naming_file(self.path, f"reading {collection}"):
+        with naming_file(self.path, f"reading {collection}"):
             return int(self._file[collection][fields[0]].shape[0])
 
     def offsets(self, collection: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Offsets of a child collection for parent rows [start, stop) (length n + 1)."""
         stop = self.n_rows(self.schema.collection(collection).parent) if stop is None else stop
-        with _naming_file(self.path, f"reading {collection}/offsets"):
+        with naming_file(self.path, f"reading {collection}/offsets"):
             return self._file[collection]["offsets"][start : stop + 1]
 
     def read(
@@ -420,7 +291,7 @@ class RaggedReader:
     ) -> dict[str, np.ndarray]:
         """Rows [start, stop) of the given fields (default: all) of a collection."""
         names = list(fields) if fields is not None else self.schema.collection(collection).field_names()
-        with _naming_file(self.path, f"reading {collection} rows {start}:{'' if stop is None else stop}"):
+        with naming_file(self.path, f"reading {collection} rows {start}:{'' if stop is None else stop}"):
             group = self._file[collection]
             return {name: group[name][start:stop] for name in names}
 
@@ -447,167 +318,6 @@ class RaggedReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _reason(err: BaseException) -> str:
-    """h5py's message (a KeyError's without the quotes repr adds)."""
-    return str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
-
-
-@contextmanager
-def _naming_file(path: Path, action: str, hint: str = "; the file may be damaged") -> Iterator[None]:
-    """Name the file in h5py's errors, which name none."""
-    try:
-        yield
-    except OSError as err:
-        if isinstance(err, DataFileError) or err.filename is not None:
-            raise
-        raise DataFileError(f"{path}: {action} failed ({_reason(err)}){hint}") from err
-    except RuntimeError as err:
-        raise DataFileError(f"{path}: {action} failed ({_reason(err)}){hint}") from err
-
-
-def open_file(path: Path) -> h5py.File:
-    """``path`` opened read-only with h5py; what keeps it from opening is a DataFileError."""
-    try:
-        with open(path, "rb"):
-            pass
-    except FileNotFoundError:
-        raise DataFileError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise DataFileError(f"{path}: is a directory, expected an HDF5 file") from None
-    except OSError as err:
-        raise DataFileError(f"{path}: cannot open ({err.strerror})") from None
-    try:
-        return h5py.File(path, "r")
-    except OSError as err:
-        raise DataFileError(f"{path}: not a readable HDF5 file (truncated or corrupt?): {err}") from None
-
-
-def file_schema(path: Path) -> str:
-    """The schema a file says it holds, to choose the schema to read it with."""
-    with open_file(path) as f, _naming_file(path, "reading the attributes"):
-        return _schema_name(f, path)
-
-
-def _schema_name(f: h5py.File, path: Path) -> str:
-    """The file's ``schema`` attribute; a file without one is not a pipeline file."""
-    name = f.attrs.get("schema")
-    if name is None:
-        raise DataFileError(f"{path}: not a pipeline file (no 'schema' attribute)")
-    if isinstance(name, bytes):
-        name = name.decode(errors="replace")
-    if not isinstance(name, str):
-        raise DataFileError(f"{path}: not a pipeline file (its 'schema' attribute is {name!r}, expected a name)")
-    return name
-
-
-def check_schema(f: h5py.File, path: Path, schema: FileSchema) -> None:
-    """Raise DataFileError unless ``f`` is a complete file of ``schema`` we can read."""
-    try:
-        _check_version(f, path, schema)
-        rows: dict[str, int] = {}
-        for collection in schema.collections:
-            rows[collection.name] = _check_collection(f, path, collection, rows)
-    except (KeyError, OSError, RuntimeError) as err:
-        if isinstance(err, DataFileError):
-            raise
-        # h5py cannot parse an object header or attribute: the bytes are damaged.
-        raise DataFileError(f"{path}: damaged file ({_reason(err)}); regenerate it") from err
-
-
-def _check_version(f: h5py.File, path: Path, schema: FileSchema) -> None:
-    name = _schema_name(f, path)
-    version = f.attrs.get("schema_version")
-    if version is None:
-        raise DataFileError(f"{path}: not a pipeline file (schema attribute {name!r} but no 'schema_version')")
-    if not isinstance(version, np.integer):
-        raise DataFileError(
-            f"{path}: not a pipeline file (schema_version {version!r} of schema {name!r} is not an integer)"
-        )
-    version = int(version)
-    if name != schema.name:
-        raise DataFileError(f"{path}: holds schema {name!r}, expected {schema.name!r}")
-    if version > schema.version:
-        raise DataFileError(
-            f"{path}: schema {name!r} version {version} is newer than this package reads "
-            f"(version {schema.version}); upgrade the pipeline package"
-        )
-    if version < schema.version:
-        raise DataFileError(
-            f"{path}: schema {name!r} version {version} is older than this package reads "
-            f"(version {schema.version}); regenerate the file"
-        )
-    if not f.attrs.get("complete", False):
-        raise DataFileError(f"{path}: incomplete file (the job that wrote it did not finish)")
-
-
-def _member(group: h5py.Group, name: str, kind: type, path: Path):
-    """group[name] if it is a ``kind`` (h5py.Group or h5py.Dataset), else None."""
-    if name not in group:
-        return None
-    try:
-        member = group[name]
-    except (KeyError, OSError, RuntimeError) as err:
-        raise DataFileError(
-            f"{path}: damaged file: cannot open {group.name.rstrip('/')}/{name} ({_reason(err)}); regenerate it"
-        ) from err
-    return member if isinstance(member, kind) else None
-
-
-def _check_collection(f: h5py.File, path: Path, collection: Collection, rows: Mapping[str, int]) -> int:
-    """Check a collection's fields and offsets against the schema; returns its row count."""
-    group = _member(f, collection.name, h5py.Group, path)
-    if group is None:
-        raise DataFileError(f"{path}: lacks collection {collection.name!r} (expected a group of that name)")
-    datasets = {fld.name: _member(group, fld.name, h5py.Dataset, path) for fld in collection.fields}
-    missing = [name for name, ds in datasets.items() if ds is None]
-    if missing:
-        raise DataFileError(f"{path}: collection {collection.name!r} lacks fields {missing}")
-    for fld in collection.fields:
-        # Per-row sizes may vary (a jet_images file states its pixels), their number not.
-        if datasets[fld.name].ndim != 1 + len(fld.shape):
-            expected = ", ".join(["rows", *map(str, fld.shape)])
-            raise DataFileError(f"{path}: {collection.name}/{fld.name} has shape {datasets[fld.name].shape}, "
-                                f"expected ({expected})")
-    lengths = {name: ds.shape[0] for name, ds in datasets.items()}
-    n_rows = next(iter(lengths.values()))
-    if len(set(lengths.values())) > 1:
-        raise DataFileError(f"{path}: the fields of {collection.name!r} differ in length ({lengths}); "
-                            f"expected one row per entry in each")
-    if collection.parent is not None:
-        _check_offsets(group, path, collection, rows[collection.parent], n_rows)
-    return n_rows
-
-
-def _check_offsets(group: h5py.Group, path: Path, collection: Collection, n_parent: int, n_rows: int) -> None:
-    """Offsets index the rows: n_parent + 1 integers from 0 up to n_rows, never decreasing."""
-    where = f"{collection.name}/offsets"
-    offsets = _member(group, "offsets", h5py.Dataset, path)
-    if offsets is None:
-        raise DataFileError(f"{path}: lacks {where} (expected the {n_parent + 1} offsets of the "
-                            f"{collection.name} of each {collection.parent} row)")
-    if offsets.ndim != 1 or offsets.dtype.kind not in "iu":
-        raise DataFileError(f"{path}: {where} is {offsets.dtype} of shape {offsets.shape}, expected 1-d integers")
-    if len(offsets) != n_parent + 1:
-        raise DataFileError(f"{path}: {where} has {len(offsets)} entries, expected {n_parent + 1} "
-                            f"(one per {collection.parent} row, plus one)")
-    first, last = int(offsets[0]), int(offsets[-1])
-    if first != 0:
-        raise DataFileError(f"{path}: {where} starts at {first}, expected 0")
-    if last != n_rows:
-        raise DataFileError(f"{path}: {where} ends at {last}, but {collection.name} has {n_rows} rows; "
-                            f"expected them to end together")
-    # In steps, so memory stays bounded; offsets are small next to the data they index.
-    previous = 0
-    for start in range(0, len(offsets), CHECK_ROWS):
-        step = offsets[start : start + CHECK_ROWS].astype(np.int64, copy=False)  # unsigned would wrap
-        down = np.flatnonzero(np.diff(step, prepend=previous) < 0)
-        if len(down):
-            row = start + int(down[0])
-            raise DataFileError(f"{path}: {where} decreases at entry {row} ({int(offsets[row - 1])} to "
-                                f"{int(offsets[row])}); expected non-decreasing offsets")
-        previous = step[-1]
 
 
 def ragged_rows(offsets: np.ndarray, parents: np.ndarray) -> np.ndarray:

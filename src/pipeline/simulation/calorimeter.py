@@ -37,51 +37,14 @@ noise in every cell with symmetric zero suppression.
 
 from __future__ import annotations
 
-import copy
 import math
-from dataclasses import dataclass
-from numbers import Integral, Real
 from typing import Mapping
 
 import numpy as np
 from scipy.special import betaincinv, gammainc
 
-from pipeline.simulation.tracker import C_LIGHT
-
-#: Default settings (JSON/YAML-serialisable); ``CalorimeterGeometry.from_settings``
-#: fills missing top-level keys from here. Numbers are ATLAS-like (barrel, eta ~ 0).
-DEFAULT_CALORIMETER: dict = {
-    "bfield": 2.0,  # T, the ATLAS solenoid (the tracker's default too)
-    "radius": 1500.0,  # mm, front face of the LAr barrel (ATLAS: ~1.5 m)
-    "max_abs_eta": 2.5,  # acceptance, the inner tracker's
-    # Keep cells with |E| > 3 sigma_noise (a symmetric cut between ATLAS's topo-cluster 2 sigma
-    # neighbour and 4 sigma seed thresholds): 2 sigma keeps ~6000 noise cells per event.
-    "noise_threshold": 3.0,
-    "x0_per_lambda": 20.0,  # X0 per lambda in the EM calorimeter: 24 X0 = 1.2 lambda
-    "mip_per_x0": 0.0125,  # GeV per X0: a muon loses ~0.3 GeV in 24 X0 of LAr/lead
-    "mip_per_lambda": 0.27,  # GeV per lambda: ~2 GeV in 7.4 lambda of the tile calorimeter
-    "hadronic_response": 0.75,  # h/e of the non-EM part of hadron showers (e/h = 1.33, Tile)
-    "min_energy": 0.05,  # GeV: particles with less available energy deposit nothing
-    "layers": [
-        # EM: 10%/sqrt(E) (+) 0.7%; the fine ATLAS strips (0.003) are not modelled.
-        {"name": "em1", "kind": "em", "deta": 0.025, "nphi": 256, "depth": 4.0,
-         "stochastic": 0.10, "constant": 0.007, "noise": 0.015},
-        {"name": "em2", "kind": "em", "deta": 0.025, "nphi": 256, "depth": 16.0,
-         "stochastic": 0.10, "constant": 0.007, "noise": 0.025},
-        {"name": "em3", "kind": "em", "deta": 0.05, "nphi": 256, "depth": 4.0,
-         "stochastic": 0.10, "constant": 0.007, "noise": 0.020},
-        # HAD: 50%/sqrt(E) (+) 3%, Tile layers A, BC, D at eta = 0 (1.5, 4.1, 1.8 lambda).
-        {"name": "had1", "kind": "had", "deta": 0.1, "nphi": 64, "depth": 1.5,
-         "stochastic": 0.50, "constant": 0.03, "noise": 0.050},
-        {"name": "had2", "kind": "had", "deta": 0.1, "nphi": 64, "depth": 4.1,
-         "stochastic": 0.50, "constant": 0.03, "noise": 0.050},
-        {"name": "had3", "kind": "had", "deta": 0.2, "nphi": 64, "depth": 1.8,
-         "stochastic": 0.50, "constant": 0.03, "noise": 0.050},
-    ],
-}
-
-_LAYER_KEYS = ("name", "kind", "deta", "nphi", "depth", "stochastic", "constant", "noise")
-_KINDS = ("em", "had")
+from pipeline.simulation.calorimeter_geometry import CalorimeterGeometry
+from pipeline.simulation.helix import circle_centre, counter_clockwise_angle, curvature_radius
 
 # --- material constants (not settings: they describe the shower physics, not the detector
 # layout) -----------------------------------------------------------------------------------
@@ -132,232 +95,6 @@ _POINT, _EM, _HAD = 0, 1, 2  # lateral profile classes of a deposit (MIP tracks 
 _KIND_NONE, _KIND_EM, _KIND_MUON, _KIND_HADRON = 0, 1, 2, 3  # see particle_kinds
 
 
-@dataclass(frozen=True)
-class CalorimeterLayer:
-    """One longitudinal layer: granularity, depth, resolution and noise.
-
-    kind: "em" (depth in X0) or "had" (depth in lambda); deta and 2 pi / nphi [rad] the
-    cell size; stochastic [sqrt(GeV)] and constant (dimensionless) the sampling
-    resolution sigma/E = stochastic/sqrt(E) (+) constant; noise [GeV] the Gaussian
-    noise sigma per cell; n_eta the number of eta cells over [-max_abs_eta, max_abs_eta].
-    """
-
-    name: str
-    kind: str
-    deta: float
-    nphi: int
-    depth: float
-    stochastic: float
-    constant: float
-    noise: float
-    n_eta: int
-
-    @property
-    def dphi(self) -> float:
-        return 2.0 * math.pi / self.nphi
-
-
-@dataclass(frozen=True)
-class CalorimeterGeometry:
-    """Validated calorimeter settings (see DEFAULT_CALORIMETER for the keys and units)."""
-
-    bfield: float
-    radius: float
-    max_abs_eta: float
-    noise_threshold: float
-    x0_per_lambda: float
-    mip_per_x0: float
-    mip_per_lambda: float
-    hadronic_response: float
-    min_energy: float
-    layers: tuple[CalorimeterLayer, ...]
-
-    @classmethod
-    def from_settings(cls, settings: Mapping | None = None) -> "CalorimeterGeometry":
-        """Validate ``settings`` (missing top-level keys default to DEFAULT_CALORIMETER).
-
-        Raises ValueError naming the offending key or layer and what was expected: an
-        unknown or missing key, a wrong type, a non-positive size or a negative
-        resolution, an unknown kind, HAD layers before EM layers, or granularities that
-        do not nest.
-        """
-        settings = {} if settings is None else settings
-        if not isinstance(settings, Mapping):
-            raise ValueError(f"calorimeter: expected a mapping of settings, got {type(settings).__name__}")
-        unknown = sorted(set(settings) - set(DEFAULT_CALORIMETER))
-        if unknown:
-            raise ValueError(f"calorimeter: unknown key(s) {unknown}, "
-                             f"expected some of {sorted(DEFAULT_CALORIMETER)}")
-        merged = copy.deepcopy(DEFAULT_CALORIMETER)
-        merged.update(copy.deepcopy(dict(settings)))
-
-        scalars = {}
-        for key, minimum, strict in (
-            ("bfield", None, False), ("radius", 0.0, True), ("max_abs_eta", 0.0, True),
-            ("noise_threshold", 0.0, False), ("x0_per_lambda", 0.0, True),
-            ("mip_per_x0", 0.0, False), ("mip_per_lambda", 0.0, False),
-            ("hadronic_response", 0.0, False), ("min_energy", 0.0, False),
-        ):
-            scalars[key] = _number(merged[key], f"calorimeter.{key}", minimum, strict)
-        if scalars["hadronic_response"] > 1.0:
-            raise ValueError(f"calorimeter.hadronic_response: {scalars['hadronic_response']!r} > 1, "
-                             "expected h/e <= 1 (a non-compensating calorimeter)")
-
-        raw_layers = merged["layers"]
-        if not isinstance(raw_layers, (list, tuple)) or not raw_layers:
-            raise ValueError("calorimeter.layers: expected a non-empty list of layer mappings")
-        max_abs_eta = scalars["max_abs_eta"]
-        layers = []
-        for i, raw in enumerate(raw_layers):
-            where = f"calorimeter.layers[{i}]"
-            if not isinstance(raw, Mapping):
-                raise ValueError(f"{where}: expected a mapping with keys {list(_LAYER_KEYS)}")
-            name = raw.get("name")
-            if not isinstance(name, str) or not name:
-                raise ValueError(f"{where}.name: expected a non-empty string, got {name!r}")
-            where = f"calorimeter.layers[{i}] ({name!r})"
-            extra = sorted(set(raw) - set(_LAYER_KEYS))
-            missing = [k for k in _LAYER_KEYS if k not in raw]
-            if extra:
-                raise ValueError(f"{where}: unknown key(s) {extra}, expected {list(_LAYER_KEYS)}")
-            if missing:
-                raise ValueError(f"{where}: missing key(s) {missing}")
-            if raw["kind"] not in _KINDS:
-                raise ValueError(f"{where}.kind: unknown kind {raw['kind']!r}, "
-                                 f"expected one of {list(_KINDS)}")
-            deta = _number(raw["deta"], f"{where}.deta", 0.0, True)
-            nphi = raw["nphi"]
-            if isinstance(nphi, bool) or not isinstance(nphi, Integral) or nphi < 1:
-                raise ValueError(f"{where}.nphi: expected a positive integer, got {nphi!r}")
-            n_eta = 2.0 * max_abs_eta / deta
-            if abs(n_eta - round(n_eta)) > 1e-6 * n_eta:
-                raise ValueError(f"{where}.deta: {deta!r} does not divide 2 * max_abs_eta = "
-                                 f"{2 * max_abs_eta!r} into whole cells")
-            layers.append(CalorimeterLayer(
-                name=name, kind=raw["kind"], deta=deta, nphi=int(nphi),
-                depth=_number(raw["depth"], f"{where}.depth", 0.0, True),
-                stochastic=_number(raw["stochastic"], f"{where}.stochastic", 0.0, False),
-                constant=_number(raw["constant"], f"{where}.constant", 0.0, False),
-                noise=_number(raw["noise"], f"{where}.noise", 0.0, False),
-                n_eta=int(round(n_eta)),
-            ))
-
-        names = [layer.name for layer in layers]
-        for i, name in enumerate(names):
-            if name in names[:i]:
-                raise ValueError(f"calorimeter.layers[{i}] ({name!r}).name: duplicate layer name")
-        kinds = [layer.kind for layer in layers]
-        if "em" not in kinds or "had" not in kinds:
-            raise ValueError("calorimeter.layers: expected at least one 'em' and one 'had' layer, "
-                             f"got kinds {kinds}")
-        first_had = kinds.index("had")
-        if "em" in kinds[first_had:]:
-            i = first_had + kinds[first_had:].index("em")
-            raise ValueError(f"calorimeter.layers[{i}] ({names[i]!r}).kind: an 'em' layer after a "
-                             "'had' layer; expected all EM layers in front of the HAD layers")
-        # Nesting: every pair of layers must be a whole number of cells of each other, so a
-        # coarse cell is exactly a block of fine cells (and the edges line up because all
-        # grids start at -max_abs_eta and -pi).
-        for i, a in enumerate(layers):
-            for j, b in enumerate(layers[:i]):
-                fine, coarse = sorted((a.deta, b.deta))
-                ratio = coarse / fine
-                if abs(ratio - round(ratio)) > 1e-6 * ratio:
-                    raise ValueError(
-                        f"calorimeter.layers[{i}] ({a.name!r}).deta: {a.deta!r} and layer {b.name!r}'s "
-                        f"{b.deta!r} do not nest; expected one to be an integer multiple of the other")
-                if max(a.nphi, b.nphi) % min(a.nphi, b.nphi):
-                    raise ValueError(
-                        f"calorimeter.layers[{i}] ({a.name!r}).nphi: {a.nphi} and layer {b.name!r}'s "
-                        f"{b.nphi} do not nest; expected one to divide the other")
-        return cls(layers=tuple(layers), **scalars)
-
-    # --- cells -----------------------------------------------------------------------------
-
-    @property
-    def n_layers(self) -> int:
-        return len(self.layers)
-
-    def layer_index(self, layer: int | str) -> int:
-        """The index of a layer given by index or name."""
-        if isinstance(layer, str):
-            for i, item in enumerate(self.layers):
-                if item.name == layer:
-                    return i
-            raise ValueError(f"unknown calorimeter layer {layer!r}, "
-                             f"expected one of {[x.name for x in self.layers]}")
-        index = int(layer)
-        if not 0 <= index < self.n_layers:
-            raise ValueError(f"calorimeter layer index {layer} out of range [0, {self.n_layers})")
-        return index
-
-    def shape(self, layer: int | str) -> tuple[int, int]:
-        """(n_eta, n_phi) of a layer."""
-        item = self.layers[self.layer_index(layer)]
-        return item.n_eta, item.nphi
-
-    def cell_index(self, layer: int | str, eta, phi) -> tuple[np.ndarray, np.ndarray]:
-        """Cell indices (ieta, iphi) of points (eta, phi [rad]) in a layer, arrays of the
-        input shape. phi wraps around; ieta and iphi are -1 outside |eta| < max_abs_eta
-        (or for NaN)."""
-        item = self.layers[self.layer_index(layer)]
-        eta = np.asarray(eta, np.float64)
-        phi = np.asarray(phi, np.float64)
-        with np.errstate(invalid="ignore"):
-            fe = np.floor((eta + self.max_abs_eta) / item.deta)
-            fp = np.floor((phi + math.pi) / item.dphi) % item.nphi
-            valid = (fe >= 0) & (fe < item.n_eta) & np.isfinite(fp)
-        ieta = np.where(valid, fe, -1).astype(np.int64)
-        iphi = np.where(valid, fp, -1).astype(np.int64)
-        return ieta, iphi
-
-    def cell_centres(self, layer: int | str, ieta, iphi) -> tuple[np.ndarray, np.ndarray]:
-        """(eta, phi [rad]) of the centres of cells (ieta, iphi) of a layer."""
-        item = self.layers[self.layer_index(layer)]
-        eta = -self.max_abs_eta + (np.asarray(ieta, np.float64) + 0.5) * item.deta
-        phi = -math.pi + (np.asarray(iphi, np.float64) + 0.5) * item.dphi
-        return eta, phi
-
-    def eta_centres(self, layer: int | str) -> np.ndarray:
-        """(n_eta,) eta of the cell centres of a layer."""
-        return self.cell_centres(layer, np.arange(self.shape(layer)[0]), 0)[0]
-
-    def phi_centres(self, layer: int | str) -> np.ndarray:
-        """(n_phi,) phi [rad] of the cell centres of a layer."""
-        return self.cell_centres(layer, 0, np.arange(self.shape(layer)[1]))[1]
-
-    def rebin_factors(self, fine: int | str, coarse: int | str) -> tuple[int, int]:
-        """(factor_eta, factor_phi) that map cells of layer ``fine`` onto ``coarse``."""
-        f, c = self.layers[self.layer_index(fine)], self.layers[self.layer_index(coarse)]
-        if c.deta < f.deta * (1 - 1e-9) or c.nphi > f.nphi:
-            raise ValueError(f"calorimeter layer {c.name!r} is finer than {f.name!r} in eta or phi")
-        return int(round(c.deta / f.deta)), f.nphi // c.nphi
-
-    # --- depths ------------------------------------------------------------------------------
-
-    def depth_lambda(self) -> np.ndarray:
-        """(n_layers,) depth of each layer in interaction lengths."""
-        return np.array([x.depth / self.x0_per_lambda if x.kind == "em" else x.depth for x in self.layers])
-
-    def boundaries_lambda(self) -> np.ndarray:
-        """(n_layers + 1,) depth [lambda] of the layer boundaries from the front face."""
-        return np.concatenate([[0.0], np.cumsum(self.depth_lambda())])
-
-    def mip_per_layer(self) -> np.ndarray:
-        """(n_layers,) energy [GeV] a minimum ionising particle deposits in each layer."""
-        return np.array([x.depth * (self.mip_per_x0 if x.kind == "em" else self.mip_per_lambda)
-                         for x in self.layers])
-
-
-def _number(value, where: str, minimum: float | None, strict: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
-        raise ValueError(f"{where}: expected a finite number, got {value!r}")
-    if minimum is not None and (value <= minimum if strict else value < minimum):
-        relation = ">" if strict else ">="
-        raise ValueError(f"{where}: {value!r} out of range, expected {relation} {minimum:g}")
-    return float(value)
-
-
 # --- propagation -------------------------------------------------------------------------------
 
 
@@ -398,9 +135,9 @@ def propagate_to_calorimeter(px, py, pz, charge, vx, vy, vz, bfield: float, radi
     # q B > 0). Intersect it with the circle of radius r about the origin.
     curved = (q != 0) & (bfield != 0)
     sense = np.sign(q) * np.sign(bfield)
-    field = abs(bfield) if bfield != 0 else 1.0  # (straight lines when B = 0)
-    big_r = safe_pt / (C_LIGHT * field * np.where(curved, np.abs(q), 1.0))
-    cx, cy = vx + sense * big_r * uy, vy - sense * big_r * ux
+    field = bfield if bfield != 0 else 1.0  # (straight lines when B = 0)
+    big_r = curvature_radius(safe_pt, np.where(curved, q, 1.0), field)
+    cx, cy = circle_centre(vx, vy, np.where(moving, px, 1.0), py, big_r, sense)
     d = np.hypot(cx, cy)
     safe_d = np.where(d > 0, d, 1.0)
     a = (r * r - big_r * big_r + d * d) / (2.0 * safe_d)  # along c from the origin
@@ -413,9 +150,7 @@ def propagate_to_calorimeter(px, py, pz, charge, vx, vy, vz, bfield: float, radi
     for sign in (1.0, -1.0):
         xi, yi = a * ex - sign * h * ey, a * ey + sign * h * ex
         # Angle turned from the vertex to this crossing, counted in the direction of motion.
-        ux0, uy0, wx, wy = vx - cx, vy - cy, xi - cx, yi - cy
-        ccw = np.arctan2(ux0 * wy - uy0 * wx, ux0 * wx + uy0 * wy)
-        angle = np.mod(-sense * ccw, 2.0 * math.pi)
+        angle = np.mod(-sense * counter_clockwise_angle(cx, cy, vx, vy, xi, yi), 2.0 * math.pi)
         first = angle < best_angle
         best_angle = np.where(first, angle, best_angle)
         x_helix, y_helix = np.where(first, xi, x_helix), np.where(first, yi, y_helix)

@@ -16,7 +16,8 @@ import numpy as np
 
 from pipeline.io.hdf5 import parent_index
 from pipeline.simulation.calorimeter import EVENTS_PER_CHUNK as SIMULATION_CHUNK
-from pipeline.simulation.calorimeter import CalorimeterGeometry, deposit_particles
+from pipeline.simulation.calorimeter import deposit_particles
+from pipeline.simulation.calorimeter_geometry import CalorimeterGeometry
 from pipeline.simulation.formats import CALORIMETER_CELLS, PARTICLE_JETS
 from pipeline.simulation.stage import ShardStage
 

@@ -3,7 +3,8 @@
 Geometry: a uniform solenoid field B along +z; the perigee is the point of the helix
 closest to the beam line (x = y = 0). Sign conventions follow ATLAS: the perigee point
 is (-d0 sin(phi0), d0 cos(phi0)), z0 is z there, theta the polar angle, q/p in 1/GeV.
-Resolutions are ATLAS-like (ANCHORS.md section 5) and independent per parameter
+Resolutions are ATLAS-like (fitted to the Delphes ATLAS card, de Favereau et al., JHEP 02
+(2014) 057; ATLAS, JINST 3 (2008) S08003) and independent per parameter
 (diagonal covariance).
 """
 
@@ -15,10 +16,9 @@ import numpy as np
 
 from pipeline.io.hdf5 import parent_index
 from pipeline.partition import all_pairs, connected_components, local_labels
+from pipeline.simulation.helix import circle_centre, counter_clockwise_angle, curvature_radius
 from pipeline.simulation.kinematics import eta_from_theta
 
-#: Radius of curvature R [mm] = pT [GeV] / (C_LIGHT * B [T]).
-C_LIGHT = 0.299792458e-3
 
 def perigee(x, y, z, px, py, pz, charge, bfield):
     """Perigee parameters w.r.t. the beam line of helices starting at (x, y, z) [mm]
@@ -30,18 +30,14 @@ def perigee(x, y, z, px, py, pz, charge, bfield):
     x, y, z, px, py, pz = (np.asarray(a, np.float64) for a in (x, y, z, px, py, pz))
     s = np.sign(charge).astype(np.float64)
     pt = np.hypot(px, py)
-    radius = pt / (C_LIGHT * bfield)
-    # A positive particle turns clockwise seen from +z: the centre lies to its right.
-    cx = x + s * radius * py / pt
-    cy = y - s * radius * px / pt
+    radius = curvature_radius(pt, 1.0, bfield)  # the track's |q| = 1
+    cx, cy = circle_centre(x, y, px, py, radius, s)
     dist = np.hypot(cx, cy)
     d0 = s * (radius - dist)
     phi0 = np.arctan2(s * cx, -s * cy)
-    # Signed angle (counter-clockwise) from the production point to the perigee, seen
-    # from the centre; the particle moves by -s * angle, so the arc length is:
-    ux, uy = x - cx, y - cy
-    vx, vy = -cx, -cy
-    angle = np.arctan2(ux * vy - uy * vx, ux * vx + uy * vy)
+    # The perigee is the circle's point nearest the beam line, the origin's direction
+    # from the centre; the particle moves by -s times the angle to it.
+    angle = counter_clockwise_angle(cx, cy, x, y, 0.0, 0.0)
     arc = -s * angle * radius
     z0 = z + arc * pz / pt
     theta = np.arctan2(pt, pz)

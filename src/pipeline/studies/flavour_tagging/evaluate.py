@@ -40,7 +40,7 @@ COLUMNS = ("method", "accuracy", "f1_macro", "acc_b", "acc_c", "acc_light",
            "light_rejection_b70", "c_rejection_b70", "light_rejection_b77", "c_rejection_b77")
 
 #: The lecture's table (Accuracy, F1, b, c, light) for each vertex finder; theirs, on the
-#: EPJC study's Delphes sample (ANCHORS.md section 1), quoted for comparison.
+#: Delphes sample of Shlomi et al., EPJC 81 (2021) 540, quoted for comparison.
 LECTURE = {"avr": (0.50, 0.49, 0.62, 0.44, 0.40), "baseline": (0.57, 0.56, 0.67, 0.40, 0.60),
            "track_pair": (0.56, 0.57, 0.65, 0.48, 0.57), "rnn": (0.62, 0.60, 0.74, 0.37, 0.69),
            "set2graph": (0.63, 0.62, 0.72, 0.44, 0.69)}

@@ -1,7 +1,7 @@
 """The vertex-informed jet flavour tagger: PyG message passing over fully connected track
 graphs whose edges carry a frozen vertex finder's same-vertex score.
 
-In the spirit of the EPJC study's downstream classifier (ANCHORS.md section 1):
+In the spirit of the downstream classifier of Shlomi et al. (EPJC 81 (2021) 540):
 
     tracks --DeepSet embedding--> h (n_tracks, W)
     3 x EdgeScoreConv: messages phi_e([h_i, h_j, sum_jet h, s_ij]) summed on two channels,

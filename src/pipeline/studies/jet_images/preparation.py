@@ -31,7 +31,7 @@ import numpy as np
 from pipeline.config import config_hash, derive_seed
 from pipeline.io.hdf5 import RaggedReader, RaggedWriter, parent_index, provenance_attrs, ragged_rows
 from pipeline.io.outputs import save_figure
-from pipeline.simulation.calorimeter import CalorimeterGeometry
+from pipeline.simulation.calorimeter_geometry import CalorimeterGeometry
 from pipeline.simulation.formats import CALORIMETER_CELLS, PARTICLE_JETS
 from pipeline.simulation.split import SPLITS, assign_events
 from pipeline.simulation.stage import ShardStage
@@ -262,15 +262,15 @@ def plot_jet_images(path: str | Path, output_dir: str | Path, examples: int = 3)
         # imshow draws axis 0 downwards: transpose so delta eta runs along x, delta phi up y.
         shown = ax.imshow(np.where(image.T > 0, image.T, np.nan), origin="lower", extent=extent, norm=norm,
                           cmap="viridis")
-        ax.set_xlabel("Δη (rotated)")
-        ax.set_ylabel("Δφ (rotated)")
+        ax.set_xlabel(r"$\Delta\eta$ (rotated)")
+        ax.set_ylabel(r"$\Delta\phi$ (rotated)")
         ax.set_title(title, fontsize=16)
         return shown
 
     fig, axes = plt.subplots(1, 2, figsize=(15, 6.5))
     for label, ax in zip((1, 0), axes):
         shown = show(ax, sums[label] / counts[label], f"average {IMAGE_CLASSES[label]} jet ({counts[label]} jets)")
-        fig.colorbar(shown, ax=ax, label="mean E_T per pixel [GeV]")
+        fig.colorbar(shown, ax=ax, label=r"mean $E_\mathrm{T}$ per pixel [GeV]")
     fig.tight_layout()
     save_figure(fig, output_dir / "average_images")
     plt.close(fig)
@@ -279,7 +279,7 @@ def plot_jet_images(path: str | Path, output_dir: str | Path, examples: int = 3)
     for row, label in enumerate((1, 0)):
         for col, image in enumerate(singles[label]):
             shown = show(axes[row, col], image, f"{IMAGE_CLASSES[label]} jet {col + 1}")
-            fig.colorbar(shown, ax=axes[row, col], label=r"$E_T$ [GeV]")
+            fig.colorbar(shown, ax=axes[row, col], label=r"$E_\mathrm{T}$ [GeV]")
     fig.tight_layout()
     save_figure(fig, output_dir / "single_jets")
     plt.close(fig)
