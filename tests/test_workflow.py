@@ -186,8 +186,16 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
     assert run["flavour_tagging.train.no_vertex"].data.tags["vertex_finder.run_id"] == "none"
     assert (run["flavour_tagging.evaluate.rnn"].data.tags["flavour_tagger.run_id"]
             == run["flavour_tagging.train.rnn"].info.run_id)
-    # Every run names its study, step and method (the UI groups by them), as its name does.
+    # Every run names its study, step and method (the UI groups by them), as its name does,
+    # and the workflow rule that ran it.
     assert all(r.info.run_name == ".".join(r.data.tags[k] for k in ("study", "step", "method")) for r in runs)
+    rules = set(run_snakemake(tmp_path, "--list-rules", "--configfile", str(config)).stdout.split())
+    assert {(r.data.tags["study"], r.data.tags["step"], r.data.tags["rule"]) for r in runs} == {
+        ("vertexing", "train", "train_vertex_finder"), ("vertexing", "evaluate", "evaluate_vertexing"),
+        ("flavour_tagging", "score-edges", "score_vertex_edges"), ("flavour_tagging", "train", "train_flavour_tagger"),
+        ("flavour_tagging", "evaluate", "evaluate_flavour_tagging"), ("jet_images", "train", "train_image_model"),
+        ("jet_images", "evaluate", "evaluate_jet_images")}
+    assert {r.data.tags["rule"] for r in runs} <= rules
 
     # The jet-image study: top and QCD through the calorimeter, images, five models, three tables.
     images = results / "jet_images"

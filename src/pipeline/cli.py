@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -97,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # --help ends here, before the heavier imports
+    if args.rule:
+        os.environ["PIPELINE_RULE"] = args.rule  # read by pipeline.ml.tracking.run_tags
 
     from pipeline.config import ConfigError
     from pipeline.io.hdf5 import DataFileError

@@ -11,11 +11,14 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 
-def add_command(sub, name: str, func: Callable, help_text: str, prog: str | None = None) -> argparse.ArgumentParser:
+def add_command(sub, name: str, func: Callable, help_text: str, prog: str | None = None,
+                rule: str | None = None) -> argparse.ArgumentParser:
     """A sub-command ``name`` of ``sub`` (an argparse subparsers object) that runs ``func(args)``;
-    ``prog`` (default ``name``) is how its errors name it ("jet_images train")."""
+    ``prog`` (default ``name``) is how its errors name it ("jet_images train"); ``rule``: the
+    workflow rule that runs it, which its MLflow runs are tagged with (Snakemake hands a job
+    no name of its rule but ``{rule}`` in the shell command, which its linter refuses)."""
     p = sub.add_parser(name, help=help_text, description=help_text)
-    p.set_defaults(func=func, command=prog or name)
+    p.set_defaults(func=func, command=prog or name, rule=rule)
     return p
 
 

@@ -34,9 +34,11 @@ def run_name(study: str, step: str, method: str) -> str:
 
 def run_tags(config: Mapping, inputs: Iterable[str | Path], study: str, step: str, method: str) -> dict[str, str]:
     """Tags every MLflow run carries: its study, step (the ``pipeline <study> <step>``
-    sub-command, which one rule of ``workflow/rules/<study>.smk`` runs) and method, by
-    which the UI groups runs; package version, git SHA, the config, input-file checksums."""
-    tags = {"study": study, "step": step, "method": method,
+    sub-command), method and workflow rule (PIPELINE_RULE, set by the sub-command), by which
+    the UI groups runs; package version, git SHA, the config, input-file checksums."""
+    import os
+
+    tags = {"study": study, "step": step, "method": method, "rule": os.environ.get("PIPELINE_RULE", "none"),
             "pipeline.version": __version__, "pipeline.git_sha": git_sha() or "unknown"}
     for path in inputs:
         tags[f"input.{Path(path).name}.sha256"] = file_checksum(path)

@@ -59,7 +59,7 @@ def _evaluate(args) -> None:
 def register(sub) -> None:
     p = add_command(sub, "score-edges", _score_edges,
                     "Write a frozen vertex finder's same-vertex edge scores for the track_graphs splits "
-                    "(the flavour tagger's input).", prog="flavour_tagging score-edges")
+                    "(the flavour tagger's input).", prog="flavour_tagging score-edges", rule="score_vertex_edges")
     config_argument(p)
     p.add_argument("--method", required=True, choices=VERTEX_FINDERS, help="the vertex finder whose edges to score")
     p.add_argument("--checkpoint", type=Path, help="the learned finder's checkpoint (not for avr, baseline)")
@@ -68,7 +68,7 @@ def register(sub) -> None:
 
     p = add_command(sub, "train", _train,
                     "Train the b / c / light graph tagger on one vertex finder's edges (or none: no_vertex).",
-                    prog="flavour_tagging train")
+                    prog="flavour_tagging train", rule="train_flavour_tagger")
     training_arguments(p, TAGGER_METHODS, "track_graphs")
     p.add_argument("--edges-train", type=Path, help="vertex_edges of the training file (not for no_vertex)")
     p.add_argument("--edges-val", type=Path, help="vertex_edges of the validation file (not for no_vertex)")
@@ -77,7 +77,7 @@ def register(sub) -> None:
 
     p = add_command(sub, "evaluate", _evaluate,
                     "Evaluate the flavour taggers on the test jets: metrics.csv, the lecture-style table, ROC and "
-                    "confusion figures; logs to MLflow.", prog="flavour_tagging evaluate")
+                    "confusion figures; logs to MLflow.", prog="flavour_tagging evaluate", rule="evaluate_flavour_tagging")
     evaluation_arguments(p, "track_graphs", "a tagger's checkpoint (repeat for no_vertex and every vertex finder, "
                                             "and for every replica: the table quotes their mean)")
     p.add_argument("--edges", required=True, action="append", metavar="METHOD=PATH",

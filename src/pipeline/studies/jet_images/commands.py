@@ -89,10 +89,10 @@ def register(sub) -> None:
 
     p = add_command(sub, "train", _train,
                     "Train a model of the jet-image study (mlp, cnn taggers; autoencoder on QCD, autoencoder_inverse "
-                    "on top; denoising_autoencoder) with Lightning; logs to MLflow.", prog="jet_images train")
+                    "on top; denoising_autoencoder) with Lightning; logs to MLflow.", prog="jet_images train", rule="train_image_model")
     training_arguments(p, IMAGE_MODELS, "jet_images")
 
     p = add_command(sub, "evaluate", _evaluate,
                     "Evaluate the jet-image models on the test images: taggers, autoencoders (anomaly scores) and "
-                    "denoising tables and figures; logs to MLflow.", prog="jet_images evaluate")
+                    "denoising tables and figures; logs to MLflow.", prog="jet_images evaluate", rule="evaluate_jet_images")
     evaluation_arguments(p, "jet_images", f"a method's checkpoint (repeat for {', '.join(IMAGE_MODELS)})")

@@ -56,12 +56,12 @@ def register(sub) -> None:
 
     p = add_command(sub, "train", _train,
                     f"Train a learned vertex finder ({', '.join(LEARNED_VERTEX_FINDERS)}) with Lightning; logs to MLflow.",
-                    prog="vertexing train")
+                    prog="vertexing train", rule="train_vertex_finder")
     training_arguments(p, LEARNED_VERTEX_FINDERS, "track_graphs")
 
     p = add_command(sub, "evaluate", _evaluate,
                     "Evaluate AVR, the baseline, the learned vertex finders and the trivial partitions on "
                     "the test jets: metrics.csv, tables, figure, predictions.h5; logs to MLflow.",
-                    prog="vertexing evaluate")
+                    prog="vertexing evaluate", rule="evaluate_vertexing")
     evaluation_arguments(p, "track_graphs",
                          f"a learned method's checkpoint (repeat for {', '.join(LEARNED_VERTEX_FINDERS)})")
