@@ -10,100 +10,18 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
-from jsonschema import Draft202012Validator, validators
 
+from pipeline.config_schema import ConfigError, schema, validate_section, validated
 from pipeline.io.outputs import write_text
+
+__all__ = ["ConfigError", "schema", "validate_section", "validate_config", "load_config"]
 
 #: Pythia's ``Random:seed`` accepts 0 ... 900 000 000 (0 would mean "use the time").
 PYTHIA_MAX_SEED = 900_000_000
-
-
-class ConfigError(ValueError):
-    """A configuration that does not match the schema; the message names the key."""
-
-
-def schema() -> dict:
-    """The configuration schema as a dict."""
-    text = resources.files("pipeline").joinpath("schemas/config.schema.yaml").read_text()
-    return yaml.safe_load(text)
-
-
-def _with_defaults(validator_class):
-    """A validator class that fills each missing property with its schema default."""
-    validate_properties = validator_class.VALIDATORS["properties"]
-
-    def set_defaults(validator, properties, instance, schema):
-        if isinstance(instance, dict):
-            for name, subschema in properties.items():
-                if "default" in subschema and name not in instance:
-                    instance[name] = copy.deepcopy(subschema["default"])
-        yield from validate_properties(validator, properties, instance, schema)
-
-    return validators.extend(validator_class, {"properties": set_defaults})
-
-
-def _is_integer(checker, instance) -> bool:
-    # jsonschema's "integer" accepts 2.0: shards: 2.0 would validate and crash an input
-    # function, and seed: 3.0 would derive other seeds than seed: 3 (derive_seed uses str).
-    return isinstance(instance, int) and not isinstance(instance, bool)
-
-
-_DefaultingValidator = validators.extend(
-    _with_defaults(Draft202012Validator),
-    type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
-)
-
-
-def _key_path(error, instance: Any, prefix: tuple = ()) -> str:
-    """The key of an error, ``a.b.c``; a list item that has a name is shown with it
-    (``calorimeter.layers.1 ('em2').stochastic``)."""
-    parts = list(map(str, prefix))
-    for part in error.absolute_path:
-        try:
-            instance = instance[part]
-        except (KeyError, IndexError, TypeError):
-            instance = None
-        named = isinstance(part, int) and isinstance(instance, Mapping) and isinstance(instance.get("name"), str)
-        parts.append(f"{part} ({instance['name']!r})" if named else str(part))
-    return ".".join(parts) or "<top level>"
-
-
-def _error_line(error, instance: Any, prefix: tuple = ()) -> str:
-    """One error as "key: message", with the schema's ``x-hint`` for the failed keyword.
-
-    ``x-hint`` maps a keyword (maximum, pattern, ...) to advice for the reader. For
-    pattern and anyOf the hint replaces jsonschema's message, which would only quote the
-    regex or say "not valid under any of the given schemas".
-    """
-    hint = error.schema.get("x-hint", {}).get(error.validator) if isinstance(error.schema, dict) else None
-    if error.validator == "type" and isinstance(error.instance, float) and "integer" in error.validator_value:
-        hint = "write whole numbers without a decimal point"
-    if hint and error.validator in ("pattern", "anyOf"):
-        message = f"{error.instance!r}: {hint}"
-    else:
-        message = f"{error.message} ({hint})" if hint else error.message
-    return f"  {_key_path(error, instance, prefix)}: {message}"
-
-
-def _raise_errors(validator, instance: Any, source: str, prefix: tuple = ()) -> None:
-    """Validate ``instance`` in place (defaults filled in); ConfigError listing every error."""
-    errors = sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path)))
-    if errors:
-        raise ConfigError(f"{source}: invalid configuration:\n"
-                          + "\n".join(_error_line(e, instance, prefix) for e in errors))
-
-
-def validate_section(name: str, settings: Mapping[str, Any] | None, source: str = "config") -> dict:
-    """One top-level section (``calorimeter``, ...) validated against its part of the
-    schema, a copy with its defaults filled in: for code that builds a section alone."""
-    resolved = copy.deepcopy(dict(settings or {}))
-    _raise_errors(_DefaultingValidator(schema()["properties"][name]), resolved, source, prefix=(name,))
-    return resolved
 
 
 def validate_config(config: Mapping[str, Any], source: str = "config") -> dict:
@@ -114,8 +32,7 @@ def validate_config(config: Mapping[str, Any], source: str = "config") -> dict:
     not add up to one, or a lower limit (pthat_min, jets.min_pt) not below its upper
     limit. Pythia settings are checked by check_pythia_settings_of.
     """
-    resolved = copy.deepcopy(dict(config))
-    _raise_errors(_DefaultingValidator(schema()), resolved, source)
+    resolved = validated(config, source)
     fractions = resolved["split"]
     total = fractions["train"] + fractions["val"] + fractions["test"]
     if abs(total - 1.0) > 1e-9:

@@ -16,7 +16,7 @@ from typing import Mapping
 
 import numpy as np
 
-from pipeline.config import validate_section
+from pipeline.config_schema import validate_section
 
 #: The schema's defaults (``calorimeter`` in config.schema.yaml, the one source of them):
 #: ATLAS-like, barrel, eta ~ 0.
