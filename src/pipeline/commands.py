@@ -37,6 +37,12 @@ def split_arguments(p: argparse.ArgumentParser, what: str, prefix: str = "") -> 
         p.add_argument(f"--{prefix}{split}", required=True, type=Path, help=f"{split} {what}")
 
 
+def split_paths(args, prefix: str = "") -> dict[str, Path]:
+    """{split: path} of the arguments split_arguments added (``prefix`` as there, "out-" -> out_)."""
+    attr = prefix.replace("-", "_")
+    return {split: getattr(args, f"{attr}{split}") for split in ("train", "val", "test")}
+
+
 def training_arguments(p: argparse.ArgumentParser, methods: Sequence[str], data: str) -> None:
     """The arguments every training sub-command takes: config, method, data, outputs."""
     config_argument(p)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from pipeline.commands import add_command, config_argument, quiet_argument, split_arguments
+from pipeline.commands import add_command, config_argument, quiet_argument, split_arguments, split_paths
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,7 @@ def _split(args) -> None:
     from pipeline.config import load_config
     from pipeline.simulation.split import split_sample
 
-    counts = split_sample(load_config(args.config), args.sample, args.inputs,
-                          {"train": args.train, "val": args.val, "test": args.test})
+    counts = split_sample(load_config(args.config), args.sample, args.inputs, split_paths(args))
     log.info("events per split: %s", counts)
 
 

@@ -13,6 +13,7 @@ from pipeline.commands import (
     named_path_lists,
     named_paths,
     split_arguments,
+    split_paths,
     training_arguments,
 )
 from pipeline.studies.flavour_tagging.methods import TAGGER_METHODS
@@ -31,8 +32,7 @@ def _score_edges(args) -> None:
     config = logged_config(args.config)
     run_id = checkpoint_run_id(args.checkpoint) if args.checkpoint else classical_finder_run(config, args.method)
     counts = score_edges(config, args.method,
-                         {"train": args.train, "val": args.val, "test": args.test},
-                         {"train": args.out_train, "val": args.out_val, "test": args.out_test},
+                         split_paths(args), split_paths(args, "out-"),
                          checkpoint=args.checkpoint, run_id=run_id)
     log.info("jets scored per split: %s", counts)
 

@@ -13,6 +13,7 @@ from pipeline.commands import (
     named_paths,
     quiet_argument,
     split_arguments,
+    split_paths,
     training_arguments,
 )
 from pipeline.studies.jet_images.methods import AUTOENCODERS, IMAGE_MODELS, TAGGERS
@@ -35,7 +36,7 @@ def _split(args) -> None:
     from pipeline.studies.jet_images.preparation import split_jet_images
 
     counts = split_jet_images(load_config(args.config), args.inputs,
-                              {"train": args.train, "val": args.val, "test": args.test})
+                              split_paths(args))
     log.info("jets per split: %s", counts)
 
 

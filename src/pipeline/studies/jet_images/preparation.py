@@ -147,16 +147,14 @@ def build_jet_images(config: Mapping, generated: str | Path, cells_path: str | P
     geometry = CalorimeterGeometry.from_settings(config["calorimeter"])
     stage = ShardStage("jet_images", ("calorimeter", "jet_images"), jet_images_schema(settings["pixels"]),
                        EVENTS_PER_CHUNK, seeded=False)
-    label = None
 
     def image_attrs(readers, sample):
-        nonlocal label
-        label = sample_label(config, sample)
-        return {"label": label, "n_events": readers["generated"].n_rows("events"), "pixels": settings["pixels"],
+        return {"label": sample_label(config, sample), "n_events": readers["generated"].n_rows("events"), "pixels": settings["pixels"],
                 "pixel_size": settings["pixel_size"], "preprocessing": json.dumps(settings["preprocessing"])}
 
     def process(readers, start, stop, rng):
         jets_file, cells_file = readers["generated"], readers["cells"]
+        label = sample_label(config, str(jets_file.attrs["sample"]))
         jets, jet_offsets = jets_file.read_children("jets", start, stop)
         event = jets_file.read("events", ["event"], start, stop)["event"]
         jet_event = parent_index(jet_offsets)

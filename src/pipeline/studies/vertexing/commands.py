@@ -11,6 +11,7 @@ from pipeline.commands import (
     logged_config,
     named_paths,
     split_arguments,
+    split_paths,
     training_arguments,
 )
 from pipeline.studies.vertexing.methods import LEARNED_VERTEX_FINDERS
@@ -26,8 +27,7 @@ def _build_graphs(args) -> None:
     from pipeline.studies.vertexing.features import build_track_graphs
 
     counts = build_track_graphs(load_config(args.config), args.sample,
-                                {"train": args.train, "val": args.val, "test": args.test},
-                                {"train": args.out_train, "val": args.out_val, "test": args.out_test})
+                                split_paths(args), split_paths(args, "out-"))
     log.info("jets per split: %s", counts)
 
 
