@@ -29,6 +29,7 @@ include: "workflow/rules/validation.smk"
 include: "workflow/rules/vertexing.smk"
 include: "workflow/rules/flavour_tagging.smk"
 include: "workflow/rules/jet_images.smk"
+include: "workflow/rules/particle_flow.smk"
 
 
 # `snakemake --report results/report.zip` after a run: every figure and table, with its caption
@@ -50,3 +51,4 @@ rule all:
         VERTEXING_OUTPUTS,
         FLAVOUR_TAGGING_OUTPUTS,
         JET_IMAGE_OUTPUTS if IMAGE_STUDY else [],
+        PARTICLE_FLOW_OUTPUTS if PARTICLE_FLOW_STUDY else [],

@@ -44,9 +44,8 @@ def validate_config(config: Mapping[str, Any], source: str = "config") -> dict:
         _check_below_limit(source, f"samples.{name}.jets", sample["jets"], "min_pt", "max_pt")
     vertexing = resolved["vertexing"]
     if vertexing["sample"] is None:
-        # The first sample that is not one of the jet-image study's pair (those skip the tracker).
-        images = image_study_samples(resolved)
-        tracked = [name for name in resolved["samples"] if name not in images]
+        # The first sample that goes through the tracker (not the jet images' pair, not a gun).
+        tracked = tracking_samples(resolved)
         vertexing["sample"] = (tracked or list(resolved["samples"]))[0]
     elif vertexing["sample"] not in resolved["samples"]:
         raise ConfigError(
@@ -64,6 +63,7 @@ def validate_config(config: Mapping[str, Any], source: str = "config") -> dict:
         CalorimeterGeometry.from_settings(resolved["calorimeter"])
     except ValueError as err:
         raise ConfigError(f"{source}: invalid configuration:\n  {err}") from None
+    _check_particle_flow(source, resolved)
     for key in ("signal", "background"):
         name = resolved["jet_images"][key]
         if name in resolved["samples"] and not resolved["samples"][name]["particles"]["store"]:
@@ -80,7 +80,8 @@ def validate_config(config: Mapping[str, Any], source: str = "config") -> dict:
 
 def check_pythia_settings_of(config: Mapping[str, Any], source: str = "config") -> None:
     """Raise ConfigError naming the sample and the line for a ``pythia_settings`` value
-    that Pythia would silently misread (``simulation.pythia.check_pythia_settings``).
+    that Pythia would silently misread (``simulation.pythia.check_pythia_settings``), and
+    naming the key for a particle gun that cannot be generated (check_gun_of).
 
     Apart from validate_config because it reads Pythia's settings database (half a second):
     the Snakefile, ``pipeline config`` and the generate command ask, not every job."""
@@ -91,6 +92,25 @@ def check_pythia_settings_of(config: Mapping[str, Any], source: str = "config") 
             check_pythia_settings(sample["pythia_settings"])
         except ValueError as err:
             raise ConfigError(f"{source}: invalid configuration:\n  samples.{name}.pythia_settings: {err}") from None
+    check_gun_of(config, source)
+
+
+def check_gun_of(config: Mapping[str, Any], source: str = "config") -> None:
+    """Raise ConfigError naming the key (``samples.<name>.gun.particles[1].pdgid``) for a
+    particle_gun sample whose gun ``simulation.gun.check_gun`` refuses: a PDG id Pythia
+    does not know or a coloured one, an energy not above the mass, a reversed range, an
+    offset from a particle that does not come before, both or neither of eta/phi and offset."""
+    guns = {name: sample["gun"] for name, sample in config["samples"].items() if sample["process"] == "particle_gun"}
+    if not guns:
+        return
+    from pipeline.simulation.gun import check_gun
+    from pipeline.simulation.pythia import particle_data
+
+    for name, gun in guns.items():
+        try:
+            check_gun(gun, particle_data())
+        except ValueError as err:
+            raise ConfigError(f"{source}: invalid configuration:\n  samples.{name}.gun.{err}") from None
 
 
 def _check_below_limit(source: str, where: str, section: Mapping[str, Any], low: str, high: str) -> None:
@@ -107,6 +127,38 @@ def image_study_samples(config: Mapping[str, Any]) -> list[str]:
     study runs; they go through the calorimeter, not the tracker), else []."""
     names = [config["jet_images"][role] for role in ("signal", "background")]
     return names if all(name in config["samples"] for name in names) else []
+
+
+def gun_samples(config: Mapping[str, Any]) -> list[str]:
+    """The particle-gun samples (they skip the tracker and the jets' studies)."""
+    return [name for name, sample in config["samples"].items() if sample["process"] == "particle_gun"]
+
+
+def tracking_samples(config: Mapping[str, Any]) -> list[str]:
+    """The samples whose jets go through the tracker: all but the jet images' pair and the guns."""
+    skipped = set(image_study_samples(config)) | set(gun_samples(config))
+    return [name for name in config["samples"] if name not in skipped]
+
+
+def particle_flow_samples(config: Mapping[str, Any]) -> list[str]:
+    """The particle-flow study's [events, calibration] samples if the config defines both (the study runs), else []."""
+    names = [config["particle_flow"][role] for role in ("sample", "calibration")]
+    return names if all(name in config["samples"] for name in names) else []
+
+
+def _check_particle_flow(source: str, resolved: Mapping[str, Any]) -> None:
+    """The particle-flow study's samples are guns, its window's cells nest (WindowGeometry)."""
+    from pipeline.studies.particle_flow.geometry import WindowGeometry
+
+    for role in ("sample", "calibration"):
+        name = resolved["particle_flow"][role]
+        if name in resolved["samples"] and resolved["samples"][name]["process"] != "particle_gun":
+            raise ConfigError(f"{source}: invalid configuration:\n  particle_flow.{role}: sample {name!r} has "
+                              f"process {resolved['samples'][name]['process']!r}; expected a particle_gun sample")
+    try:
+        WindowGeometry.from_config(resolved)
+    except ValueError as err:
+        raise ConfigError(f"{source}: invalid configuration:\n  {err}") from None
 
 
 def load_config(path: str | Path) -> dict:

@@ -5,15 +5,16 @@
 # cluster nodes that share this directory.
 shell.prefix(f'export PYTHONPATH="{Path(workflow.basedir) / "src"}${{{{PYTHONPATH:+:$PYTHONPATH}}}}"; ')
 
-from pipeline.config import image_study_samples, snapshot_config, stage_config
+from pipeline.config import image_study_samples, snapshot_config, stage_config, tracking_samples
 
 SAMPLES = list(config["samples"])
 SPLITS = ["train", "val", "test"]
 # The jet-image study runs when its signal and background samples are both defined; they
-# go through the calorimeter, every other sample through the tracker.
+# go through the calorimeter, particle guns through the particle-flow study's images,
+# every other sample through the tracker.
 IMAGE_SAMPLES = image_study_samples(config)
 IMAGE_STUDY = bool(IMAGE_SAMPLES)
-TRACKING_SAMPLES = [name for name in SAMPLES if name not in IMAGE_SAMPLES]
+TRACKING_SAMPLES = tracking_samples(config)
 VALIDATION_SAMPLES = config["validation"]["samples"] or TRACKING_SAMPLES
 # GPUs a training job asks for (the `gpu` resource; `--executor slurm` turns it into
 # --gpus): training.devices (default 1), none when the config trains on CPUs (or Apple's

@@ -12,7 +12,7 @@ import os
 import re
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator, Mapping, Sequence
 
 
 def _remove_stale_temporaries(target: Path) -> None:
@@ -72,3 +72,14 @@ def save_figure(fig, stem: str | Path, **savefig_options) -> list[Path]:
             fig.savefig(tmp, dpi=100 if suffix == "png" else None, **savefig_options)
         written.append(target)
     return written
+
+
+def write_csv(target: str | Path, columns: Sequence[str], rows: Iterable[Mapping]) -> Path:
+    """A CSV table of ``rows`` (mappings; keys outside ``columns`` left out), floats to 6 significant digits."""
+    import csv
+
+    with atomic_output(target) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, list(columns), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()} for row in rows)
+    return Path(target)

@@ -196,3 +196,26 @@ def mlflow_logger(config: Mapping, run_name: str, tags: Mapping[str, str], run_i
         log_model=False,
         run_id=run_id,
     )
+
+
+def log_run(config: Mapping, name: str, tags: Mapping[str, str], metrics: Mapping[str, float],
+            artifacts: Iterable[str | Path] = (), params: Mapping[str, object] | None = None,
+            stage: Mapping | None = None) -> str:
+    """One finished MLflow run (an evaluation, a fit without Lightning): its finite
+    ``metrics``, ``params``, the files ``artifacts`` and ``stage`` (the config it ran
+    with) as config.json. Returns the run id."""
+    import math
+
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(config["mlflow"]))
+    mlflow.set_experiment(config["mlflow"]["experiment"])
+    with mlflow.start_run(run_name=name, tags=dict(tags)) as run:
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if math.isfinite(float(v))})
+        if params:
+            mlflow.log_params(dict(params))
+        for path in artifacts:
+            mlflow.log_artifact(str(path))
+        if stage is not None:
+            mlflow.log_dict(json.loads(json.dumps(stage)), "config.json")
+        return run.info.run_id

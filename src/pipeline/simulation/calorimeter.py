@@ -348,11 +348,12 @@ def _particle_deposits(geometry: CalorimeterGeometry, p: Mapping[str, np.ndarray
     return particle, layer, cls, e_true, e_meas, eta, phi
 
 
-def _lateral(geometry: CalorimeterGeometry, cls, e_true, rng):
+def _lateral(geometry: CalorimeterGeometry, cls, e_true, rng, energy_per_subdeposit: float = ENERGY_PER_SUBDEPOSIT,
+             max_subdeposits: int = MAX_SUBDEPOSITS):
     """Split records into sub-deposits: (record index, d_eta, d_phi) per sub-deposit and
     the number of sub-deposits per record. Offsets are drawn from core + halo Gaussians
     whose widths (lengths on the front face) are converted to eta-phi by the radius."""
-    k = np.clip(np.ceil(e_true / ENERGY_PER_SUBDEPOSIT), 1, MAX_SUBDEPOSITS)
+    k = np.clip(np.ceil(e_true / energy_per_subdeposit), 1, max_subdeposits)
     k = np.where(cls == _POINT, 1, k).astype(np.int64)
     record = np.repeat(np.arange(len(cls)), k)
     sub_cls = cls[record]
@@ -437,15 +438,37 @@ def deposit_particles(geometry: CalorimeterGeometry, particles: Mapping[str, np.
     return {k: np.concatenate([piece[k] for piece in pieces]) for k in CELL_FIELDS}
 
 
+def shower_deposits(geometry: CalorimeterGeometry, particles: Mapping[str, np.ndarray], rng: np.random.Generator,
+                    energy_per_subdeposit: float = ENERGY_PER_SUBDEPOSIT,
+                    max_subdeposits: int = MAX_SUBDEPOSITS) -> dict[str, np.ndarray]:
+    """The showers of a chunk of particles as point-like sub-deposits, before any cells.
+
+    particles: the fields of deposit_particles (px, py, pz, energy [GeV], pdgid, charge
+    [e], vx, vy, vz [mm]), each (n,). Each particle's deposit in each layer is split into
+    ceil(E / energy_per_subdeposit) (at most max_subdeposits) sub-deposits at lateral
+    offsets drawn from its profile: more, smaller sub-deposits sample the lateral profile
+    more finely (for images finer than the readout) without changing any mean.
+
+    Returns, each (n_sub,) unless noted: ``particle`` (its index), ``layer``, ``d_eta``,
+    ``d_phi`` (offset [rad] from the particle's impact), ``energy`` (measured: sampling-
+    smeared, GeV), ``energy_true`` (true visible, GeV); and per particle, (n,) each:
+    ``impact_eta``, ``impact_phi`` (NaN where the particle does not reach the front face).
+    """
+    particle, layer, cls, e_true, e_meas, eta, phi = _particle_deposits(geometry, particles, rng)
+    record, d_eta, d_phi, k = _lateral(geometry, cls, e_true, rng, energy_per_subdeposit, max_subdeposits)
+    return {"particle": particle[record], "layer": layer[record], "d_eta": d_eta, "d_phi": d_phi,
+            "energy": (e_meas / k)[record], "energy_true": (e_true / k)[record],
+            "impact_eta": eta, "impact_phi": phi}
+
+
 def _simulate_chunk(g: CalorimeterGeometry, p, local_event, n_events, first_event, rng):
-    particle, layer, cls, e_true, e_meas, eta, phi = _particle_deposits(g, p, rng)
-    record, d_eta, d_phi, k = _lateral(g, cls, e_true, rng)
-    sub_particle = particle[record]
-    sub_layer = layer[record]
-    sub_eta = eta[sub_particle] + d_eta
-    sub_phi = phi[sub_particle] + d_phi
-    sub_meas = (e_meas / k)[record]
-    sub_true = (e_true / k)[record]
+    sub = shower_deposits(g, p, rng)
+    sub_particle = sub["particle"]
+    sub_layer = sub["layer"]
+    sub_eta = sub["impact_eta"][sub_particle] + sub["d_eta"]
+    sub_phi = sub["impact_phi"][sub_particle] + sub["d_phi"]
+    sub_meas = sub["energy"]
+    sub_true = sub["energy_true"]
     charged = (p["charge"] != 0)[sub_particle]
     sub_event = local_event[sub_particle]
 

@@ -12,12 +12,15 @@ log = logging.getLogger(__name__)
 
 
 def _generate(args) -> None:
-    from pipeline.config import check_pythia_settings_of, load_config
-    from pipeline.simulation.generation import generate_shard
+    from pipeline.config import check_pythia_settings_of, load_config, sample_config
 
     config = load_config(args.config)
     check_pythia_settings_of(config, source=str(args.config))
-    generate_shard(config, args.sample, args.shard, args.output, progress=not args.quiet)
+    if sample_config(config, args.sample)["process"] == "particle_gun":
+        from pipeline.simulation.gun import generate_gun_shard as generate
+    else:
+        from pipeline.simulation.generation import generate_shard as generate
+    generate(config, args.sample, args.shard, args.output, progress=not args.quiet)
 
 
 def _simulate_tracker(args) -> None:
@@ -51,11 +54,12 @@ def _plot_validation(args) -> None:
 def register(sub) -> None:
     p = add_command(sub, "generate", _generate,
                     "Generate one shard of a sample with Pythia 8 and cluster particle-level jets "
-                    "(anti-kt, FastJet) into a particle_jets HDF5 file.")
+                    "(anti-kt, FastJet) into a particle_jets HDF5 file; for a particle_gun sample, "
+                    "the gun's particles decayed by Pythia into a gun_events HDF5 file.")
     config_argument(p)
     p.add_argument("--sample", required=True, help="sample name from the config's samples")
     p.add_argument("--shard", required=True, type=int, help="shard number, 0 <= shard < samples.<name>.shards")
-    p.add_argument("--output", required=True, type=Path, help="particle_jets HDF5 file to write")
+    p.add_argument("--output", required=True, type=Path, help="particle_jets (gun_events) HDF5 file to write")
     quiet_argument(p)
 
     p = add_command(sub, "simulate-tracker", _simulate_tracker,

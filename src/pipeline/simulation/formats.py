@@ -1,5 +1,6 @@
 """The HDF5 formats of the simulation stages: generated particle-level jets, the tracker's
-tracks and truth vertices, the calorimeter's cells (schema name, version and fields).
+tracks and truth vertices, the calorimeter's cells, particle-gun events (schema name,
+version and fields).
 
 Bump a schema's version whenever its fields or their meaning change: readers refuse
 files of another version with an error naming the file.
@@ -188,5 +189,32 @@ CALORIMETER_CELLS = FileSchema(
     "calorimeter output: the cells of every event with their charged and neutral truth",
 )
 
+GUN_EVENTS = FileSchema(
+    "gun_events",
+    1,
+    (
+        Collection("events", None, fields(
+            ("event", "i8", "", "event number within the shard"),
+            ("weight", "f8", "", "event weight: 1, gun events are unweighted"),
+        ), "one row per generated event"),
+        Collection("primaries", "events", fields(
+            ("pdgid", "i4", "", "PDG id"),
+            ("charge", "i1", "e", "electric charge"),
+            ("px", "f8", "GeV", "momentum x"),
+            ("py", "f8", "GeV", "momentum y"),
+            ("pz", "f8", "GeV", "momentum z"),
+            ("energy", "f8", "GeV", "energy"),
+            ("vx", "f8", "mm", "production vertex x"),
+            ("vy", "f8", "mm", "production vertex y"),
+            ("vz", "f8", "mm", "production vertex z"),
+        ), "the gun's particles, in the order of the sample's gun.particles (row k of an event is particle k)"),
+        Collection("particles", "events", PARTICLES.fields + fields(
+            ("primary", "i2", "", "index within the event of the gun particle it is (if stable) or descends from"),
+        ), "every visible final-state particle of the event (no neutrinos), in Pythia's record order: "
+           "the calorimeter's input"),
+    ),
+    "particle-gun output: the gun's particles and what is left of them after Pythia's decays",
+)
+
 #: The simulation's file schemas, by name.
-SCHEMAS = {schema.name: schema for schema in (PARTICLE_JETS, TRACK_JETS, CALORIMETER_CELLS)}
+SCHEMAS = {schema.name: schema for schema in (PARTICLE_JETS, TRACK_JETS, CALORIMETER_CELLS, GUN_EVENTS)}

@@ -1,5 +1,6 @@
-"""Pythia 8's side of a sample: the setting strings of its process, beam spot and seed,
-the check that Pythia reads every user setting as written, and an initialised instance."""
+"""Pythia 8's side of a sample: the setting strings of its process, beam spot and seed (or
+of a particle gun), the check that Pythia reads every user setting as written, and an
+initialised instance."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ PROCESSES: dict[str, list[str]] = {
 
 def pythia_settings(sample: Mapping, seed: int) -> list[str]:
     """The Pythia setting strings of a sample, seeded with ``seed``."""
+    if sample["process"] == "particle_gun":
+        # No beams and no hard process: Pythia only decays what simulation.gun puts into its event record.
+        return ["Print:quiet = on", "Next:numberCount = 0", "Random:setSeed = on", f"Random:seed = {seed}",
+                "ProcessLevel:all = off", *sample["pythia_settings"]]
     spot = sample["beam_spot"]
     settings = [
         "Print:quiet = on",
@@ -58,6 +63,11 @@ def _settings_database():
     import pythia8mc
 
     return pythia8mc.Pythia("", False)
+
+
+def particle_data():
+    """Pythia's particle data (masses, charges, colour types by PDG id), without initialising Pythia."""
+    return _settings_database().particleData
 
 
 def _value_rule(kind: str, name: str):

@@ -1,4 +1,4 @@
-"""Train / validation / test splits of a sample's track_jets shards, by event.
+"""Train / validation / test splits of a sample's shards, by event (track_jets files by default).
 
 Whole events go to one split (jets of one event are correlated). In each shard a
 seeded permutation of its events assigns round(fraction * n) events to train and to
@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from pipeline.config import config_hash, derive_seed, stage_config
-from pipeline.io.hdf5 import RaggedReader, RaggedWriter, provenance_attrs, read_tree, select_tree
+from pipeline.io.hdf5 import FileSchema, RaggedReader, RaggedWriter, provenance_attrs, read_tree, select_tree
 from pipeline.simulation.formats import TRACK_JETS
 
 SPLITS = ("train", "val", "test")
@@ -34,27 +34,30 @@ def assign_events(n_events: int, fractions: Mapping[str, float], seed: int) -> n
     return labels
 
 
-def split_sample(config: Mapping, sample: str, inputs: Sequence[str | Path], outputs: Mapping[str, str | Path]) -> dict[str, int]:
-    """Write the train/val/test files of a sample from its track_jets shards.
+def split_sample(config: Mapping, sample: str, inputs: Sequence[str | Path], outputs: Mapping[str, str | Path],
+                 schema: FileSchema = TRACK_JETS, sections: Sequence[str] = ("split",)) -> dict[str, int]:
+    """Write the train/val/test files of a sample from its shards (files of ``schema``,
+    whose top-level collection is ``events``).
 
-    outputs: {"train": path, "val": path, "test": path}. Returns events per split.
+    outputs: {"train": path, "val": path, "test": path}; sections: the config sections
+    stored with the sample's settings in the outputs. Returns events per split.
     """
     missing = set(SPLITS) - set(outputs)
     if missing:
         raise ValueError(f"split_sample: missing output paths for {sorted(missing)}")
     fractions = config["split"]
-    stage = stage_config(config, sample, "split")
+    stage = stage_config(config, sample, *sections)
     attrs = provenance_attrs(stage, config_hash(stage), config["seed"])
     attrs.update(sample=sample, fractions=json.dumps(dict(fractions)),
                  sources=json.dumps([str(p) for p in inputs]))
     n_events = dict.fromkeys(SPLITS, 0)
     with ExitStack() as stack:
         writers = {
-            name: stack.enter_context(RaggedWriter(outputs[name], TRACK_JETS, {**attrs, "split": name}))
+            name: stack.enter_context(RaggedWriter(outputs[name], schema, {**attrs, "split": name}))
             for name in SPLITS
         }
         for path in inputs:
-            with RaggedReader(path, TRACK_JETS) as reader:
+            with RaggedReader(path, schema) as reader:
                 if str(reader.attrs["sample"]) != sample:
                     raise ValueError(f"{path}: holds sample {reader.attrs['sample']!r}, expected {sample!r}")
                 shard = int(reader.attrs["shard"])
@@ -65,6 +68,6 @@ def split_sample(config: Mapping, sample: str, inputs: Sequence[str | Path], out
                     arrays, offsets = read_tree(reader, start, stop)
                     for index, name in enumerate(SPLITS):
                         rows = np.flatnonzero(labels[start:stop] == index)
-                        writers[name].append(*select_tree(TRACK_JETS, arrays, offsets, rows))
+                        writers[name].append(*select_tree(schema, arrays, offsets, rows))
                         n_events[name] += len(rows)
     return n_events
