@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import validate_config
-from pipeline.simulation.kinematics import eta_from_theta
 from pipeline.simulation.helix import C_LIGHT
+from pipeline.simulation.kinematics import eta_from_theta
 from pipeline.simulation.tracker import perigee, resolutions, truth_vertices
 
 B = 2.0

@@ -29,7 +29,9 @@ def test_default_config_dry_run_plans_every_step(tmp_path):
         "build_track_graphs": 1, "train_vertex_finder": 3, "evaluate_vertexing": 1,
         "score_vertex_edges": 5, "train_flavour_tagger": 6 * seeds, "evaluate_flavour_tagging": 1,
         "simulate_calorimeter": images, "build_jet_images": images, "split_jet_images": 1, "plot_jet_images": 1,
-        "train_image_model": 5, "evaluate_jet_images": 1, "all": 1,
+        "train_image_model": 5, "evaluate_jet_images": 1,
+        "build_particle_flow_images": shards["pflow"] + shards["pflow_charged"], "split_particle_flow": 1,
+        "calibrate_particle_flow": 1, "train_particle_flow": 3, "evaluate_particle_flow": 1, "all": 1,
     }
     expected["total"] = sum(expected.values())
     assert job_counts(result.stdout + result.stderr) == expected
@@ -58,6 +60,7 @@ def test_a_command_line_config_file_is_the_whole_configuration(tmp_path):
     jobs = job_counts(result.stdout + result.stderr)
     assert jobs["generate"] == 3 and jobs["simulate_tracker"] == 3
     assert "simulate_calorimeter" not in jobs  # no top, no qcd: the jet-image study does not run
+    assert "build_particle_flow_images" not in jobs  # no pflow, no pflow_charged: nor does the particle flow
     assert "results/ttbar/" not in result.stdout and "results/top/" not in result.stdout
 
 
@@ -87,7 +90,7 @@ def test_an_empty_sample_list_is_refused_by_name(tmp_path):
 def test_dry_run_writes_nothing_under_results(tmp_path):
     write_config(tmp_path, TINY)  # config.yaml, read without --configfile
     result = run_snakemake(tmp_path, "-n")
-    assert job_counts(result.stdout + result.stderr)["generate"] == 4
+    assert job_counts(result.stdout + result.stderr)["generate"] == 6
     assert not (tmp_path / "results").exists()  # not even the config snapshots that running jobs read
 
 
@@ -155,13 +158,18 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
     names = sorted(run.info.run_name for run in runs)
     taggers = ["no_vertex", "avr", "baseline", "track_pair", "rnn", "set2graph"]
     image_models = ["mlp", "cnn", "autoencoder", "autoencoder_inverse", "denoising_autoencoder"]
+    pf_learned = ["cnn", "graph", "cnn_no_track"]
+    pf_methods = ["parametrised", *pf_learned]
     assert names == sorted([f"vertexing.train.{m}" for m in ("track_pair", "rnn", "set2graph")]
                            + [f"vertexing.evaluate.{m}" for m in methods]
                            + [f"flavour_tagging.train.{m}" for m in taggers]
                            + [f"flavour_tagging.evaluate.{m}" for m in taggers]
                            + ["flavour_tagging.score-edges.avr", "flavour_tagging.score-edges.baseline"]
                            + [f"jet_images.train.{m}" for m in image_models]
-                           + [f"jet_images.evaluate.{m}" for m in image_models])
+                           + [f"jet_images.evaluate.{m}" for m in image_models]
+                           + ["particle_flow.calibrate.parametrised"]
+                           + [f"particle_flow.train.{m}" for m in pf_learned]
+                           + [f"particle_flow.evaluate.{m}" for m in pf_methods])
     run = {r.info.run_name: r for r in runs}
     train = run["vertexing.train.set2graph"]
     assert "val_loss" in train.data.metrics and train.data.tags["pipeline.version"]
@@ -194,7 +202,8 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
         ("vertexing", "train", "train_vertex_finder"), ("vertexing", "evaluate", "evaluate_vertexing"),
         ("flavour_tagging", "score-edges", "score_vertex_edges"), ("flavour_tagging", "train", "train_flavour_tagger"),
         ("flavour_tagging", "evaluate", "evaluate_flavour_tagging"), ("jet_images", "train", "train_image_model"),
-        ("jet_images", "evaluate", "evaluate_jet_images")}
+        ("jet_images", "evaluate", "evaluate_jet_images"), ("particle_flow", "calibrate", "calibrate_particle_flow"),
+        ("particle_flow", "train", "train_particle_flow"), ("particle_flow", "evaluate", "evaluate_particle_flow")}
     assert {r.data.tags["rule"] for r in runs} <= rules
 
     # The jet-image study: top and QCD through the calorimeter, images, five models, three tables.
@@ -213,6 +222,28 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
     for name in ("average_images", "single_jets", "roc", "autoencoder_roc", "reconstruction", "denoising"):
         assert (images / f"{name}.png").stat().st_size > 1000
     assert run["jet_images.train.autoencoder"].data.tags["trained_on"] == "qcd"
+
+    # The particle-flow study: every method in every energy bin of the pi0 and in `all`, the
+    # figures, and each evaluation naming the training it scored.
+    flow = results / "particle_flow"
+    with open(flow / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["method", "energy_bin", "n_events", "response_median", "resolution_iqr", "cell_mse",
+                             "position_resolution"]
+    bins = ["2-5 GeV", "5-10 GeV", "10-15 GeV", "15-20 GeV", "all"]
+    assert [(r["method"], r["energy_bin"]) for r in rows] == [(m, b) for m in pf_methods for b in bins]
+    n_test = {r["method"]: int(r["n_events"]) for r in rows if r["energy_bin"] == "all"}
+    assert len(set(n_test.values())) == 1 and 0 < n_test["cnn"] <= 60
+    with open(flow / "cell_mse.csv") as f:
+        assert [(r["method"], r["layer"]) for r in csv.DictReader(f)] == [
+            (m, layer) for m in pf_methods for layer in ("em1", "em2", "em3", "had1", "had2", "had3")]
+    for name in ("response", "resolution", "event_display_0", "event_display_2"):
+        assert (flow / f"{name}.png").stat().st_size > 1000
+    assert "| all | graph |" in (flow / "metrics.md").read_text()
+    for method in pf_learned:
+        assert (run[f"particle_flow.evaluate.{method}"].data.tags["training.run_id"]
+                == run[f"particle_flow.train.{method}"].info.run_id)
+    assert "inclusive_mean" in run["particle_flow.calibrate.parametrised"].data.metrics
     assert not (tmp_path / "resume").exists()  # every training finished and cleared its epoch checkpoints
     # A second run has nothing to do.
     again = run_snakemake(tmp_path, "--configfile", str(config))
@@ -259,6 +290,9 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
         "jet_images": [f"jet_images/{name}" for name in ("average_images.png", "single_jets.png", "taggers.md", "roc.png",
                                                          "autoencoder.md", "autoencoder_roc.png", "reconstruction.png",
                                                          "denoising.md", "denoising.png")],
+        "particle_flow": [f"particle_flow/{name}" for name in ("metrics.md", "metrics.csv", "cell_mse.csv",
+                                                               "response.png", "resolution.png", "event_display_0.png",
+                                                               "event_display_1.png", "event_display_2.png")],
     }
     assert {category: sorted(path for paths in subcategories.values() for path in paths)
             for category, subcategories in categories.items()} == {

@@ -40,6 +40,11 @@ def shard_files(stage):
     return files
 
 
+def sample_shard_files(sample, stage):
+    """Every shard file of the named sample for one stage, for rules without a {sample} wildcard."""
+    return [f"results/{sample}/{stage}/shard_{i}.h5" for i in range(config["samples"][sample]["shards"])]
+
+
 def study_config_file(name, samples, *sections):
     """Param function: like stage_config_file, for a step that reads several samples."""
 

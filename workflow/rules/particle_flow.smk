@@ -27,10 +27,6 @@ PARTICLE_FLOW_REPORT = {
 }
 
 
-def _pf_shards(sample):
-    return [f"results/{sample}/particle_flow/shard_{i}.h5" for i in range(config["samples"][sample]["shards"])]
-
-
 rule build_particle_flow_images:
     input:
         "results/{sample}/generated/shard_{shard}.h5",
@@ -55,7 +51,7 @@ rule build_particle_flow_images:
 
 rule split_particle_flow:
     input:
-        _pf_shards(PF_EVENTS) if PARTICLE_FLOW_STUDY else [],
+        sample_shard_files(PF_EVENTS, "particle_flow") if PARTICLE_FLOW_STUDY else [],
     output:
         train="results/particle_flow/data/train.h5",
         val="results/particle_flow/data/val.h5",
@@ -80,7 +76,7 @@ rule split_particle_flow:
 
 rule calibrate_particle_flow:
     input:
-        _pf_shards(PF_CALIBRATION) if PARTICLE_FLOW_STUDY else [],
+        sample_shard_files(PF_CALIBRATION, "particle_flow") if PARTICLE_FLOW_STUDY else [],
     output:
         "results/particle_flow/templates.json",
     params:

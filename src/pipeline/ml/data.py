@@ -1,10 +1,30 @@
-"""The loaders every study's DataModule shares: datasets that yield whole batches, and
-batch orders that are a function of (seed, epoch), so a resumed training repeats them."""
+"""The loaders every study's DataModule shares: datasets that yield whole batches from a
+file, and batch orders that are a function of (seed, epoch), so a resumed training repeats them."""
 
 from __future__ import annotations
 
 import lightning.pytorch as pl
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset, Sampler
+
+
+class FileBatches(Dataset):
+    """The base of a Dataset that reads its batches from one HDF5 file ``self.path``: the
+    file is opened on first use in each process (``_open``), since an h5py handle must not
+    cross a DataLoader worker's fork, and left out when the dataset is pickled."""
+
+    _file = None
+
+    def _open(self):
+        import h5py
+
+        if self._file is None:
+            self._file = h5py.File(self.path, "r")
+        return self._file
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_file"] = None
+        return state
 
 
 class PrebatchedDataModule(pl.LightningDataModule):

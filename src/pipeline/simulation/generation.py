@@ -392,6 +392,16 @@ def particle_jet_arrays(
     return arrays, counts
 
 
+def shard_attrs(config: Mapping, sample_name: str, shard: int, seed: int, pythia, settings: list[str]) -> dict:
+    """The provenance of a generated shard: the sample's config, its hash and the seed
+    (``provenance_attrs``), the sample and shard, and Pythia's version and settings."""
+    stage = stage_config(config, sample_name)
+    attrs = provenance_attrs(stage, config_hash(stage), seed)
+    attrs.update(sample=sample_name, shard=shard, pythia_version=pythia_version(pythia),
+                 pythia_settings="\n".join(settings))
+    return attrs
+
+
 def generate_shard(
     config: Mapping,
     sample_name: str,
@@ -414,10 +424,7 @@ def generate_shard(
     settings = pythia_settings(sample, seed)
     pythia = make_pythia(settings)
     charges = ChargeTable(pythia.particleData)
-    stage = stage_config(config, sample_name)
-    attrs = provenance_attrs(stage, config_hash(stage), seed)
-    attrs.update(sample=sample_name, shard=shard, pythia_version=pythia_version(pythia),
-                 pythia_settings="\n".join(settings))
+    attrs = shard_attrs(config, sample_name, shard, seed, pythia, settings)
     timing: dict[str, float] = defaultdict(float)
     n_total, batch_size = sample["events_per_shard"], sample["batch_size"]
     with RaggedWriter(output, PARTICLE_JETS, attrs) as writer, tqdm(

@@ -24,13 +24,13 @@ from typing import Mapping
 
 import numpy as np
 
-from pipeline.config import config_hash, derive_seed, sample_config, stage_config
-from pipeline.io.hdf5 import RaggedWriter, provenance_attrs
+from pipeline.config import derive_seed, sample_config
+from pipeline.io.hdf5 import RaggedWriter
 from pipeline.simulation.calorimeter import propagate_to_calorimeter
 from pipeline.simulation.formats import GUN_EVENTS
-from pipeline.simulation.generation import NEUTRINOS, ChargeTable
+from pipeline.simulation.generation import NEUTRINOS, ChargeTable, shard_attrs
 from pipeline.simulation.kinematics import wrap_phi
-from pipeline.simulation.pythia import make_pythia, pythia_settings, pythia_version
+from pipeline.simulation.pythia import make_pythia, pythia_settings
 
 log = logging.getLogger(__name__)
 
@@ -247,10 +247,7 @@ def generate_gun_shard(
     pythia = make_pythia(settings)
     check_gun(sample["gun"], pythia.particleData)
     charges = ChargeTable(pythia.particleData)
-    stage = stage_config(config, sample_name)
-    attrs = provenance_attrs(stage, config_hash(stage), seed)
-    attrs.update(sample=sample_name, shard=shard, gun_seed=gun_seed, pythia_version=pythia_version(pythia),
-                 pythia_settings="\n".join(settings))
+    attrs = {**shard_attrs(config, sample_name, shard, seed, pythia, settings), "gun_seed": gun_seed}
     timing: dict[str, float] = defaultdict(float)
     n_total, batch_size = sample["events_per_shard"], sample["batch_size"]
     with RaggedWriter(output, GUN_EVENTS, attrs) as writer, tqdm(

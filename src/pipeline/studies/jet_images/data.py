@@ -22,14 +22,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator, Mapping
 
-import h5py
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from pipeline.config import derive_seed
 from pipeline.io.hdf5 import RaggedReader
-from pipeline.ml.data import EpochShuffle, PrebatchedDataModule
+from pipeline.ml.data import EpochShuffle, FileBatches, PrebatchedDataModule
 from pipeline.studies.jet_images.formats import jet_images_schema
 
 #: Rows read at once when counting classes and when streaming a file for evaluation.
@@ -113,7 +111,7 @@ def batch_boundaries(reader: RaggedReader, batch_size: int, select: int | None =
     return np.r_[0, stops].astype(np.int64), seen
 
 
-class JetImageBatches(Dataset):
+class JetImageBatches(FileBatches):
     """Item i: batch i of a jet_images file (rows ``boundaries[i]:boundaries[i + 1]``).
 
     An item is a dict of tensors: ``image`` (n, pixels, pixels) float32, the model input
@@ -141,16 +139,9 @@ class JetImageBatches(Dataset):
         self.select = select
         self.noise = dict(noise) if noise is not None else None
         self.noise_seed = noise_seed
-        self._file: h5py.File | None = None
 
     def __len__(self) -> int:
         return len(self.boundaries) - 1
-
-    def _open(self) -> h5py.File:
-        # Opened on first use in each worker process (h5py handles must not cross forks).
-        if self._file is None:
-            self._file = h5py.File(self.path, "r")
-        return self._file
 
     def __getitem__(self, index: int | tuple[int, int]) -> dict[str, torch.Tensor]:
         index, epoch = index if isinstance(index, tuple) else (index, 0)
@@ -171,11 +162,6 @@ class JetImageBatches(Dataset):
         batch["image"] = torch.from_numpy(prepare(noisy))
         batch["target"] = torch.from_numpy(prepare(clean[keep]))
         return batch
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_file"] = None
-        return state
 
 
 class JetImageDataModule(PrebatchedDataModule):

@@ -24,15 +24,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
-import h5py
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from pipeline.config import derive_seed
 from pipeline.io.hdf5 import DataFileError, RaggedReader
-from pipeline.ml.data import EpochShuffle, PrebatchedDataModule
-from pipeline.studies.particle_flow.formats import images_schema
+from pipeline.ml.data import EpochShuffle, FileBatches, PrebatchedDataModule
+from pipeline.studies.particle_flow.formats import PARTICLE_FLOW_IMAGES
 
 #: The layer whose extrapolated track position makes the track image (em2).
 TRACK_LAYER = 1
@@ -89,14 +87,14 @@ def dense_batch(events: Mapping[str, np.ndarray], cells: Mapping[str, np.ndarray
     return out
 
 
-class ParticleFlowBatches(Dataset):
+class ParticleFlowBatches(FileBatches):
     """Item i: the dense batch (module docstring) of events [i * batch_size, (i + 1) * batch_size) of a file."""
 
     def __init__(self, path: str | Path, batch_size: int, evaluation: bool = False):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.path = Path(path)
-        with RaggedReader(self.path, images_schema()) as reader:  # checks the schema and its version
+        with RaggedReader(self.path, PARTICLE_FLOW_IMAGES) as reader:  # checks the schema and its version
             self.shapes, self.fine, self.window = file_geometry(reader)
             self.n_events = reader.n_rows("events")
             #: (n_events + 1,) cell offsets: the only per-event state kept in memory.
@@ -105,16 +103,9 @@ class ParticleFlowBatches(Dataset):
             raise ValueError(f"{self.path}: no events to stream")
         self.batch_size = batch_size
         self.evaluation = evaluation
-        self._file: h5py.File | None = None
 
     def __len__(self) -> int:
         return -(-self.n_events // self.batch_size)
-
-    def _open(self) -> h5py.File:
-        # Opened on first use in each worker process (h5py handles must not cross forks).
-        if self._file is None:
-            self._file = h5py.File(self.path, "r")
-        return self._file
 
     def __getitem__(self, index: int) -> dict[str, object]:
         if not 0 <= index < len(self):
@@ -137,11 +128,6 @@ class ParticleFlowBatches(Dataset):
                 image[cell_event[sel], cells["ieta"][sel], cells["iphi"][sel]] = cells["cluster"][sel]
                 batch["cluster"].append(image)
         return batch
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_file"] = None
-        return state
 
 
 class ParticleFlowDataModule(PrebatchedDataModule):

@@ -30,7 +30,7 @@ from pipeline.simulation.calorimeter import propagate_to_calorimeter, shower_dep
 from pipeline.simulation.formats import GUN_EVENTS
 from pipeline.simulation.stage import ShardStage
 from pipeline.simulation.tracker import select_trackable
-from pipeline.studies.particle_flow.formats import images_schema
+from pipeline.studies.particle_flow.formats import PARTICLE_FLOW_IMAGES
 from pipeline.studies.particle_flow.geometry import WindowGeometry
 from pipeline.studies.particle_flow.topoclusters import topo_clusters
 from pipeline.studies.particle_flow.tracks import extrapolate, smeared_tracks
@@ -209,10 +209,9 @@ def _sparse(masks: list[np.ndarray], values: Mapping[str, list[np.ndarray]], n_e
     return {key: value[order] for key, value in rows.items()}, counts
 
 
-def image_stage(geometry: WindowGeometry) -> ShardStage:
-    """The per-shard stage writing particle_flow_images for this geometry's layers."""
-    return ShardStage("particle_flow_images", ("tracker", "calorimeter", "particle_flow"),
-                      images_schema(geometry.n_layers), EVENTS_PER_CHUNK)
+#: The per-shard stage writing particle_flow_images.
+IMAGE_STAGE = ShardStage("particle_flow_images", ("tracker", "calorimeter", "particle_flow"), PARTICLE_FLOW_IMAGES,
+                         EVENTS_PER_CHUNK)
 
 
 def build_image_shard(config: Mapping, generated: str | Path, output: str | Path, progress: bool = True) -> dict:
@@ -230,4 +229,4 @@ def build_image_shard(config: Mapping, generated: str | Path, output: str | Path
         return {"n_events": readers["generated"].n_rows("events"), "window": json.dumps(list(geometry.window)),
                 "fine": geometry.fine, "layers": json.dumps([layer.__dict__ for layer in geometry.layers])}
 
-    return image_stage(geometry).run(config, {"generated": (generated, GUN_EVENTS)}, output, process, progress, attrs)
+    return IMAGE_STAGE.run(config, {"generated": (generated, GUN_EVENTS)}, output, process, progress, attrs)

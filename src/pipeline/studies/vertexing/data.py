@@ -12,13 +12,12 @@ import math
 from pathlib import Path
 from typing import Mapping
 
-import h5py
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from pipeline.io.hdf5 import RaggedReader
-from pipeline.ml.data import PrebatchedDataModule, ReplayedRandomOrder
+from pipeline.ml.data import FileBatches, PrebatchedDataModule, ReplayedRandomOrder
 from pipeline.studies.vertexing.formats import TRACK_FEATURES, TRACK_GRAPHS
 
 
@@ -45,7 +44,7 @@ def pad_tracks(features: np.ndarray, labels: np.ndarray, offsets: np.ndarray) ->
     }
 
 
-class TrackGraphBatches(Dataset):
+class TrackGraphBatches(FileBatches):
     """Item i is batch i: jets [i * batch_size, (i + 1) * batch_size) of a track_graphs file."""
 
     def __init__(self, path: str | Path, batch_size: int):
@@ -57,16 +56,9 @@ class TrackGraphBatches(Dataset):
             self.feature_mean = reader.attrs["feature_mean"]
             self.feature_std = reader.attrs["feature_std"]
         self.n_features = len(TRACK_FEATURES)
-        self._file: h5py.File | None = None
 
     def __len__(self) -> int:
         return math.ceil(self.n_jets / self.batch_size)
-
-    def _open(self) -> h5py.File:
-        # Opened on first use in each worker process (h5py handles must not cross forks).
-        if self._file is None:
-            self._file = h5py.File(self.path, "r")
-        return self._file
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if not 0 <= index < len(self):
@@ -80,11 +72,6 @@ class TrackGraphBatches(Dataset):
         batch["flavour"] = torch.from_numpy(f["jets"]["flavour"][start:stop].astype(np.int64))
         batch["jet_index"] = torch.arange(start, stop)
         return batch
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_file"] = None
-        return state
 
 
 class TrackGraphDataModule(PrebatchedDataModule):
