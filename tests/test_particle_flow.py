@@ -151,7 +151,8 @@ def test_same_seed_same_images(pflow, tmp_path):
 
 
 def test_loader_batches_are_the_file_cells(pflow):
-    from pipeline.studies.particle_flow.data import TRACK_LAYER, ParticleFlowBatches
+    from pipeline.studies.particle_flow.batches import TRACK_LAYER
+    from pipeline.studies.particle_flow.data import ParticleFlowBatches
 
     config, arrays, offsets, path = pflow
     geometry = WindowGeometry.from_config(config)
@@ -214,3 +215,35 @@ def test_cell_mse_and_positions_by_hand():
     assert np.all(np.isnan(centres[1]))
     predicted = np.array([[0.0, 0.0], [3.0, 4.0], [np.nan, 0.0]])
     assert position_resolution(predicted, np.zeros((3, 2))) == pytest.approx(np.quantile([0.0, 5.0], 0.68))
+
+
+def test_build_and_calibrate_run_without_torch(tmp_path):
+    """Neither step trains a network: they must not pay torch's and Lightning's imports."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    raw = {"seed": 5, "samples": {"gun": {"process": "particle_gun", "events_per_shard": 30, "shards": 1,
+                                          "gun": {"particles": [PI_PLUS]}}},
+           "particle_flow": {"sample": "gun", "calibration": "gun"},
+           "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}}
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    generate_gun_shard(validate_config(raw), "gun", 0, tmp_path / "gen.h5", progress=False)
+    code = (
+        "import sys\n"
+        "from pipeline.cli import main\n"
+        f"main(['particle_flow', 'build', '--config', {str(config)!r}, '--generated', {str(tmp_path / 'gen.h5')!r},"
+        f" '--output', {str(tmp_path / 'images.h5')!r}, '--quiet'])\n"
+        f"main(['particle_flow', 'calibrate', '--config', {str(config)!r}, '--inputs', {str(tmp_path / 'images.h5')!r},"
+        f" '--output', {str(tmp_path / 'templates.json')!r}, '--quiet'])\n"
+        "print('HEAVY', sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'lightning')), file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "HEAVY []" in result.stderr, result.stderr[-2000:]
+    from pipeline.studies.particle_flow.parametrised import Templates
+
+    templates = Templates.load(tmp_path / "templates.json")
+    assert 0.4 < templates.inclusive_mean < 0.9  # a pion's E/p in a non-compensating calorimeter

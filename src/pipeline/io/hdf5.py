@@ -47,6 +47,24 @@ FLUSH_ROWS = 4 * CHUNK_ROWS
 COMPRESSION = dict(compression="gzip", compression_opts=1, shuffle=True)
 
 
+class LazyFile:
+    """A mixin for readers of one HDF5 file ``self.path`` that outlive a fork (DataLoader
+    workers): ``_open`` opens it read-only on first use in each process, and pickling
+    leaves the handle out (an h5py handle must not cross a fork)."""
+
+    _file: h5py.File | None = None
+
+    def _open(self) -> h5py.File:
+        if self._file is None:
+            self._file = h5py.File(self.path, "r")
+        return self._file
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_file"] = None
+        return state
+
+
 def git_sha() -> str:
     """The git commit of the source tree this package runs from ("-dirty" if modified), or "" if unknown."""
     try:

@@ -6,25 +6,12 @@ from __future__ import annotations
 import lightning.pytorch as pl
 from torch.utils.data import Dataset, Sampler
 
+from pipeline.io.hdf5 import LazyFile
 
-class FileBatches(Dataset):
-    """The base of a Dataset that reads its batches from one HDF5 file ``self.path``: the
-    file is opened on first use in each process (``_open``), since an h5py handle must not
-    cross a DataLoader worker's fork, and left out when the dataset is pickled."""
 
-    _file = None
-
-    def _open(self):
-        import h5py
-
-        if self._file is None:
-            self._file = h5py.File(self.path, "r")
-        return self._file
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_file"] = None
-        return state
+class FileBatches(LazyFile, Dataset):
+    """The base of a Dataset that reads its batches from one HDF5 file ``self.path``,
+    opened lazily in each DataLoader worker (``pipeline.io.hdf5.LazyFile``)."""
 
 
 class PrebatchedDataModule(pl.LightningDataModule):

@@ -23,10 +23,10 @@ EVENTS_PER_BATCH = 512
 
 def baseline_inputs(batch: Mapping) -> tuple:
     """(energy, labels, track_p, track_eta, track_phi) of an evaluation batch
-    (``data.ParticleFlowBatches(..., evaluation=True)``), as the baseline takes them."""
+    (``batches.ImageBatches(..., evaluation=True)``, arrays or tensors), as the baseline takes them."""
     events = batch["events"]
     track_p = np.where(events["has_track"] == 1, events["track_p"], np.nan)
-    return ([t.numpy() for t in batch["layers"]], batch["cluster"], track_p, events["track_layer_eta"],
+    return ([np.asarray(image) for image in batch["layers"]], batch["cluster"], track_p, events["track_layer_eta"],
             events["track_layer_phi"])
 
 
@@ -36,7 +36,7 @@ def calibrate(config: Mapping, inputs: Sequence[str | Path], output: str | Path,
     from tqdm import tqdm
 
     from pipeline.ml.tracking import log_run, run_name, run_tags
-    from pipeline.studies.particle_flow.data import ParticleFlowBatches
+    from pipeline.studies.particle_flow.batches import ImageBatches
     from pipeline.studies.particle_flow.parametrised import (
         DEFAULT_P_BINS,
         CellGeometry,
@@ -48,7 +48,7 @@ def calibrate(config: Mapping, inputs: Sequence[str | Path], output: str | Path,
     totals = None
     n_events = 0
     for path in inputs:
-        batches = ParticleFlowBatches(path, EVENTS_PER_BATCH, evaluation=True)
+        batches = ImageBatches(path, EVENTS_PER_BATCH, evaluation=True)
         if list(batches.shapes) != list(geometry.layer_shapes):
             raise ValueError(f"{path}: images with layers {batches.shapes}, but particle_flow.calorimeter has "
                              f"{list(geometry.layer_shapes)}")

@@ -74,12 +74,14 @@ from torch import nn
 from torch_geometric.nn import EdgeConv
 from torch_geometric.utils import scatter
 
+from pipeline.studies.particle_flow.methods import LEARNED
 from pipeline.studies.vertexing.models import mlp
 
 #: Granularity (n_eta, n_phi) of the six layers, 3 EM then 3 HAD.
 DEFAULT_LAYER_SHAPES = ((64, 32), (64, 64), (32, 32), (16, 16), (16, 16), (8, 8))
-#: The methods of the study: the UNet with and without the track image, the graph network.
-METHODS = ("cnn", "graph", "cnn_no_track")
+#: The learned methods of the study (``methods.LEARNED``): the UNet with and without the
+#: track image, the graph network.
+METHODS = LEARNED
 #: Settings of FractionUNet and their defaults (the ``settings`` of ``build_network``).
 CNN_SETTINGS = {"fine": 64, "channels": (16, 32, 64), "energy_scale": 0.01}
 #: Settings of FractionGraphNet and their defaults.
@@ -353,9 +355,9 @@ def build_network(method: str, layer_shapes: Sequence[Sequence[int]] = DEFAULT_L
 class ParticleFlowModule(pl.LightningModule):
     """Training of a neutral-fraction network (``build_network``) on batch dicts:
     ``layers`` and ``fraction`` and ``weight`` (lists of six (B, h_l, w_l)), ``track``
-    (B, 64, 64). Loss ``energy_weighted_mse``; logs train_loss and val_loss (per epoch).
-    The hyperparameters (the method, layer shapes, the complete network settings) are
-    saved, so a checkpoint rebuilds the module.
+    (B, 64, 64). Loss ``energy_weighted_mse``; logs train_loss (per step) and val_loss (per
+    epoch), as the other studies' modules. The hyperparameters (the method, layer shapes,
+    the complete network settings) are saved, so a checkpoint rebuilds the module.
     """
 
     def __init__(self, method: str = "cnn", layer_shapes: Sequence[Sequence[int]] = DEFAULT_LAYER_SHAPES,
@@ -378,7 +380,7 @@ class ParticleFlowModule(pl.LightningModule):
 
     def _step(self, batch: Mapping, stage: str) -> torch.Tensor:
         loss = energy_weighted_mse(self.fractions(batch), batch["fraction"], batch["weight"])
-        self.log(f"{stage}_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(batch["track"]))
+        self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=len(batch["track"]))
         return loss
 
     def training_step(self, batch, batch_idx):
