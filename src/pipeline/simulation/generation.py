@@ -392,14 +392,34 @@ def particle_jet_arrays(
     return arrays, counts
 
 
-def shard_attrs(config: Mapping, sample_name: str, shard: int, seed: int, pythia, settings: list[str]) -> dict:
-    """The provenance of a generated shard: the sample's config, its hash and the seed
-    (``provenance_attrs``), the sample and shard, and Pythia's version and settings."""
-    stage = stage_config(config, sample_name)
-    attrs = provenance_attrs(stage, config_hash(stage), seed)
-    attrs.update(sample=sample_name, shard=shard, pythia_version=pythia_version(pythia),
-                 pythia_settings="\n".join(settings))
-    return attrs
+@dataclass
+class ShardGenerator:
+    """What every generated shard starts from: the sample's settings, Pythia's seed and
+    setting strings, the initialised Pythia, its charge table and the file's provenance."""
+
+    sample: dict
+    seed: int
+    settings: list[str]
+    pythia: object
+    charges: ChargeTable
+    attrs: dict
+
+    @classmethod
+    def start(cls, config: Mapping, sample_name: str, shard: int) -> "ShardGenerator":
+        """Pythia seeded with derive_seed(seed, sample, shard, "pythia") and the provenance
+        attributes (``provenance_attrs`` of the sample's config, the sample and shard,
+        Pythia's version and settings); ValueError for a shard out of range."""
+        sample = sample_config(config, sample_name)
+        if shard < 0 or shard >= sample["shards"]:
+            raise ValueError(f"shard {shard} out of range: sample {sample_name!r} has {sample['shards']} shards")
+        seed = derive_seed(config["seed"], sample_name, shard, "pythia")
+        settings = pythia_settings(sample, seed)
+        pythia = make_pythia(settings)
+        stage = stage_config(config, sample_name)
+        attrs = provenance_attrs(stage, config_hash(stage), seed)
+        attrs.update(sample=sample_name, shard=shard, pythia_version=pythia_version(pythia),
+                     pythia_settings="\n".join(settings))
+        return cls(sample, seed, settings, pythia, ChargeTable(pythia.particleData), attrs)
 
 
 def generate_shard(
@@ -416,18 +436,12 @@ def generate_shard(
     """
     from tqdm import tqdm
 
-    sample = sample_config(config, sample_name)
-    if shard < 0 or shard >= sample["shards"]:
-        raise ValueError(f"shard {shard} out of range: sample {sample_name!r} has {sample['shards']} shards")
     started = time.perf_counter()
-    seed = derive_seed(config["seed"], sample_name, shard, "pythia")
-    settings = pythia_settings(sample, seed)
-    pythia = make_pythia(settings)
-    charges = ChargeTable(pythia.particleData)
-    attrs = shard_attrs(config, sample_name, shard, seed, pythia, settings)
+    generator = ShardGenerator.start(config, sample_name, shard)
+    sample, pythia, charges = generator.sample, generator.pythia, generator.charges
     timing: dict[str, float] = defaultdict(float)
     n_total, batch_size = sample["events_per_shard"], sample["batch_size"]
-    with RaggedWriter(output, PARTICLE_JETS, attrs) as writer, tqdm(
+    with RaggedWriter(output, PARTICLE_JETS, generator.attrs) as writer, tqdm(
         total=n_total, desc=f"generate {sample_name}/{shard}", unit="ev",
         disable=not progress, mininterval=5.0,
     ) as bar:

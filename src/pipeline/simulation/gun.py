@@ -24,13 +24,12 @@ from typing import Mapping
 
 import numpy as np
 
-from pipeline.config import derive_seed, sample_config
+from pipeline.config import derive_seed
 from pipeline.io.hdf5 import RaggedWriter
 from pipeline.simulation.calorimeter import propagate_to_calorimeter
 from pipeline.simulation.formats import GUN_EVENTS
-from pipeline.simulation.generation import NEUTRINOS, ChargeTable, shard_attrs
+from pipeline.simulation.generation import NEUTRINOS, ChargeTable, ShardGenerator
 from pipeline.simulation.kinematics import wrap_phi
-from pipeline.simulation.pythia import make_pythia, pythia_settings
 
 log = logging.getLogger(__name__)
 
@@ -237,17 +236,12 @@ def generate_gun_shard(
     """
     from tqdm import tqdm
 
-    sample = sample_config(config, sample_name)
-    if shard < 0 or shard >= sample["shards"]:
-        raise ValueError(f"shard {shard} out of range: sample {sample_name!r} has {sample['shards']} shards")
     started = time.perf_counter()
-    seed = derive_seed(config["seed"], sample_name, shard, "pythia")
-    gun_seed = derive_seed(config["seed"], sample_name, shard, "gun")
-    settings = pythia_settings(sample, seed)
-    pythia = make_pythia(settings)
+    generator = ShardGenerator.start(config, sample_name, shard)
+    sample, pythia, charges = generator.sample, generator.pythia, generator.charges
     check_gun(sample["gun"], pythia.particleData)
-    charges = ChargeTable(pythia.particleData)
-    attrs = {**shard_attrs(config, sample_name, shard, seed, pythia, settings), "gun_seed": gun_seed}
+    gun_seed = derive_seed(config["seed"], sample_name, shard, "gun")
+    attrs = {**generator.attrs, "gun_seed": gun_seed}
     timing: dict[str, float] = defaultdict(float)
     n_total, batch_size = sample["events_per_shard"], sample["batch_size"]
     with RaggedWriter(output, GUN_EVENTS, attrs) as writer, tqdm(
