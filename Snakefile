@@ -30,6 +30,7 @@ include: "workflow/rules/vertexing.smk"
 include: "workflow/rules/flavour_tagging.smk"
 include: "workflow/rules/jet_images.smk"
 include: "workflow/rules/particle_flow.smk"
+include: "workflow/rules/super_resolution.smk"
 
 
 # `snakemake --report results/report.zip` after a run: every figure and table, with its caption
@@ -52,3 +53,4 @@ rule all:
         FLAVOUR_TAGGING_OUTPUTS,
         JET_IMAGE_OUTPUTS if IMAGE_STUDY else [],
         PARTICLE_FLOW_OUTPUTS if PARTICLE_FLOW_STUDY else [],
+        SUPER_RESOLUTION_OUTPUTS if SUPER_RESOLUTION_STUDY else [],

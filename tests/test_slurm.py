@@ -58,7 +58,8 @@ def test_the_tiny_dag_runs_through_slurm_and_a_failing_job_is_reported(tmp_path,
     output = run.stdout + run.stderr
     results = tmp_path / "results"
     for table in ("vertexing/metrics.csv", "flavour_tagging/metrics.csv", "jet_images/taggers.csv",
-                  "jet_images/denoising.csv", "particle_flow/metrics.csv", "tiny/split/test.h5"):
+                  "jet_images/denoising.csv", "particle_flow/metrics.csv", "super_resolution/physics.csv",
+                  "tiny/split/test.h5"):
         assert (results / table).stat().st_size > 0, table
 
     # Every job but the target rule `all` went through sbatch, and Slurm kept its log.
@@ -89,7 +90,8 @@ def test_the_users_profile_asks_a_gpu_for_exactly_the_training_jobs(tmp_path):
         rule = block.split(":", 1)[0]
         line = next((x for x in block.splitlines() if x.strip().startswith("resources:")), "")
         resources.setdefault(rule, set()).add(line)
-    training = {"train_vertex_finder", "train_flavour_tagger", "train_image_model", "train_particle_flow"}
+    training = {"train_vertex_finder", "train_flavour_tagger", "train_image_model", "train_particle_flow",
+                "train_super_resolution"}
     assert training < set(resources) and len(resources) > len(training) + 5
     for rule, lines in resources.items():
         for line in lines:

@@ -162,3 +162,18 @@ def test_the_fingerprint_follows_config_parameters_and_input_checksums():
     moved = {**config, "mlflow": {"tracking_uri": "http://server:5000"}, "training": {**config["training"],
                                                                                 "resume_dir": "/scratch"}}
     assert ResumeState.fingerprint_of(moved, {"model": "cnn"}, tags) == base  # bookkeeping only
+
+
+def test_inputs_of_the_same_name_keep_their_own_checksum_tags(tmp_path):
+    from pipeline.ml.tracking import run_tags
+
+    paths = []
+    for sample, content in (("pflow", b"a"), ("pi0", b"b")):
+        (tmp_path / sample).mkdir()
+        paths.append(tmp_path / sample / "train.h5")
+        paths[-1].write_bytes(content)
+    (tmp_path / "templates.json").write_text("{}")
+    tags = run_tags({}, [*paths, tmp_path / "templates.json"], "super_resolution", "train", "cnn")
+    assert tags["input.pflow/train.h5.sha256"] != tags["input.pi0/train.h5.sha256"]
+    assert tags["input.pi0/train.h5.path"] == str(paths[1])
+    assert "input.templates.json.sha256" in tags and "input.train.h5.sha256" not in tags

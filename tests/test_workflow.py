@@ -31,7 +31,9 @@ def test_default_config_dry_run_plans_every_step(tmp_path):
         "simulate_calorimeter": images, "build_jet_images": images, "split_jet_images": 1, "plot_jet_images": 1,
         "train_image_model": 5, "evaluate_jet_images": 1,
         "build_particle_flow_images": shards["pflow"] + shards["pflow_charged"], "split_particle_flow": 1,
-        "calibrate_particle_flow": 1, "train_particle_flow": 3, "evaluate_particle_flow": 1, "all": 1,
+        "calibrate_particle_flow": 1, "train_particle_flow": 3, "evaluate_particle_flow": 1,
+        "build_super_resolution_images": shards["pflow"] + shards["pi0"], "split_super_resolution": 2,
+        "train_super_resolution": 2, "evaluate_super_resolution": 1, "all": 1,
     }
     expected["total"] = sum(expected.values())
     assert job_counts(result.stdout + result.stderr) == expected
@@ -61,6 +63,7 @@ def test_a_command_line_config_file_is_the_whole_configuration(tmp_path):
     assert jobs["generate"] == 3 and jobs["simulate_tracker"] == 3
     assert "simulate_calorimeter" not in jobs  # no top, no qcd: the jet-image study does not run
     assert "build_particle_flow_images" not in jobs  # no pflow, no pflow_charged: nor does the particle flow
+    assert "build_super_resolution_images" not in jobs  # nor the super-resolution
     assert "results/ttbar/" not in result.stdout and "results/top/" not in result.stdout
 
 
@@ -160,6 +163,8 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
     image_models = ["mlp", "cnn", "autoencoder", "autoencoder_inverse", "denoising_autoencoder"]
     pf_learned = ["cnn", "graph", "cnn_no_track"]
     pf_methods = ["parametrised", *pf_learned]
+    sr_learned = ["redistribute", "cnn"]
+    sr_methods = ["uniform", "bicubic", *sr_learned]
     assert names == sorted([f"vertexing.train.{m}" for m in ("track_pair", "rnn", "set2graph")]
                            + [f"vertexing.evaluate.{m}" for m in methods]
                            + [f"flavour_tagging.train.{m}" for m in taggers]
@@ -169,7 +174,9 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
                            + [f"jet_images.evaluate.{m}" for m in image_models]
                            + ["particle_flow.calibrate.parametrised"]
                            + [f"particle_flow.train.{m}" for m in pf_learned]
-                           + [f"particle_flow.evaluate.{m}" for m in pf_methods])
+                           + [f"particle_flow.evaluate.{m}" for m in pf_methods]
+                           + [f"super_resolution.train.{m}" for m in sr_learned]
+                           + [f"super_resolution.evaluate.{m}" for m in sr_methods])
     run = {r.info.run_name: r for r in runs}
     train = run["vertexing.train.set2graph"]
     assert "val_loss" in train.data.metrics and train.data.tags["pipeline.version"]
@@ -203,7 +210,9 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
         ("flavour_tagging", "score-edges", "score_vertex_edges"), ("flavour_tagging", "train", "train_flavour_tagger"),
         ("flavour_tagging", "evaluate", "evaluate_flavour_tagging"), ("jet_images", "train", "train_image_model"),
         ("jet_images", "evaluate", "evaluate_jet_images"), ("particle_flow", "calibrate", "calibrate_particle_flow"),
-        ("particle_flow", "train", "train_particle_flow"), ("particle_flow", "evaluate", "evaluate_particle_flow")}
+        ("particle_flow", "train", "train_particle_flow"), ("particle_flow", "evaluate", "evaluate_particle_flow"),
+        ("super_resolution", "train", "train_super_resolution"),
+        ("super_resolution", "evaluate", "evaluate_super_resolution")}
     assert {r.data.tags["rule"] for r in runs} <= rules
 
     # The jet-image study: top and QCD through the calorimeter, images, five models, three tables.
@@ -244,6 +253,26 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
         assert (run[f"particle_flow.evaluate.{method}"].data.tags["training.run_id"]
                 == run[f"particle_flow.train.{method}"].info.run_id)
     assert "inclusive_mean" in run["particle_flow.calibrate.parametrised"].data.metrics
+
+    # The super-resolution study: every method in every layer, the physics beside the fine
+    # truth and the coarse input, the interpolations and redistribute conserving each cell.
+    sr = results / "super_resolution"
+    with open(sr / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["method", "layer", "mse", "psnr", "ssim", "energy_closure", "energy_bias"]
+    assert [(r["method"], r["layer"]) for r in rows] == [
+        (m, layer) for m in sr_methods for layer in ("em1", "em2", "em3", "had1", "had2", "had3")]
+    assert all(float(r["energy_closure"]) < 1e-5 for r in rows if r["method"] != "cnn")
+    with open(sr / "physics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["method"] for r in rows] == ["fine", "coarse", *sr_methods]
+    assert all(0 <= float(r["resolved_fraction"]) <= 1 for r in rows)
+    for name in ("psnr", "mass", "event_display_0", "event_display_1"):
+        assert (sr / f"{name}.png").stat().st_size > 1000
+    assert sr_methods[0] in (sr / "metrics.md").read_text() and "coarse" in (sr / "physics.md").read_text()
+    for method in sr_learned:
+        assert (run[f"super_resolution.evaluate.{method}"].data.tags["training.run_id"]
+                == run[f"super_resolution.train.{method}"].info.run_id)
     assert not (tmp_path / "resume").exists()  # every training finished and cleared its epoch checkpoints
     # A second run has nothing to do.
     again = run_snakemake(tmp_path, "--configfile", str(config))
@@ -293,6 +322,9 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
         "particle_flow": [f"particle_flow/{name}" for name in ("metrics.md", "metrics.csv", "cell_mse.csv",
                                                                "response.png", "resolution.png", "event_display_0.png",
                                                                "event_display_1.png", "event_display_2.png")],
+        "super_resolution": [f"super_resolution/{name}" for name in ("metrics.md", "psnr.png", "physics.md", "mass.png",
+                                                                     "shower_shapes.md", "event_display_0.png",
+                                                                     "event_display_1.png")],
     }
     assert {category: sorted(path for paths in subcategories.values() for path in paths)
             for category, subcategories in categories.items()} == {

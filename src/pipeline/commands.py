@@ -43,12 +43,15 @@ def split_paths(args, prefix: str = "") -> dict[str, Path]:
     return {split: getattr(args, f"{attr}{split}") for split in ("train", "val", "test")}
 
 
-def training_arguments(p: argparse.ArgumentParser, methods: Sequence[str], data: str) -> None:
-    """The arguments every training sub-command takes: config, method, data, outputs."""
+def training_arguments(p: argparse.ArgumentParser, methods: Sequence[str], data: str, several: bool = False) -> None:
+    """The arguments every training sub-command takes: config, method, data, outputs
+    (``several``: --train and --val take one or more files each)."""
     config_argument(p)
     p.add_argument("--method", required=True, choices=list(methods))
-    p.add_argument("--train", required=True, type=Path, help=f"{data} training file")
-    p.add_argument("--val", required=True, type=Path, help=f"{data} validation file")
+    files = {"nargs": "+"} if several else {}
+    s = "(s)" if several else ""
+    p.add_argument("--train", required=True, type=Path, help=f"{data} training file{s}", **files)
+    p.add_argument("--val", required=True, type=Path, help=f"{data} validation file{s}", **files)
     p.add_argument("--checkpoint", required=True, type=Path, help="best checkpoint to write (.ckpt)")
     p.add_argument("--history", required=True, type=Path, help="per-epoch metrics to write (.csv)")
     quiet_argument(p)

@@ -63,7 +63,7 @@ def validate_config(config: Mapping[str, Any], source: str = "config") -> dict:
         CalorimeterGeometry.from_settings(resolved["calorimeter"])
     except ValueError as err:
         raise ConfigError(f"{source}: invalid configuration:\n  {err}") from None
-    _check_particle_flow(source, resolved)
+    _check_studies(source, resolved)
     for key in ("signal", "background"):
         name = resolved["jet_images"][key]
         if name in resolved["samples"] and not resolved["samples"][name]["particles"]["store"]:
@@ -146,19 +146,20 @@ def particle_flow_samples(config: Mapping[str, Any]) -> list[str]:
     return names if all(name in config["samples"] for name in names) else []
 
 
-def _check_particle_flow(source: str, resolved: Mapping[str, Any]) -> None:
-    """The particle-flow study's samples are guns, its window's cells nest (WindowGeometry)."""
-    from pipeline.studies.particle_flow.geometry import WindowGeometry
+def _check_studies(source: str, resolved: Mapping[str, Any]) -> None:
+    """Each study's own cross-checks of its section (``pipeline.studies.<study>.checks.check``,
+    where the study has one): ValueErrors naming the key become ConfigErrors naming ``source``."""
+    from importlib.util import find_spec
 
-    for role in ("sample", "calibration"):
-        name = resolved["particle_flow"][role]
-        if name in resolved["samples"] and resolved["samples"][name]["process"] != "particle_gun":
-            raise ConfigError(f"{source}: invalid configuration:\n  particle_flow.{role}: sample {name!r} has "
-                              f"process {resolved['samples'][name]['process']!r}; expected a particle_gun sample")
-    try:
-        WindowGeometry.from_config(resolved)
-    except ValueError as err:
-        raise ConfigError(f"{source}: invalid configuration:\n  {err}") from None
+    from pipeline.studies import STUDIES, study_module
+
+    for study in STUDIES:
+        if find_spec(f"pipeline.studies.{study}.checks") is None:
+            continue
+        try:
+            study_module(study, "checks").check(resolved)
+        except ValueError as err:
+            raise ConfigError(f"{source}: invalid configuration:\n  {err}") from None
 
 
 def load_config(path: str | Path) -> dict:

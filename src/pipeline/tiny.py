@@ -54,7 +54,8 @@ def tiny_workflow_config() -> dict:
     """The raw config of the smallest run of the whole default DAG (a few minutes on two
     cores), read from ``.test/config/config.yaml`` (TINY_WORKFLOW_CONFIG): a 60-event
     ttbar sample for vertexing and flavour tagging, 80 boosted top and 80 QCD events for
-    the jet-image study, 60 pi+ pi0 and 40 pi+ gun events for the particle flow, small
+    the jet-image study, 60 pi+ pi0 and 40 pi+ gun events for the particle flow, 40 pi0 for
+    the super-resolution (with the pi+ pi0 events), small
     networks, two epochs. The tests' and the Slurm benchmark's
     end-to-end runs use it; a user runs it with
     ``snakemake --configfile .test/config/config.yaml --directory <dir>``.

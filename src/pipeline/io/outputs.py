@@ -63,6 +63,19 @@ def write_text(target: str | Path, text: str) -> Path:
     return Path(target)
 
 
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display on cluster nodes), in
+    mplhep's ROOT style: every figure of the pipeline is drawn through it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mplhep
+
+    mplhep.style.use("ROOT")
+    return plt
+
+
 def save_figure(fig, stem: str | Path, **savefig_options) -> list[Path]:
     """Save a matplotlib figure as stem.png (100 dpi) and stem.pdf; returns the paths."""
     written = []

@@ -40,11 +40,28 @@ def run_tags(config: Mapping, inputs: Iterable[str | Path], study: str, step: st
 
     tags = {"study": study, "step": step, "method": method, "rule": os.environ.get("PIPELINE_RULE", "none"),
             "pipeline.version": __version__, "pipeline.git_sha": git_sha() or "unknown"}
-    for path in inputs:
-        tags[f"input.{Path(path).name}.sha256"] = file_checksum(path)
-        tags[f"input.{Path(path).name}.path"] = str(path)
+    for key, path in _input_keys(inputs).items():
+        tags[f"input.{key}.sha256"] = file_checksum(path)
+        tags[f"input.{key}.path"] = str(path)
     tags["config.json"] = json.dumps(config, sort_keys=True)[:5000]
     return tags
+
+
+def _input_keys(inputs: Iterable[str | Path]) -> dict[str, Path]:
+    """{tag key: path}: a file's name, or as many of its last path parts as tell it from the
+    other inputs of the same name (``pflow/train.h5``, ``pi0/train.h5``)."""
+    paths = [Path(p) for p in inputs]
+
+    def key(path: Path, depth: int) -> str:
+        return "/".join(path.parts[-depth:])
+
+    keys = {}
+    for path in paths:
+        depth = 1
+        while depth < len(path.parts) and sum(key(other, depth) == key(path, depth) for other in paths) > 1:
+            depth += 1
+        keys[key(path, depth)] = path
+    return keys
 
 
 def tracking_uri(mlflow_settings: Mapping) -> str:

@@ -105,13 +105,11 @@ _LABELS = {
 
 def plot_validation(paths: Sequence[str | Path], output_dir: str | Path, title: str = "") -> list[Path]:
     """Draw the validation plots as PNG and PDF into output_dir; returns the files written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import mplhep
 
-    mplhep.style.use("ROOT")
+    from pipeline.io.outputs import pyplot
+
+    plt = pyplot()
     hists, sums = fill_histograms(paths)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

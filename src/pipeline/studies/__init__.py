@@ -16,7 +16,7 @@ from importlib import import_module
 from types import ModuleType
 
 #: The registry: every study, in the order of the workflow (a study may use an earlier one's outputs).
-STUDIES = ("vertexing", "flavour_tagging", "jet_images", "particle_flow")
+STUDIES = ("vertexing", "flavour_tagging", "jet_images", "particle_flow", "super_resolution")
 
 
 def study_module(study: str, part: str) -> ModuleType:

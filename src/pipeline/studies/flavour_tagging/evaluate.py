@@ -157,13 +157,9 @@ def rejection_curve(prediction: Mapping[str, np.ndarray], charm_fraction: float,
 def plot_roc(predictions: Mapping[str, Sequence[dict]], charm_fraction: float, output_dir: Path) -> None:
     """Light and c rejection against b-jet efficiency, one curve per method: the geometric
     mean over its training replicas, the band their full range."""
-    import matplotlib
+    from pipeline.io.outputs import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import mplhep
-
-    mplhep.style.use("ROOT")
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(16, 7))
     for method, replicas in predictions.items():
         for ax, background in zip(axes, (2, 1)):
@@ -189,11 +185,11 @@ def plot_roc(predictions: Mapping[str, Sequence[dict]], charm_fraction: float, o
 
 def plot_confusion(method: str, replicas: Sequence[Mapping[str, np.ndarray]], output_dir: Path) -> None:
     """The confusion matrix normalised per true flavour (rows sum to 1), averaged over replicas."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from sklearn.metrics import confusion_matrix
+
+    from pipeline.io.outputs import pyplot
+
+    plt = pyplot()
 
     matrix = np.mean([confusion_matrix(p["labels"], p["probabilities"].argmax(1), labels=range(len(CLASSES)),
                                        normalize="true") for p in replicas], axis=0)

@@ -30,7 +30,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from pipeline.io.outputs import atomic_output, save_figure, write_text
+from pipeline.io.outputs import atomic_output, pyplot, save_figure, write_text
 from pipeline.ml.checkpoints import checkpoint_run_id, load_module
 from pipeline.studies.jet_images.data import ROWS_PER_READ, iterate_images, normalise_images
 from pipeline.studies.jet_images.formats import IMAGE_CLASSES
@@ -149,24 +149,13 @@ def _log_runs(config: Mapping, test: str | Path, checkpoints: Mapping[str, str |
             mlflow.log_dict(json.loads(json.dumps(stage)), "config.json")
 
 
-def _style():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import mplhep
-
-    mplhep.style.use("ROOT")
-    return plt
-
-
 def _plot_rejection(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, xlabel: str,
                     markers: Mapping[str, tuple[float, float]] | None = None) -> None:
     """Background rejection 1/eps_B (log) against signal efficiency, one curve per
     {label: (signal scores, background scores)}; ``markers`` {label: (eps_S, 1/eps_B)}."""
     from pipeline.ml.roc import efficiency_curve
 
-    plt = _style()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 7))
     for label, (signal, background) in curves.items():
         eff_s, eff_b = efficiency_curve(signal, background)
@@ -192,7 +181,7 @@ def _plot_grid(images: Sequence[Sequence[np.ndarray]], titles: Sequence[Sequence
     its first image, so a reconstruction compares with its input); pixels <= 0 blank."""
     from matplotlib.colors import LogNorm
 
-    plt = _style()
+    plt = pyplot()
     rows, cols = len(images), len(images[0])
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 4.6 * rows), squeeze=False)
     for r in range(rows):

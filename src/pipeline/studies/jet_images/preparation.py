@@ -228,12 +228,9 @@ def split_jet_images(config: Mapping, inputs: Sequence[str | Path], outputs: Map
 def plot_jet_images(path: str | Path, output_dir: str | Path, examples: int = 3) -> None:
     """The average image of each class (the lecture's picture) and ``examples`` single
     jets per class, from a jet_images file read in chunks; PNG and PDF."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import mplhep
     from matplotlib.colors import LogNorm
+
+    from pipeline.io.outputs import pyplot
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -251,7 +248,7 @@ def plot_jet_images(path: str | Path, output_dir: str | Path, examples: int = 3)
                 singles[label].extend(mine[: examples - len(singles[label])])
     if not counts.all():
         raise ValueError(f"{path}: needs jets of both classes to plot, found {dict(zip(IMAGE_CLASSES, counts))}")
-    mplhep.style.use("ROOT")
+    plt = pyplot()
     extent = [-pixels * size / 2, pixels * size / 2] * 2
 
     def show(ax, image, title):

@@ -9,7 +9,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from pipeline.io.outputs import save_figure
+from pipeline.io.outputs import pyplot, save_figure
 from pipeline.studies.particle_flow.metrics import bin_name
 
 #: The response histograms' range, as the authors' [-2, 2].
@@ -19,21 +19,10 @@ RESPONSE_RANGE = (-2.0, 2.0)
 DISPLAY_HALF_WIDTH = 0.2
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import mplhep
-
-    mplhep.style.use("ROOT")
-    return plt
-
-
 def plot_responses(per_event: Mapping[str, Mapping[str, np.ndarray]], bins: Sequence[tuple[float, float]],
                    stem: str | Path) -> list[Path]:
     """Histograms of (E_pred - E_true) / E_true per pi0 energy bin (one panel each), every method overlaid."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(bins), figsize=(5 * len(bins), 4.5), sharey=False)
     edges = np.linspace(*RESPONSE_RANGE, 41)
     for ax, (low, high) in zip(np.atleast_1d(axes), bins):
@@ -53,7 +42,7 @@ def plot_responses(per_event: Mapping[str, Mapping[str, np.ndarray]], bins: Sequ
 
 def plot_resolution(rows: Sequence[Mapping], bins: Sequence[tuple[float, float]], stem: str | Path) -> list[Path]:
     """Resolution (IQR / median) and median response against the pi0 energy, one line per method."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 7), sharex=True)
     centres = [(low + high) / 2 for low, high in bins]
     names = [bin_name(low, high) for low, high in bins]
@@ -75,7 +64,7 @@ def plot_resolution(rows: Sequence[Mapping], bins: Sequence[tuple[float, float]]
 def plot_event_displays(displays: Mapping, event: int, geometry, stem: str | Path) -> list[Path]:
     """One event: rows charged truth, neutral truth and each method's predicted neutral
     energy [GeV], columns the layers; the extrapolated track marked in every panel."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = [("charged truth", displays["charged"]), ("neutral truth", displays["neutral"]),
             *((f"{m} neutral", images) for m, images in displays["predicted"].items())]
     n_layers = geometry.n_layers

@@ -214,8 +214,12 @@ IMAGE_STAGE = ShardStage("particle_flow_images", ("tracker", "calorimeter", "par
                          EVENTS_PER_CHUNK)
 
 
-def build_image_shard(config: Mapping, generated: str | Path, output: str | Path, progress: bool = True) -> dict:
-    """Write the particle_flow_images file of one gun shard (a gun_events file). Returns rows per collection."""
+def build_image_shard(config: Mapping, generated: str | Path, output: str | Path, progress: bool = True,
+                      stage: ShardStage = IMAGE_STAGE) -> dict:
+    """Write the particle_flow_images file of one gun shard (a gun_events file). Returns rows per collection.
+
+    ``stage``: another study's stage (its random stream and the config sections it stores)
+    building the same images with its own ``particle_flow.calorimeter`` (super_resolution)."""
     geometry = WindowGeometry.from_config(config)
 
     def process(readers, start, stop, rng):
@@ -229,4 +233,4 @@ def build_image_shard(config: Mapping, generated: str | Path, output: str | Path
         return {"n_events": readers["generated"].n_rows("events"), "window": json.dumps(list(geometry.window)),
                 "fine": geometry.fine, "layers": json.dumps([layer.__dict__ for layer in geometry.layers])}
 
-    return IMAGE_STAGE.run(config, {"generated": (generated, GUN_EVENTS)}, output, process, progress, attrs)
+    return stage.run(config, {"generated": (generated, GUN_EVENTS)}, output, process, progress, attrs)

@@ -126,13 +126,9 @@ def write_tables(rows: list[dict], output_dir: Path) -> None:
 
 def plot_f1_vs_tracks(predictions: Mapping[str, np.ndarray], per_jet: Mapping[str, dict], output_dir: Path) -> None:
     """Mean F1 against the number of tracks, one panel per flavour, one line per method."""
-    import matplotlib
+    from pipeline.io.outputs import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import mplhep
-
-    mplhep.style.use("ROOT")
+    plt = pyplot()
     n_tracks, flavour = predictions["n_tracks"], predictions["flavour"]
     counts = np.arange(2, int(n_tracks.max(initial=2)) + 1)
     fig, axes = plt.subplots(1, 3, figsize=(18, 6), sharey=True)

@@ -1,0 +1,169 @@
+"""Throughput of the super-resolution study on this machine's CPU.
+
+    python bench/super_resolution.py [--events 2000] [--threads 2] [--batch-size 32] [--steps 20]
+                                     [--workdir DIR]
+
+The settings are the repository's config.yaml (read through validate_config): the
+``pflow`` and ``pi0`` guns and the ``super_resolution`` section; only the events per shard
+(``--events``, one shard of each sample) and, if given, the training batch size change.
+
+1. Images with the study's detector: one shard of each sample generated and built
+   (``super_resolution.detector.build_shard``), events/s per core (one process, NumPy
+   single-threaded), for orientation.
+2. The loader with the model removed: one pass of the training loader
+   (``SuperResolutionDataModule`` over both files, no workers), events/s.
+3. Training throughput of ``redistribute`` and ``cnn`` with the config's network settings:
+   forward, MSE, backward, Adam step on real batches, ``--threads`` torch threads, the
+   first (warm-up) step excluded; and inference throughput (forward only, no gradients) of
+   both networks and of the interpolations; events/s. Target: the loader >= 10x the fastest
+   model's training.
+
+Everything is written under ``--workdir`` (default: a temporary directory, removed after).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from particle_flow import ROOT, timed  # noqa: E402  (the particle-flow benchmark's helpers)
+
+SAMPLES = ("pflow", "pi0")
+
+
+def bench_config(events: int, batch_size: int | None) -> dict:
+    """The repository's config with one shard of ``events`` events of each of the study's
+    samples (and the study's training batch size, if given), validated."""
+    import yaml
+
+    from pipeline.config import validate_config
+
+    raw = yaml.safe_load((ROOT / "config.yaml").read_text())
+    for sample in SAMPLES:
+        raw["samples"][sample].update(events_per_shard=events, shards=1)
+    if batch_size is not None:
+        raw.setdefault("super_resolution", {}).setdefault("training", {})["batch_size"] = batch_size
+    return validate_config(raw, source=str(ROOT / "config.yaml"))
+
+
+def loader_pass(paths: list[Path], batch_size: int) -> tuple[int, float]:
+    """Events read by one pass of the training loader over ``paths`` (no workers), and the seconds taken."""
+    from pipeline.studies.super_resolution.data import SuperResolutionDataModule
+
+    data = SuperResolutionDataModule({"train": paths, "val": paths}, batch_size, num_workers=0, seed=1)
+    data.setup()
+    events = 0
+    start = time.perf_counter()
+    for batch in data.train_dataloader():
+        events += len(batch["track"])
+    return events, time.perf_counter() - start
+
+
+def network_throughput(config: dict, method: str, paths: list[Path], batch_size: int, steps: int) -> dict:
+    """{train, infer: events/s, parameters} of ``method`` on the files' first batches
+    (cycled): ``steps`` training steps (forward, MSE, backward, Adam) after a warm-up
+    step, then ``steps`` forward passes without gradients."""
+    import torch
+
+    from pipeline.studies.super_resolution.data import SuperResolutionDataset
+    from pipeline.studies.super_resolution.models import fine_mse
+    from pipeline.studies.super_resolution.train import build_model, study_config
+
+    config = study_config(config)
+    torch.manual_seed(0)
+    model = build_model(config, method)
+    model.train()
+    optimiser = torch.optim.Adam(model.parameters(), lr=config["training"]["learning_rate"])
+    datasets = [SuperResolutionDataset(path, batch_size) for path in paths]
+    batches = [datasets[index % 2][(index // 2) % len(datasets[index % 2])] for index in range(steps + 1)]
+    events, elapsed = 0, 0.0
+    for index, batch in enumerate(batches):
+        start = time.perf_counter()
+        optimiser.zero_grad()
+        loss = fine_mse(model(batch["coarse"], batch["track"]), batch["fine"])
+        loss.backward()
+        optimiser.step()
+        if index:  # the first step warms up
+            elapsed += time.perf_counter() - start
+            events += len(batch["track"])
+    model.eval()
+    start = time.perf_counter()
+    with torch.no_grad():
+        for batch in batches[1:]:
+            model(batch["coarse"], batch["track"])
+    return {"train": events / elapsed, "infer": events / (time.perf_counter() - start),
+            "parameters": sum(p.numel() for p in model.parameters())}
+
+
+def interpolation_throughput(method: str, paths: list[Path], batch_size: int, steps: int) -> float:
+    """Events/s of an interpolation (``super_resolve``) on the files' first batches."""
+    from pipeline.studies.super_resolution.data import SuperResolutionDataset
+    from pipeline.studies.super_resolution.interpolation import super_resolve
+
+    datasets = [SuperResolutionDataset(path, batch_size) for path in paths]
+    batches = [datasets[index % 2][(index // 2) % len(datasets[index % 2])] for index in range(steps)]
+    start = time.perf_counter()
+    for batch in batches:
+        super_resolve(method, batch["coarse"], datasets[0].factors)
+    return sum(len(b["track"]) for b in batches) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=2000, help="events per sample (default 2000)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for the networks (default 2)")
+    parser.add_argument("--batch-size", type=int, default=None, help="training batch size (default: the config's)")
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps per network (default 20)")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep the files here (default: a temporary dir)")
+    args = parser.parse_args()
+
+    from pipeline.simulation.gun import generate_gun_shard
+    from pipeline.studies.super_resolution.detector import build_shard
+    from pipeline.studies.super_resolution.methods import INTERPOLATIONS, LEARNED
+
+    config = bench_config(args.events, args.batch_size)
+    batch_size = args.batch_size or config["super_resolution"]["training"].get("batch_size",
+                                                                                config["training"]["batch_size"])
+    context = tempfile.TemporaryDirectory() if args.workdir is None else nullcontext(str(args.workdir))
+    with context as workdir:
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for sample in SAMPLES:
+            generated, images = workdir / f"{sample}_gen.h5", workdir / f"{sample}_images.h5"
+            _, gen_wall, gen_cpu = timed(generate_gun_shard, config, sample, 0, generated, progress=False)
+            _, img_wall, img_cpu = timed(build_shard, config, generated, images, progress=False)
+            paths.append(images)
+            print(f"{sample}: {args.events} events: gun {args.events / gen_cpu:.0f} events/s per core "
+                  f"({gen_wall:.1f} s wall), images {args.events / img_cpu:.0f} events/s per core "
+                  f"({img_wall:.1f} s wall), {images.stat().st_size / args.events / 1e3:.1f} kB/event")
+
+        events, seconds = loader_pass(paths, batch_size)
+        loader = events / seconds
+        print(f"loader (no model): {events} events in {seconds:.2f} s: {loader:.0f} events/s, batch {batch_size}")
+
+        import torch
+
+        torch.set_num_threads(args.threads)
+        speeds = {}
+        for method in INTERPOLATIONS:
+            print(f"{method}: inference {interpolation_throughput(method, paths, batch_size, args.steps):.0f} events/s")
+        for method in LEARNED:
+            speeds[method] = network_throughput(config, method, paths, batch_size, args.steps)
+            s = speeds[method]
+            print(f"{method}: {s['parameters']} parameters; training {s['train']:.1f} events/s, "
+                  f"inference {s['infer']:.1f} events/s ({args.threads} threads, batch {batch_size})")
+        fastest = max(s["train"] for s in speeds.values())
+        print(f"loader / fastest training: {loader / fastest:.1f}x (target >= 10x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Calorimeter super-resolution: the fine cells of a shower from the detector's coarse ones."""

@@ -1,0 +1,91 @@
+"""``pipeline super_resolution ...``: the calorimeter super-resolution study's sub-commands."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from pipeline.commands import (
+    add_command,
+    config_argument,
+    evaluation_arguments,
+    logged_config,
+    named_paths,
+    quiet_argument,
+    split_arguments,
+    split_paths,
+    training_arguments,
+)
+from pipeline.studies.super_resolution.methods import LEARNED
+
+#: The study in a line (``pipeline --help``).
+SUMMARY = "calorimeter super-resolution: fine cells from the detector's, judged by the photon pairs they resolve"
+
+log = logging.getLogger(__name__)
+
+#: What a split file of this study stores of the config (the images' sections).
+SPLIT_SECTIONS = ("split", "tracker", "calorimeter", "particle_flow", "super_resolution")
+
+
+def _build(args) -> None:
+    from pipeline.config import load_config
+    from pipeline.studies.super_resolution.detector import build_shard
+
+    rows = build_shard(load_config(args.config), args.generated, args.output, progress=not args.quiet)
+    log.info("rows written: %s", rows)
+
+
+def _split(args) -> None:
+    from pipeline.config import load_config
+    from pipeline.simulation.split import split_sample
+    from pipeline.studies.particle_flow.formats import PARTICLE_FLOW_IMAGES
+    from pipeline.studies.super_resolution.detector import detector_config
+
+    # The split files store the detector they hold, as the shards do: readers take the
+    # geometry from the stored config.
+    counts = split_sample(detector_config(load_config(args.config)), args.sample, args.inputs, split_paths(args),
+                          PARTICLE_FLOW_IMAGES, SPLIT_SECTIONS)
+    log.info("events per split: %s", counts)
+
+
+def _train(args) -> None:
+    from pipeline.studies.super_resolution.train import train_super_resolution
+
+    train_super_resolution(logged_config(args.config), args.method, {"train": args.train, "val": args.val},
+                           args.checkpoint, args.history, progress=not args.quiet)
+
+
+def _evaluate(args) -> None:
+    from pipeline.studies.super_resolution.evaluate import evaluate_super_resolution
+
+    evaluate_super_resolution(logged_config(args.config), args.test, args.pi0_test,
+                              named_paths(args.checkpoint, "--checkpoint"), args.output_dir)
+
+
+def register(sub) -> None:
+    p = add_command(sub, "build", _build,
+                    "Build the calorimeter images of one particle-gun shard with this study's detector cells "
+                    "(particle_flow_images format).", prog="super_resolution build")
+    config_argument(p)
+    p.add_argument("--generated", required=True, type=Path, help="gun_events file of the shard")
+    p.add_argument("--output", required=True, type=Path, help="particle_flow_images file to write")
+    quiet_argument(p)
+
+    p = add_command(sub, "split", _split, "Merge a sample's image shards of this study into train/val/test files, "
+                    "by event.", prog="super_resolution split")
+    config_argument(p)
+    p.add_argument("--sample", required=True, help="the sample the shards belong to")
+    p.add_argument("--inputs", required=True, nargs="+", type=Path, help="particle_flow_images shard files")
+    split_arguments(p, "particle_flow_images file to write")
+
+    p = add_command(sub, "train", _train,
+                    "Train a super-resolution network (redistribute, cnn) with Lightning on the study's two samples; "
+                    "logs to MLflow.", prog="super_resolution train", rule="train_super_resolution")
+    training_arguments(p, LEARNED, "particle_flow_images", several=True)
+
+    p = add_command(sub, "evaluate", _evaluate,
+                    "Score the interpolations and every network: image metrics per layer on the study's sample, "
+                    "photon pairs and diphoton mass on the pi0 sample; tables, figures; logs to MLflow.",
+                    prog="super_resolution evaluate", rule="evaluate_super_resolution")
+    evaluation_arguments(p, "particle_flow_images", f"a network's checkpoint (repeat for {', '.join(LEARNED)})")
+    p.add_argument("--pi0-test", required=True, type=Path, help="particle_flow_images test file of the pi0 sample")

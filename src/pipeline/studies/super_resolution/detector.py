@@ -1,0 +1,56 @@
+"""The super-resolution study's detector: the particle-flow study's calorimeter window
+(layers, depths, sampling, noise, fine granularity, topo-cluster readout) with this
+study's detector cells per layer (``super_resolution.granularity``).
+
+The images are the particle-flow study's (``particle_flow.images``, format
+``particle_flow_images``), built from the same gun events with this detector: a file
+describes its own geometry through the config it stores, so every reader of that format
+reads these files unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Mapping
+
+from pipeline.simulation.stage import ShardStage
+from pipeline.studies.particle_flow.formats import PARTICLE_FLOW_IMAGES
+from pipeline.studies.particle_flow.images import EVENTS_PER_CHUNK, build_image_shard
+
+#: The per-shard stage writing this study's images: its own random stream (the noise) and
+#: its section in the stored config.
+IMAGE_STAGE = ShardStage("super_resolution_images", ("tracker", "calorimeter", "particle_flow", "super_resolution"),
+                         PARTICLE_FLOW_IMAGES, EVENTS_PER_CHUNK)
+
+
+def detector_config(config: Mapping) -> dict:
+    """A copy of the resolved config whose ``particle_flow.calorimeter`` layers have the
+    cells of ``super_resolution.granularity``; ValueError naming the entry that does not
+    divide the fine granularity or does not match the layers."""
+    section = config["super_resolution"]
+    calorimeter = config["particle_flow"]["calorimeter"]
+    cells, layers, fine = section["granularity"], calorimeter["layers"], int(calorimeter["fine"])
+    if len(cells) != len(layers):
+        raise ValueError(f"super_resolution.granularity: {len(cells)} entries for the {len(layers)} layers of "
+                         f"particle_flow.calorimeter; expected one (n_eta, n_phi) per layer")
+    for index, (layer, (n_eta, n_phi)) in enumerate(zip(layers, cells)):
+        for axis, n in (("n_eta", n_eta), ("n_phi", n_phi)):
+            if fine % n:
+                raise ValueError(f"super_resolution.granularity[{index}] ({layer['name']!r}): {axis} = {n} does "
+                                 f"not divide particle_flow.calorimeter.fine = {fine}; expected a divisor of it")
+    derived = copy.deepcopy(dict(config))
+    derived["particle_flow"]["calorimeter"]["layers"] = [
+        {**layer, "n_eta": int(n_eta), "n_phi": int(n_phi)} for layer, (n_eta, n_phi) in zip(layers, cells)]
+    return derived
+
+
+def build_shard(config: Mapping, generated: str | Path, output: str | Path, progress: bool = True) -> dict:
+    """Write the particle_flow_images file of one gun shard with this study's detector. Returns rows per collection."""
+    return build_image_shard(detector_config(config), generated, output, progress, stage=IMAGE_STAGE)
+
+
+def study_samples(config: Mapping) -> list[str]:
+    """The study's [sample, pi0 sample] if the config defines both (the study runs), else []."""
+    names = [config["super_resolution"][role] for role in ("sample", "pi0_sample")]
+    return names if all(name in config["samples"] for name in names) else []

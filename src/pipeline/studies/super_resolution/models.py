@@ -1,0 +1,277 @@
+"""The learned super-resolution models (the second half of Di Bello et al., EPJC 81 (2021) 107).
+
+Per event the detector gives six layer images E_l (B, h_l, w_l) [GeV] over one (eta, phi)
+window (3 EM then 3 HAD, axis 0 eta, axis 1 phi, ``layer_shapes``; the topo-cluster
+cells, noisy, so cells can be slightly negative; 0 elsewhere) and a track image T
+(B, F, F) (the track's momentum [GeV] at its pixel in em2, all zero without a track).
+Every network maps ``forward(coarse, track)`` to the six layers on the fine grid, Y
+(B, L, F, F) [GeV] (F = ``fine``, 64), the fine truth's estimate. Layer l's detector cell
+(I, J) covers the fine cells (i, j), i in [I fe, (I + 1) fe), j in [J fp, (J + 1) fp),
+with factors (fe, fp) = (F / h_l, F / w_l) (``block_sizes``; (1, 2) for em1's 64 x 32,
+(8, 8) for had3's 8 x 8). Both are trained on the plain squared error of the fine cells,
+
+    L = mean_{b, l, i, j} (Y_blij - Y*_blij)^2   [GeV^2]     (Y* the batch's ``fine``)
+
+Energies enter through the signed log a(E) = asinh(E / energy_scale) of the particle-flow
+networks (``particle_flow.models.signed_log``): linear through zero, logarithmic above, so
+inputs are O(1) from noise (~0.01 GeV) to showers (~100 GeV).
+
+``SubPixelTrunk`` (the features both share)
+    per layer   a 3x3 conv at the layer's own grid, a(E_l) (B, 1, h_l, w_l) -> (B, C fe fp, h_l, w_l),
+                rearranged sub-pixel style (Shi et al., CVPR 2016; ``sub_pixel``, torch's PixelShuffle
+                for fe = fp) to (B, C, F, F): fine cell (I fe + u, J fp + v) of map c takes channel
+                c fe fp + u fp + v of cell (I, J)
+    merge       the six maps and a(T) concatenated (B, 6 C + 1, F, F), a 1x1 conv to C
+    blocks      ``blocks`` residual blocks at F x F: x + GN(conv3x3(lrelu(GN(conv3x3(x)))))
+    out         (B, C, F, F)
+
+``RedistributionNet`` (method ``redistribute``; energy-conserving)
+    a 1x1 conv to one logit map per layer z (B, L, F, F); within every detector cell a
+    softmax over its fe x fp sub-cells, times the cell's energy (``EnergySharing``):
+
+        Y_l(i, j) = E_l(I, J) exp z_l(i, j) / sum_{(i', j') in (I, J)} exp z_l(i', j')
+
+    so every detector cell's energy is kept exactly, for any input (negative cells too:
+    their shares are all negative). The network only decides where within the cell.
+
+``CorrectionNet`` (method ``cnn``; free)
+    a 1x1 conv to L maps of corrections c (B, L, F, F) [GeV] added to the uniform share,
+    Y_l = to_fine(E_l) + c_l (``particle_flow.models.to_fine``: each cell's energy spread
+    evenly over its sub-cells): a global skip, so training starts from the ``uniform``
+    interpolation; free to move energy between cells (and to create or remove it).
+
+Both heads start at zero (weights and bias), so an untrained network is exactly the
+``uniform`` interpolation; ``SuperResolutionModule`` wraps either (``build_network``) for
+training, Adam through ``pipeline.ml.trainer.adam_with_schedule``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+from pipeline.studies.particle_flow.models import block_sizes, signed_log, to_fine
+from pipeline.studies.super_resolution.methods import LEARNED
+
+#: Granularity (n_eta, n_phi) of the six layers (``super_resolution.granularity``'s default).
+DEFAULT_LAYER_SHAPES = ((64, 32), (32, 32), (32, 32), (16, 16), (16, 16), (8, 8))
+#: Settings of the networks and their defaults (``super_resolution.network``).
+NETWORK_SETTINGS = {"channels": 16, "blocks": 2, "energy_scale": 0.01}
+
+Images = Sequence[torch.Tensor]
+
+
+def sub_pixel(x: torch.Tensor, factors: tuple[int, int]) -> torch.Tensor:
+    """(B, C fe fp, H, W) -> (B, C, H fe, W fp): out[b, c, I fe + u, J fp + v] = x[b, c fe fp + u fp + v, I, J];
+    torch.nn.PixelShuffle(r) for fe = fp = r."""
+    fe, fp = factors
+    b, channels, h, w = x.shape
+    if channels % (fe * fp):
+        raise ValueError(f"sub_pixel: {channels} channels do not split into maps of {fe} x {fp} sub-pixels")
+    return (x.reshape(b, channels // (fe * fp), fe, fp, h, w).permute(0, 1, 4, 2, 5, 3)
+            .reshape(b, channels // (fe * fp), h * fe, w * fp))
+
+
+def _norm(channels: int) -> nn.GroupNorm:
+    """Group normalisation (per event, as the particle-flow UNet's), in groups that divide ``channels``."""
+    return nn.GroupNorm(math.gcd(4, channels), channels)
+
+
+class ResidualBlock(nn.Module):
+    """x + GN(conv3x3(lrelu(GN(conv3x3(x))))) at the input's resolution, ``channels`` maps."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), _norm(channels), nn.LeakyReLU(0.01),
+                                  nn.Conv2d(channels, channels, 3, padding=1), _norm(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+def check_inputs(coarse: Images, track: torch.Tensor, layer_shapes: Sequence[tuple[int, int]], fine: int) -> None:
+    """ValueError unless ``coarse`` is one (B, h_l, w_l) image per layer and ``track`` (B, fine, fine)."""
+    if len(coarse) != len(layer_shapes):
+        raise ValueError(f"{len(coarse)} layer images, expected {len(layer_shapes)}")
+    for l, (energy, shape) in enumerate(zip(coarse, layer_shapes)):
+        if tuple(energy.shape[1:]) != tuple(shape) or len(energy) != len(track):
+            raise ValueError(f"layer {l}: image of shape {tuple(energy.shape)}, expected ({len(track)}, {shape[0]}, "
+                             f"{shape[1]})")
+    if tuple(track.shape[1:]) != (fine, fine):
+        raise ValueError(f"track image of shape {tuple(track.shape)}, expected (B, {fine}, {fine})")
+
+
+class SubPixelTrunk(nn.Module):
+    """The shared trunk of the module docstring: (coarse layers, track) -> (B, channels, fine, fine)."""
+
+    def __init__(self, layer_shapes: Sequence[Sequence[int]] = DEFAULT_LAYER_SHAPES, fine: int = 64,
+                 channels: int = 32, blocks: int = 4, energy_scale: float = 0.01):
+        super().__init__()
+        if channels < 1 or blocks < 0:
+            raise ValueError(f"SubPixelTrunk: channels must be positive and blocks not negative, "
+                             f"got {channels}, {blocks}")
+        self.layer_shapes = [tuple(int(n) for n in shape) for shape in layer_shapes]
+        self.factors = block_sizes(self.layer_shapes, fine)
+        self.fine, self.channels, self.energy_scale = int(fine), int(channels), float(energy_scale)
+        self.upsample = nn.ModuleList(nn.Conv2d(1, self.channels * fe * fp, 3, padding=1) for fe, fp in self.factors)
+        self.merge = nn.Conv2d(len(self.layer_shapes) * self.channels + 1, self.channels, 1)
+        self.blocks = nn.Sequential(*(ResidualBlock(self.channels) for _ in range(int(blocks))))
+
+    def forward(self, coarse: Images, track: torch.Tensor) -> torch.Tensor:
+        check_inputs(coarse, track, self.layer_shapes, self.fine)
+        dtype = self.merge.weight.dtype
+        maps = [sub_pixel(conv(signed_log(energy.to(dtype), self.energy_scale)[:, None]), factors)
+                for conv, energy, factors in zip(self.upsample, coarse, self.factors)]
+        maps.append(signed_log(track.to(dtype), self.energy_scale)[:, None])
+        return self.blocks(self.merge(torch.cat(maps, dim=1)))
+
+
+class EnergySharing(nn.Module):
+    """Every detector cell's energy shared among its fine cells by a softmax of their logits:
+    forward(logits (B, L, F, F), coarse [(B, h_l, w_l)] [GeV]) -> (B, L, F, F) [GeV], whose
+    sums over each layer's detector cells (``interpolation.to_coarse`` with its ``factors``) are
+    ``coarse`` (to float rounding), whatever the logits and energies."""
+
+    def __init__(self, factors: Sequence[tuple[int, int]]):
+        super().__init__()
+        self.factors = [(int(fe), int(fp)) for fe, fp in factors]
+
+    def forward(self, logits: torch.Tensor, coarse: Images) -> torch.Tensor:
+        if logits.shape[1] != len(self.factors) or len(coarse) != len(self.factors):
+            raise ValueError(f"EnergySharing: {logits.shape[1]} logit maps and {len(coarse)} layer images for "
+                             f"{len(self.factors)} layers")
+        b, _, hf, wf = logits.shape
+        out = []
+        for l, ((fe, fp), energy) in enumerate(zip(self.factors, coarse)):
+            z = logits[:, l].reshape(b, hf // fe, fe, wf // fp, fp)
+            share = torch.exp(z - torch.logsumexp(z, dim=(2, 4), keepdim=True))
+            out.append((share * energy.to(z.dtype)[:, :, None, :, None]).reshape(b, hf, wf))
+        return torch.stack(out, dim=1)
+
+
+def _zero_head(channels: int, n_layers: int) -> nn.Conv2d:
+    """The 1x1 conv of a head, all zero: an untrained network is the uniform interpolation."""
+    head = nn.Conv2d(channels, n_layers, 1)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    return head
+
+
+class RedistributionNet(nn.Module):
+    """Method ``redistribute``: the trunk, a 1x1 conv to L logit maps, ``EnergySharing``
+    (module docstring); every detector cell's energy kept exactly."""
+
+    def __init__(self, layer_shapes: Sequence[Sequence[int]] = DEFAULT_LAYER_SHAPES, fine: int = 64,
+                 channels: int = 32, blocks: int = 4, energy_scale: float = 0.01):
+        super().__init__()
+        self.trunk = SubPixelTrunk(layer_shapes, fine, channels, blocks, energy_scale)
+        self.head = _zero_head(self.trunk.channels, len(self.trunk.layer_shapes))
+        self.sharing = EnergySharing(self.trunk.factors)
+
+    def forward(self, coarse: Images, track: torch.Tensor) -> torch.Tensor:
+        """(B, L, F, F) fine images [GeV]."""
+        return self.sharing(self.head(self.trunk(coarse, track)), coarse)
+
+
+class CorrectionNet(nn.Module):
+    """Method ``cnn``: the trunk, a 1x1 conv to L maps of corrections [GeV] added to the
+    uniform share of every detector cell (module docstring); free to move energy."""
+
+    def __init__(self, layer_shapes: Sequence[Sequence[int]] = DEFAULT_LAYER_SHAPES, fine: int = 64,
+                 channels: int = 32, blocks: int = 4, energy_scale: float = 0.01):
+        super().__init__()
+        self.trunk = SubPixelTrunk(layer_shapes, fine, channels, blocks, energy_scale)
+        self.head = _zero_head(self.trunk.channels, len(self.trunk.layer_shapes))
+
+    def forward(self, coarse: Images, track: torch.Tensor) -> torch.Tensor:
+        """(B, L, F, F) fine images [GeV]."""
+        correction = self.head(self.trunk(coarse, track))
+        uniform = torch.stack([to_fine(energy.to(correction.dtype), factors)
+                               for energy, factors in zip(coarse, self.trunk.factors)], dim=1)
+        return uniform + correction
+
+
+def fine_mse(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The loss: mean over events, layers and fine cells of (Y - Y*)^2 [GeV^2], a scalar."""
+    return nn.functional.mse_loss(predicted, target.to(predicted.dtype))
+
+
+_NETWORKS = {"redistribute": RedistributionNet, "cnn": CorrectionNet}
+
+
+def network_settings(settings: Mapping | None = None) -> dict:
+    """The complete network settings: NETWORK_SETTINGS updated by ``settings``; an unknown key is a ValueError."""
+    settings = dict(settings or {})
+    unknown = sorted(set(settings) - set(NETWORK_SETTINGS))
+    if unknown:
+        raise ValueError(f"unknown super-resolution network settings {unknown}; expected keys of "
+                         f"{sorted(NETWORK_SETTINGS)}")
+    resolved = {key: settings.get(key, default) for key, default in NETWORK_SETTINGS.items()}
+    return {"channels": int(resolved["channels"]), "blocks": int(resolved["blocks"]),
+            "energy_scale": float(resolved["energy_scale"])}
+
+
+def build_network(method: str, layer_shapes: Sequence[Sequence[int]] = DEFAULT_LAYER_SHAPES, fine: int = 64,
+                  settings: Mapping | None = None) -> nn.Module:
+    """The network of ``method``: ``redistribute`` RedistributionNet, ``cnn`` CorrectionNet;
+    ``settings`` as in ``network_settings``."""
+    if method not in LEARNED:
+        raise ValueError(f"unknown learned super-resolution method {method!r}; expected one of {LEARNED}")
+    return _NETWORKS[method](layer_shapes, fine, **network_settings(settings))
+
+
+class SuperResolutionModule(pl.LightningModule):
+    """Training of a super-resolution network (``build_network``) on batch dicts of
+    ``data.SuperResolutionDataset``: ``coarse`` (list of six (B, h_l, w_l)), ``track``
+    (B, F, F), ``fine`` (B, 6, F, F) [GeV]. Loss: the mean squared error of the fine cells
+    [GeV^2] (``fine_mse``); logs train_loss (per step) and val_loss (per epoch), as the other studies'
+    modules. The hyperparameters (method, layer shapes, fine, the complete network
+    settings) are saved, so a checkpoint rebuilds the module (``pipeline.ml.checkpoints.load_module``).
+    """
+
+    def __init__(self, method: str = "redistribute", layer_shapes: Sequence[Sequence[int]] = DEFAULT_LAYER_SHAPES,
+                 fine: int = 64, settings: Mapping | None = None, learning_rate: float = 1e-3,
+                 lr_schedule: str = "constant"):
+        super().__init__()
+        resolved = network_settings(settings)
+        # Plain lists and numbers: a weights-only checkpoint load reads them back as they were.
+        self.save_hyperparameters({"method": method, "layer_shapes": [[int(h), int(w)] for h, w in layer_shapes],
+                                   "fine": int(fine), "settings": resolved, "learning_rate": float(learning_rate),
+                                   "lr_schedule": lr_schedule})
+        self.network = build_network(method, layer_shapes, fine, resolved)
+        self.learning_rate = learning_rate
+        self.lr_schedule = lr_schedule
+
+    def forward(self, coarse: Images, track: torch.Tensor) -> torch.Tensor:
+        """(B, L, F, F) fine images [GeV]."""
+        return self.network(coarse, track)
+
+    def fine_images(self, batch: Mapping) -> torch.Tensor:
+        """The network's fine images (B, L, F, F) [GeV] for a batch dict (tensors, or the
+        NumPy arrays of ``batches.SuperResolutionBatches``: moved to the module's device)."""
+        coarse = [torch.as_tensor(image, device=self.device) for image in batch["coarse"]]
+        return self(coarse, torch.as_tensor(batch["track"], device=self.device))
+
+    def _step(self, batch: Mapping, stage: str) -> torch.Tensor:
+        predicted = self.fine_images(batch)
+        loss = fine_mse(predicted, batch["fine"])
+        self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=len(batch["track"]))
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        return self._step(batch, "val")
+
+    def predict_step(self, batch, batch_idx, dataloader_idx=0):
+        return self.fine_images(batch)
+
+    def configure_optimizers(self):
+        from pipeline.ml.trainer import adam_with_schedule
+
+        return adam_with_schedule(self, self.learning_rate, self.lr_schedule)

@@ -1,0 +1,99 @@
+"""Training the learned models of the super-resolution study (``redistribute``, ``cnn``).
+
+Each is trained by the shared Trainer (``pipeline.ml.trainer.fit_and_export``: MLflow,
+checkpoints, resuming) with the study's ``super_resolution.training`` overrides, on the
+train files of both of the study's samples together (the pflow and the pi0 gun), validated
+on their val files, seeded from the global seed and the method.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from pipeline.config import derive_seed
+from pipeline.studies.super_resolution.methods import LEARNED
+
+
+def study_config(config: Mapping) -> dict:
+    """The config whose ``training`` section has the study's own overrides applied."""
+    from pipeline.ml.trainer import with_training_overrides
+
+    return with_training_overrides(config, config["super_resolution"]["training"])
+
+
+def detector_geometry(config: Mapping) -> tuple[list[tuple[int, int]], int, tuple[float, float]]:
+    """(layer shapes, fine, window) of the study's detector (``detector.detector_config``)."""
+    from pipeline.studies.particle_flow.geometry import WindowGeometry
+    from pipeline.studies.super_resolution.detector import detector_config
+
+    geometry = WindowGeometry.from_config(detector_config(config))
+    return geometry.shapes, geometry.fine, geometry.window
+
+
+def check_files(config: Mapping, paths: Sequence[str | Path]) -> None:
+    """ValueError naming the first particle_flow_images file whose geometry (layer shapes,
+    fine cells, window; stored in the file) is not the study's detector's."""
+    from pipeline.io.hdf5 import RaggedReader
+    from pipeline.studies.particle_flow.batches import file_geometry
+    from pipeline.studies.particle_flow.formats import PARTICLE_FLOW_IMAGES
+
+    shapes, fine, window = detector_geometry(config)
+    for path in paths:
+        with RaggedReader(path, PARTICLE_FLOW_IMAGES) as reader:
+            found = file_geometry(reader)
+        if found != (shapes, fine, window):
+            raise ValueError(f"{path}: written for layer shapes {found[0]}, fine {found[1]}, window {found[2]}, but "
+                             f"the study's detector (super_resolution.granularity, particle_flow.calorimeter) has "
+                             f"{shapes}, fine {fine}, window {window}; rebuild the file with this config")
+
+
+def build_model(config: Mapping, method: str):
+    """The untrained SuperResolutionModule of ``method`` (config with the study's training overrides)."""
+    from pipeline.studies.super_resolution.models import SuperResolutionModule
+
+    if method not in LEARNED:
+        raise ValueError(f"unknown learned super-resolution method {method!r}; expected one of {LEARNED}")
+    shapes, fine, _ = detector_geometry(config)
+    training = config["training"]
+    return SuperResolutionModule(method, shapes, fine, config["super_resolution"]["network"],
+                                 learning_rate=training["learning_rate"], lr_schedule=training["lr_schedule"])
+
+
+def _listed(paths: str | Path | Sequence[str | Path]) -> list[Path]:
+    return [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+
+
+def train_super_resolution(config: Mapping, method: str, data: Mapping[str, Sequence[str | Path]],
+                           checkpoint: str | Path, history: str | Path, progress: bool = True) -> dict[str, float]:
+    """Train ``method`` on ``data`` {"train": [paths], "val": [paths]} (particle_flow_images
+    files of this study's detector, several per split); write the best checkpoint (lowest
+    val_loss, with its MLflow run id) and the per-epoch history; log the run
+    ``super_resolution.train.<method>``. Returns the last epoch's metrics."""
+    import lightning.pytorch as pl
+
+    from pipeline.ml.tracking import run_name, run_tags
+    from pipeline.ml.trainer import fit_and_export
+    from pipeline.studies.super_resolution.data import SuperResolutionDataModule
+
+    if method not in LEARNED:
+        raise ValueError(f"unknown learned super-resolution method {method!r}; expected one of {LEARNED}")
+    missing = sorted(split for split in ("train", "val") if not data.get(split))
+    if missing:
+        raise ValueError(f"super_resolution train {method}: no particle_flow_images file for {missing}")
+    files = {split: _listed(data[split]) for split in ("train", "val")}
+    inputs = [*files["train"], *files["val"]]
+    check_files(config, inputs)
+    config = study_config(config)
+    training = config["training"]
+    pl.seed_everything(derive_seed(config["seed"], "super_resolution", method), workers=True, verbose=False)
+    datamodule = SuperResolutionDataModule(files, training["batch_size"], training["num_workers"],
+                                           seed=config["seed"], name=method)
+    model = build_model(config, method)
+    stage = {key: config[key] for key in ("seed", "particle_flow", "super_resolution", "training")}
+    tags = run_tags(stage, inputs, "super_resolution", "train", method)
+    params = {"method": method, **{f"training.{k}": v for k, v in training.items()},
+              **{f"network.{k}": v for k, v in model.hparams.settings.items()}}
+    final, _ = fit_and_export(config, model, datamodule, run_name("super_resolution", "train", method), tags, params,
+                              checkpoint, history, progress)
+    return final

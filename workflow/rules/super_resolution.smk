@@ -1,0 +1,134 @@
+# Calorimeter super-resolution (the second half of Di Bello et al., EPJC 81 (2021) 107): the
+# particle-flow study's images of its pi+ pi0 sample and of single pi0s, built with this
+# study's detector cells; interpolations and networks from the detector's cells to the fine
+# ones, scored by image metrics and by the photon pairs and diphoton masses they recover.
+
+from pipeline.studies.super_resolution.detector import study_samples as super_resolution_samples
+from pipeline.studies.super_resolution.methods import LEARNED as SR_LEARNED
+
+# [sample, pi0 sample] when the config defines both, else [] (the study is off).
+SR_SAMPLES = super_resolution_samples(config)
+SUPER_RESOLUTION_STUDY = bool(SR_SAMPLES)
+SR_EVENTS, SR_PI0 = SR_SAMPLES or (None, None)
+SR_FIGURES = ["psnr", "mass", *(f"event_display_{i}" for i in range(2))]
+SR_TABLES = ["metrics", "physics", "shower_shapes"]
+SUPER_RESOLUTION_OUTPUTS = [
+    *expand("results/super_resolution/{table}.{ext}", table=SR_TABLES, ext=["csv", "md"]),
+    *expand("results/super_resolution/{name}.{ext}", name=SR_FIGURES, ext=["png", "pdf"]),
+]
+# In the report (category super_resolution): {output: (caption in workflow/report/, subcategory)}.
+SUPER_RESOLUTION_REPORT = {
+    "results/super_resolution/metrics.md": ("super_resolution_metrics", "image metrics"),
+    "results/super_resolution/psnr.png": ("super_resolution_psnr", "image metrics"),
+    "results/super_resolution/physics.md": ("super_resolution_physics", "physics"),
+    "results/super_resolution/mass.png": ("super_resolution_mass", "physics"),
+    "results/super_resolution/shower_shapes.md": ("super_resolution_shower_shapes", "physics"),
+    **{f"results/super_resolution/event_display_{i}.png": ("super_resolution_event_display", "event displays")
+       for i in range(2)},
+}
+SR_IMAGE_SECTIONS = ("tracker", "calorimeter", "particle_flow", "super_resolution")
+
+
+def sr_split_files(split):
+    """The split files of both samples of the study, [sample's, pi0 sample's]."""
+    return [f"results/super_resolution/data/{sample}/{split}.h5" for sample in SR_SAMPLES]
+
+
+rule build_super_resolution_images:
+    input:
+        "results/{sample}/generated/shard_{shard}.h5",
+    output:
+        "results/{sample}/super_resolution/shard_{shard}.h5",
+    params:
+        config=stage_config_file(*SR_IMAGE_SECTIONS),
+    log:
+        "logs/build_super_resolution_images/{sample}/shard_{shard}.log",
+    benchmark:
+        "logs/benchmarks/build_super_resolution_images/{sample}/shard_{shard}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=lambda wc: 10 + config["samples"][wc.sample]["events_per_shard"] // 500,
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline super_resolution build --config {params.config} --generated {input}"
+        " --output {output} --quiet 2> {log}"
+
+
+rule split_super_resolution:
+    input:
+        lambda wc: sample_shard_files(wc.sample, "super_resolution"),
+    output:
+        train="results/super_resolution/data/{sample}/train.h5",
+        val="results/super_resolution/data/{sample}/val.h5",
+        test="results/super_resolution/data/{sample}/test.h5",
+    wildcard_constraints:
+        sample="|".join(SR_SAMPLES) or "^$",
+    params:
+        config=stage_config_file("split", *SR_IMAGE_SECTIONS),
+    log:
+        "logs/super_resolution/split_{sample}.log",
+    benchmark:
+        "logs/benchmarks/super_resolution/split_{sample}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline super_resolution split --config {params.config} --sample {wildcards.sample}"
+        " --inputs {input} --train {output.train} --val {output.val} --test {output.test} 2> {log}"
+
+
+rule train_super_resolution:
+    input:
+        train=sr_split_files("train"),
+        val=sr_split_files("val"),
+    output:
+        checkpoint="results/super_resolution/models/{method}.ckpt",
+        history="results/super_resolution/models/{method}_history.csv",
+    wildcard_constraints:
+        method="|".join(SR_LEARNED),
+    params:
+        config=study_config_file("super_resolution", SR_SAMPLES, *SR_IMAGE_SECTIONS[1:], "training", "mlflow"),
+    log:
+        "logs/super_resolution/train_{method}.log",
+    benchmark:
+        "logs/benchmarks/super_resolution/train_{method}.tsv"
+    threads: config["super_resolution"]["training"].get("threads", config["training"]["threads"])
+    resources:
+        mem_mb=6000,
+        runtime=240,
+        gpu=TRAINING_GPUS,
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline super_resolution train --config {params.config} --method {wildcards.method}"
+        " --train {input.train} --val {input.val} --checkpoint {output.checkpoint}"
+        " --history {output.history} --quiet 2> {log}"
+
+
+rule evaluate_super_resolution:
+    input:
+        test=sr_split_files("test"),
+        checkpoints=expand("results/super_resolution/models/{method}.ckpt", method=SR_LEARNED),
+    output:
+        reported(SUPER_RESOLUTION_OUTPUTS, "super_resolution", SUPER_RESOLUTION_REPORT),
+    params:
+        config=study_config_file("super_resolution", SR_SAMPLES, *SR_IMAGE_SECTIONS[1:], "mlflow"),
+        checkpoints=lambda wc, input: " ".join(f"--checkpoint {m}={p}" for m, p in zip(SR_LEARNED, input.checkpoints)),
+    log:
+        "logs/super_resolution/evaluate.log",
+    benchmark:
+        "logs/benchmarks/super_resolution/evaluate.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline super_resolution evaluate --config {params.config} --test {input.test[0]}"
+        " --pi0-test {input.test[1]} {params.checkpoints} --output-dir results/super_resolution 2> {log}"
