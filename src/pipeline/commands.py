@@ -37,6 +37,23 @@ def split_arguments(p: argparse.ArgumentParser, what: str, prefix: str = "") -> 
         p.add_argument(f"--{prefix}{split}", required=True, type=Path, help=f"{split} {what}")
 
 
+def gun_shard_arguments(p: argparse.ArgumentParser, output: str) -> None:
+    """The arguments of a per-shard step on a particle-gun shard: config, --generated, --output, --quiet."""
+    config_argument(p)
+    p.add_argument("--generated", required=True, type=Path, help="gun_events file of the shard")
+    p.add_argument("--output", required=True, type=Path, help=f"{output} file to write")
+    quiet_argument(p)
+
+
+def sample_split_arguments(p: argparse.ArgumentParser, what: str) -> None:
+    """The arguments of a step splitting one sample's shards by event: config, --sample,
+    --inputs (the shards), --train, --val, --test (``what`` files)."""
+    config_argument(p)
+    p.add_argument("--sample", required=True, help="the sample the shards belong to")
+    p.add_argument("--inputs", required=True, nargs="+", type=Path, help=f"{what} shard files")
+    split_arguments(p, f"{what} file to write")
+
+
 def split_paths(args, prefix: str = "") -> dict[str, Path]:
     """{split: path} of the arguments split_arguments added (``prefix`` as there, "out-" -> out_)."""
     attr = prefix.replace("-", "_")

@@ -32,8 +32,9 @@ from pipeline.studies.particle_flow.formats import PARTICLE_FLOW_IMAGES
 
 #: The layer whose extrapolated track position makes the track image (em2).
 TRACK_LAYER = 1
-_CELL_FIELDS = ("layer", "ieta", "iphi", "energy", "energy_charged", "energy_neutral")
-_EVENT_FIELDS = ("has_track", "track_p", "track_layer_eta", "track_layer_phi")
+#: What ``dense_batch`` reads of the cells and of the events.
+CELL_FIELDS = ("layer", "ieta", "iphi", "energy", "energy_charged", "energy_neutral")
+EVENT_FIELDS = ("has_track", "track_p", "track_layer_eta", "track_layer_phi")
 #: What evaluation reads of the events besides: the true pions.
 _TRUTH_FIELDS = ("charged_energy", "neutral_energy", "charged_eta", "charged_phi", "neutral_eta", "neutral_phi")
 
@@ -55,7 +56,7 @@ def dense_batch(events: Mapping[str, np.ndarray], cells: Mapping[str, np.ndarray
                 shapes: list[tuple[int, int]], fine: int, window: tuple[float, float]) -> dict[str, object]:
     """The dense batch (module docstring) of B events from their sparse cells.
 
-    events: the _EVENT_FIELDS, (B,) or (B, n_layers); cells: the _CELL_FIELDS of their
+    events: the EVENT_FIELDS, (B,) or (B, n_layers); cells: the CELL_FIELDS of their
     cells, (n_cells,) each; cell_event: (n_cells,) each cell's event in the batch.
     """
     n = len(events["has_track"])
@@ -110,10 +111,10 @@ class ImageBatches(LazyFile):
             raise IndexError(index)
         start, stop = index * self.batch_size, min((index + 1) * self.batch_size, self.n_events)
         h5 = self._open()
-        event_fields = _EVENT_FIELDS + (_TRUTH_FIELDS if self.evaluation else ())
+        event_fields = EVENT_FIELDS + (_TRUTH_FIELDS if self.evaluation else ())
         events = {key: h5["events"][key][start:stop] for key in event_fields}
         c0, c1 = int(self.offsets[start]), int(self.offsets[stop])
-        cells = {key: h5["cells"][key][c0:c1] for key in _CELL_FIELDS + (("cluster",) if self.evaluation else ())}
+        cells = {key: h5["cells"][key][c0:c1] for key in CELL_FIELDS + (("cluster",) if self.evaluation else ())}
         cell_event = np.repeat(np.arange(stop - start), np.diff(self.offsets[start : stop + 1]))
         batch = dense_batch(events, cells, cell_event, self.shapes, self.fine, self.window)
         batch["row"] = np.arange(start, stop)

@@ -9,10 +9,11 @@ from pipeline.commands import (
     add_command,
     config_argument,
     evaluation_arguments,
+    gun_shard_arguments,
     logged_config,
     named_paths,
     quiet_argument,
-    split_arguments,
+    sample_split_arguments,
     split_paths,
     training_arguments,
 )
@@ -66,17 +67,11 @@ def register(sub) -> None:
     p = add_command(sub, "build", _build,
                     "Build the calorimeter images (detector and fine cells, truth, topo-clusters, the track) of one "
                     "particle-gun shard into a particle_flow_images HDF5 file.", prog="particle_flow build")
-    config_argument(p)
-    p.add_argument("--generated", required=True, type=Path, help="gun_events file of the shard")
-    p.add_argument("--output", required=True, type=Path, help="particle_flow_images file to write")
-    quiet_argument(p)
+    gun_shard_arguments(p, "particle_flow_images")
 
     p = add_command(sub, "split", _split, "Merge a sample's particle_flow_images shards into train/val/test files, "
                     "by event.", prog="particle_flow split")
-    config_argument(p)
-    p.add_argument("--sample", required=True, help="the sample the shards belong to")
-    p.add_argument("--inputs", required=True, nargs="+", type=Path, help="particle_flow_images shard files")
-    split_arguments(p, "particle_flow_images file to write")
+    sample_split_arguments(p, "particle_flow_images")
 
     p = add_command(sub, "calibrate", _calibrate,
                     "Measure the parametrised particle flow's templates (<E/p>, shower profiles) on single charged "

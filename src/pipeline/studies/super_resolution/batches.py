@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.io.hdf5 import LazyFile, RaggedReader
-from pipeline.studies.particle_flow.batches import _CELL_FIELDS, _EVENT_FIELDS, dense_batch, file_geometry
+from pipeline.studies.particle_flow.batches import CELL_FIELDS, EVENT_FIELDS, dense_batch, file_geometry
 from pipeline.studies.particle_flow.formats import PARTICLE_FLOW_IMAGES
 
 #: The event fields of an evaluation batch: the window's centre, the true pions, the track flag.
@@ -89,11 +89,11 @@ class SuperResolutionBatches(LazyFile):
             raise IndexError(index)
         start, stop = index * self.batch_size, min((index + 1) * self.batch_size, self.n_events)
         n, h5 = stop - start, self._open()
-        extra = tuple(key for key in EVALUATION_FIELDS if key not in _EVENT_FIELDS) if self.evaluation else ()
-        event_fields = _EVENT_FIELDS + extra
+        extra = tuple(key for key in EVALUATION_FIELDS if key not in EVENT_FIELDS) if self.evaluation else ()
+        event_fields = EVENT_FIELDS + extra
         events = {key: h5["events"][key][start:stop] for key in event_fields}
         c0, c1 = int(self.offsets[start]), int(self.offsets[stop])
-        cells = {key: h5["cells"][key][c0:c1] for key in _CELL_FIELDS}
+        cells = {key: h5["cells"][key][c0:c1] for key in CELL_FIELDS}
         cell_event = np.repeat(np.arange(n), np.diff(self.offsets[start : stop + 1]))
         dense = dense_batch(events, cells, cell_event, self.shapes, self.fine, self.window)
         f0, f1 = int(self.fine_offsets[start]), int(self.fine_offsets[stop])
