@@ -113,3 +113,39 @@ def test_images_and_split_files_hold_the_studys_detector(tmp_path):
     clustered = coarse != 0
     assert clustered.sum() > 3
     np.testing.assert_allclose(coarse[clustered], summed[clustered], rtol=1e-5, atol=1e-7)
+
+
+def test_downstream_inputs_are_the_fine_images_summed_to_the_particle_flow_cells_where_the_readout_counts():
+    from pipeline.studies.super_resolution.downstream import particle_flow_inputs
+
+    rng = np.random.default_rng(1)
+    fine = rng.random((2, 2, 4, 4))
+    # Layer 0: this detector 2 x 2 cells (factors 2 x 2), the particle flow's 4 x 4 (1 x 1);
+    # layer 1: both 2 x 1 cells of 2 x 4 fine cells.
+    coarse = [np.zeros((2, 2, 2)), np.zeros((2, 2, 1))]
+    coarse[0][0, 1, 0] = 0.3  # one clustered cell in event 0: fine rows 2-3, columns 0-1
+    coarse[1][1, 0, 0] = -0.01  # a (negative) noise cell is read out too
+    images, counted = particle_flow_inputs(fine, coarse, [(2, 2), (2, 4)], [(1, 1), (2, 4)])
+    assert images[0].shape == (2, 4, 4) and images[1].shape == (2, 2, 1)
+    expected = np.zeros((2, 4, 4))
+    expected[0, 2:, :2] = fine[0, 0, 2:, :2]
+    np.testing.assert_allclose(images[0], expected, rtol=1e-6)
+    assert counted[0].sum() == 4 and counted[1].sum() == 1
+    np.testing.assert_allclose(images[1][1, 0, 0], fine[1, 1, :2, :].sum(), rtol=1e-6)
+    assert images[1][0].sum() == 0
+    with pytest.raises(ValueError, match="do not nest"):
+        particle_flow_inputs(fine, coarse, [(2, 2), (2, 4)], [(1, 1), (4, 4)])
+
+
+def test_the_particle_flow_reference_needs_its_cnn_rows(tmp_path):
+    from pipeline.studies.super_resolution.downstream import particle_flow_reference
+
+    metrics = tmp_path / "metrics.csv"
+    metrics.write_text("method,energy_bin,n_events,response_median,resolution_iqr,cell_mse,position_resolution\n"
+                       "graph,all,5,0.1,0.2,0.01,0.003\ncnn,all,5,0.02,0.07,0.01,0.003\n")
+    rows = particle_flow_reference(metrics)
+    assert rows == [{"method": "particle_flow detector", "energy_bin": "all", "n_events": 5, "response_median": 0.02,
+                     "resolution_iqr": 0.07, "cell_mse": 0.01, "position_resolution": 0.003}]
+    metrics.write_text("method,energy_bin\ngraph,all\n")
+    with pytest.raises(ValueError, match="no cnn rows"):
+        particle_flow_reference(metrics)

@@ -267,8 +267,12 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
         rows = list(csv.DictReader(f))
     assert [r["method"] for r in rows] == ["fine", "coarse", *sr_methods]
     assert all(0 <= float(r["resolved_fraction"]) <= 1 for r in rows)
-    for name in ("psnr", "mass", "event_display_0", "event_display_1"):
+    for name in ("psnr", "mass", "event_display_0", "event_display_1", "downstream_resolution"):
         assert (sr / f"{name}.png").stat().st_size > 1000
+    with open(sr / "downstream.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["method"], r["energy_bin"]) for r in rows] == [
+        (m, b) for m in [*sr_methods, "particle_flow detector"] for b in bins]
     assert sr_methods[0] in (sr / "metrics.md").read_text() and "coarse" in (sr / "physics.md").read_text()
     for method in sr_learned:
         assert (run[f"super_resolution.evaluate.{method}"].data.tags["training.run_id"]
@@ -324,7 +328,8 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
                                                                "event_display_1.png", "event_display_2.png")],
         "super_resolution": [f"super_resolution/{name}" for name in ("metrics.md", "psnr.png", "physics.md", "mass.png",
                                                                      "shower_shapes.md", "event_display_0.png",
-                                                                     "event_display_1.png")],
+                                                                     "event_display_1.png", "downstream.md",
+                                                                     "downstream_resolution.png")],
     }
     assert {category: sorted(path for paths in subcategories.values() for path in paths)
             for category, subcategories in categories.items()} == {

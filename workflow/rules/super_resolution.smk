@@ -10,8 +10,11 @@ from pipeline.studies.super_resolution.methods import LEARNED as SR_LEARNED
 SR_SAMPLES = super_resolution_samples(config)
 SUPER_RESOLUTION_STUDY = bool(SR_SAMPLES)
 SR_EVENTS, SR_PI0 = SR_SAMPLES or (None, None)
-SR_FIGURES = ["psnr", "mass", *(f"event_display_{i}" for i in range(2))]
-SR_TABLES = ["metrics", "physics", "shower_shapes"]
+# Downstream (the particle-flow CNN fed the super-resolved images) when that study runs too.
+SR_DOWNSTREAM = PARTICLE_FLOW_STUDY
+SR_FIGURES = ["psnr", "mass", *(f"event_display_{i}" for i in range(2)),
+              *(["downstream_resolution"] if SR_DOWNSTREAM else [])]
+SR_TABLES = ["metrics", "physics", "shower_shapes", *(["downstream"] if SR_DOWNSTREAM else [])]
 SUPER_RESOLUTION_OUTPUTS = [
     *expand("results/super_resolution/{table}.{ext}", table=SR_TABLES, ext=["csv", "md"]),
     *expand("results/super_resolution/{name}.{ext}", name=SR_FIGURES, ext=["png", "pdf"]),
@@ -23,6 +26,8 @@ SUPER_RESOLUTION_REPORT = {
     "results/super_resolution/physics.md": ("super_resolution_physics", "physics"),
     "results/super_resolution/mass.png": ("super_resolution_mass", "physics"),
     "results/super_resolution/shower_shapes.md": ("super_resolution_shower_shapes", "physics"),
+    "results/super_resolution/downstream.md": ("super_resolution_downstream", "downstream"),
+    "results/super_resolution/downstream_resolution.png": ("super_resolution_downstream", "downstream"),
     **{f"results/super_resolution/event_display_{i}.png": ("super_resolution_event_display", "event displays")
        for i in range(2)},
 }
@@ -114,11 +119,15 @@ rule evaluate_super_resolution:
     input:
         test=sr_split_files("test"),
         checkpoints=expand("results/super_resolution/models/{method}.ckpt", method=SR_LEARNED),
+        particle_flow=["results/particle_flow/models/cnn.ckpt", "results/particle_flow/metrics.csv"]
+        if SR_DOWNSTREAM else [],
     output:
         reported(SUPER_RESOLUTION_OUTPUTS, "super_resolution", SUPER_RESOLUTION_REPORT),
     params:
         config=study_config_file("super_resolution", SR_SAMPLES, *SR_IMAGE_SECTIONS[1:], "mlflow"),
         checkpoints=lambda wc, input: " ".join(f"--checkpoint {m}={p}" for m, p in zip(SR_LEARNED, input.checkpoints)),
+        downstream=lambda wc, input: (f"--particle-flow-checkpoint {input.particle_flow[0]} "
+                                      f"--particle-flow-metrics {input.particle_flow[1]}") if SR_DOWNSTREAM else "",
     log:
         "logs/super_resolution/evaluate.log",
     benchmark:
@@ -131,4 +140,5 @@ rule evaluate_super_resolution:
         "../envs/pipeline.yaml"
     shell:
         "python -m pipeline super_resolution evaluate --config {params.config} --test {input.test[0]}"
-        " --pi0-test {input.test[1]} {params.checkpoints} --output-dir results/super_resolution 2> {log}"
+        " --pi0-test {input.test[1]} {params.checkpoints} {params.downstream} --output-dir results/super_resolution"
+        " 2> {log}"

@@ -18,9 +18,10 @@ Batch contents (``SuperResolutionBatches``), B events, L layers, F = fine:
 * ``fine``: (B, L, F, F) float32, the fine truth: every fine cell's sampling-smeared
   deposit [GeV] (``fine_cells.energy``, no noise), 0 elsewhere;
 * ``row``: (B,) int64 the events' rows in the file;
-* with ``evaluation``: ``fine_neutral``, (B, L, F, F) float32 the neutral pion's true
-  deposit per fine cell [GeV] (``fine_cells.energy_neutral``), and ``events``, a dict of
-  (B,) NumPy event fields (``EVALUATION_FIELDS``).
+* with ``evaluation``: ``fine_charged`` and ``fine_neutral``, (B, L, F, F) float32 the
+  charged and the neutral pion's true deposits per fine cell [GeV]
+  (``fine_cells.energy_charged``, ``energy_neutral``), and ``events``, a dict of (B,) NumPy
+  event fields (``EVALUATION_FIELDS``).
 
 Fine cell (i, j) lies in detector cell (i // fe, j // fp) of a layer with factors
 (fe, fp) = (F // n_eta, F // n_phi); axis 0 is eta, axis 1 phi.
@@ -97,13 +98,14 @@ class SuperResolutionBatches(LazyFile):
         cell_event = np.repeat(np.arange(n), np.diff(self.offsets[start : stop + 1]))
         dense = dense_batch(events, cells, cell_event, self.shapes, self.fine, self.window)
         f0, f1 = int(self.fine_offsets[start]), int(self.fine_offsets[stop])
-        fields = _FINE_FIELDS + (("energy_neutral",) if self.evaluation else ())
+        fields = _FINE_FIELDS + (("energy_charged", "energy_neutral") if self.evaluation else ())
         fine_cells = {key: h5["fine_cells"][key][f0:f1] for key in fields}
         fine_event = np.repeat(np.arange(n), np.diff(self.fine_offsets[start : stop + 1]))
         images = self._fine_images(fine_cells, fine_event, n, fields[3:])
         batch = {"coarse": dense["layers"], "track": dense["track"], "fine": images["energy"],
                  "row": np.arange(start, stop, dtype=np.int64)}
         if self.evaluation:
+            batch["fine_charged"] = images["energy_charged"]
             batch["fine_neutral"] = images["energy_neutral"]
             batch["events"] = {key: events[key] for key in EVALUATION_FIELDS}
         return batch

@@ -57,8 +57,13 @@ def _train(args) -> None:
 def _evaluate(args) -> None:
     from pipeline.studies.super_resolution.evaluate import evaluate_super_resolution
 
+    given = [args.particle_flow_checkpoint is not None, args.particle_flow_metrics is not None]
+    if any(given) and not all(given):
+        raise ValueError("--particle-flow-checkpoint and --particle-flow-metrics go together (the downstream study)")
+    particle_flow = ({"checkpoint": args.particle_flow_checkpoint, "metrics": args.particle_flow_metrics}
+                     if all(given) else None)
     evaluate_super_resolution(logged_config(args.config), args.test, args.pi0_test,
-                              named_paths(args.checkpoint, "--checkpoint"), args.output_dir)
+                              named_paths(args.checkpoint, "--checkpoint"), args.output_dir, particle_flow)
 
 
 def register(sub) -> None:
@@ -82,3 +87,7 @@ def register(sub) -> None:
                     prog="super_resolution evaluate", rule="evaluate_super_resolution")
     evaluation_arguments(p, "particle_flow_images", f"a network's checkpoint (repeat for {', '.join(LEARNED)})")
     p.add_argument("--pi0-test", required=True, type=Path, help="particle_flow_images test file of the pi0 sample")
+    p.add_argument("--particle-flow-checkpoint", type=Path, default=None,
+                   help="the particle-flow study's cnn checkpoint: fed every method's images (downstream.csv)")
+    p.add_argument("--particle-flow-metrics", type=Path, default=None,
+                   help="the particle-flow study's metrics.csv: its own cnn rows beside the downstream ones")

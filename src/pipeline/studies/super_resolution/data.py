@@ -16,7 +16,7 @@ from pipeline.studies.super_resolution.batches import SuperResolutionBatches
 
 
 class SuperResolutionDataset(SuperResolutionBatches, Dataset):
-    """``SuperResolutionBatches`` whose arrays are tensors (the evaluation's ``fine_neutral``
+    """``SuperResolutionBatches`` whose arrays are tensors (the evaluation's ``fine_charged``, ``fine_neutral``
     and per-event ``events`` stay NumPy: no network reads them)."""
 
     def __getitem__(self, index: int) -> dict[str, object]:

@@ -83,11 +83,15 @@ def _check_geometry(batches, path: Path, shapes) -> None:
 
 
 def evaluate_super_resolution(config: Mapping, test: str | Path, pi0_test: str | Path,
-                              checkpoints: Mapping[str, str | Path], output_dir: str | Path) -> dict[str, list]:
+                              checkpoints: Mapping[str, str | Path], output_dir: str | Path,
+                              particle_flow: Mapping[str, str | Path] | None = None) -> dict[str, list]:
     """Score every method of METHODS; write metrics.csv/.md (image metrics per method and
     layer, on ``test``), shower_shapes.csv/.md (on ``test``), physics.csv/.md (photon pairs
     and diphoton mass on ``pi0_test``, beside the fine truth and the coarse input), the
-    figures, and one MLflow run per method. Returns the three tables' rows."""
+    figures, and one MLflow run per method. With ``particle_flow`` ({"checkpoint": the
+    particle-flow study's cnn, "metrics": its metrics.csv}) also downstream.csv/.md and
+    downstream_resolution.png/pdf: that CNN fed every method's images (``downstream``).
+    Returns the tables' rows."""
     from pipeline.studies.particle_flow.geometry import WindowGeometry
     from pipeline.studies.super_resolution.data import SuperResolutionDataset
     from pipeline.studies.super_resolution.detector import detector_config
@@ -102,6 +106,11 @@ def evaluate_super_resolution(config: Mapping, test: str | Path, pi0_test: str |
     names = geometry.names
     physics_layer = names.index(config["super_resolution"]["physics"]["layer"])
     networks, device = _networks(checkpoints, geometry.shapes)
+    pf_geometry = WindowGeometry.from_config(config)
+    if particle_flow is not None:
+        from pipeline.studies.super_resolution.downstream import particle_flow_network
+
+        pf_network = particle_flow_network(particle_flow["checkpoint"], pf_geometry.shapes, device)
     images = SuperResolutionDataset(test, INFERENCE_BATCH, evaluation=True)
     pi0 = SuperResolutionDataset(pi0_test, INFERENCE_BATCH, evaluation=True)
     for batches, path in ((images, Path(test)), (pi0, Path(pi0_test))):
@@ -119,10 +128,32 @@ def evaluate_super_resolution(config: Mapping, test: str | Path, pi0_test: str |
     write_text(output_dir / "physics.md", markdown_table(physics_rows, PHYSICS_COLUMNS))
     write_text(output_dir / "shower_shapes.md", markdown_table(shape_rows, SHAPE_COLUMNS))
     _figures(output_dir, metric_rows, masses, [displays, pi0_display], geometry)
+    tables = {"metrics": metric_rows, "physics": physics_rows, "shower_shapes": shape_rows}
+    if particle_flow is not None:
+        tables["downstream"] = _downstream(images, geometry, pf_geometry, pf_network, particle_flow["metrics"],
+                                           networks, device, output_dir)
     _log_runs(config, [test, pi0_test], checkpoints, metric_rows, physics_rows,
-              [output_dir / f"{n}.csv" for n in ("metrics", "physics", "shower_shapes")])
+              [output_dir / f"{n}.csv" for n in tables])
     log.info("super-resolution physics: %s", json.dumps(physics_rows))
-    return {"metrics": metric_rows, "physics": physics_rows, "shower_shapes": shape_rows}
+    return tables
+
+
+def _downstream(batches, geometry, pf_geometry, pf_network, pf_metrics: str | Path, networks, device,
+                output_dir: Path) -> list[dict]:
+    """downstream.csv/.md and downstream_resolution.png/pdf: the particle-flow CNN on every method's images."""
+    from pipeline.studies.particle_flow.evaluate import markdown_table as particle_flow_table
+    from pipeline.studies.particle_flow.figures import plot_resolution
+    from pipeline.studies.particle_flow.metrics import ENERGY_BINS
+    from pipeline.studies.super_resolution.downstream import COLUMNS, downstream_rows, particle_flow_reference
+
+    factors = [geometry.factors(layer) for layer in range(geometry.n_layers)]
+    rows = downstream_rows(batches, factors, pf_network, pf_geometry,
+                           lambda batch: super_resolved(batch, factors, networks, device), device, METHODS)
+    rows += particle_flow_reference(pf_metrics)
+    write_csv(output_dir / "downstream.csv", COLUMNS, rows)
+    write_text(output_dir / "downstream.md", particle_flow_table(rows, "energy_bin", "pi0 energy"))
+    plot_resolution(rows, ENERGY_BINS, output_dir / "downstream_resolution")
+    return rows
 
 
 def _image_metrics(batches, geometry, networks, device) -> tuple[list, list, dict]:
