@@ -373,3 +373,18 @@ def test_physics_row_by_hand():
     assert row["separation_residual_iqr"] == pytest.approx(0.0075)
     selected = physics_row(split, select=np.array([False, False, True, True]))
     assert selected["resolved_fraction"] == 0.5 and "separation_residual_median" not in selected
+
+
+def test_a_layer_with_only_a_stray_deposit_is_left_out_of_psnr_and_ssim():
+    """Normalised by a truth peak of 1e-20 GeV the readout's noise would give PSNR -inf."""
+    truth = truth_batch(4, n=3)
+    pred = truth + 0.001
+    stray = torch.zeros(1, 2, FINE, FINE)
+    stray[0, :, 3, 3] = 1e-20
+    clean, dirty = ImageMetrics(2), ImageMetrics(2)
+    clean.update(pred, truth, coarse_of(truth), LAYER_FACTORS)
+    dirty.update(torch.cat([pred, stray + 0.01]), torch.cat([truth, stray]), coarse_of(torch.cat([truth, stray])),
+                 LAYER_FACTORS)
+    for a, b in zip(clean.per_layer(), dirty.per_layer()):
+        assert np.isfinite(b["psnr"]) and b["psnr"] == pytest.approx(a["psnr"], rel=1e-6)
+        assert b["ssim"] == pytest.approx(a["ssim"], rel=1e-6)

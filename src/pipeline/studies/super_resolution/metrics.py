@@ -8,8 +8,9 @@ detector cells E (B, h, w) [GeV] the method started from:
 * ``psnr`` [dB], ``ssim``: torchmetrics' ``peak_signal_noise_ratio`` and
   ``structural_similarity_index_measure`` (their defaults: Gaussian window of sigma 1.5
   cells, reflected edges) per event, of both images divided by the truth image's maximum
-  (data range 1, computed in float32), averaged over the events whose truth has a positive
-  maximum. An exact prediction has PSNR +inf (torchmetrics: 10 log10(1 / 0)), so the mean
+  (data range 1, computed in float32), averaged over the events whose truth peaks above
+  ``min_peak`` (1 MeV: a layer without a shower holds at most stray sub-deposits, whose
+  normalisation would blow the readout's noise up to infinities). An exact prediction has PSNR +inf (torchmetrics: 10 log10(1 / 0)), so the mean
   is +inf as soon as one event is exact;
 * ``energy_closure``: mean over events of sum |to_coarse(pred) - E| / sum |E| (0: every
   detector cell keeps its energy), events with sum |E| > 0;
@@ -42,10 +43,11 @@ class ImageMetrics:
     its index without ``layer_names``), ``n_events`` and the ``IMAGE_METRICS`` (NaN with no
     event to average)."""
 
-    def __init__(self, n_layers: int, layer_names: Sequence[str] | None = None):
+    def __init__(self, n_layers: int, layer_names: Sequence[str] | None = None, min_peak: float = 1e-3):
         if layer_names is not None and len(layer_names) != n_layers:
             raise ValueError(f"ImageMetrics: {len(layer_names)} layer names for {n_layers} layers")
         self.n_layers = n_layers
+        self.min_peak = min_peak
         self.layer_names = list(layer_names) if layer_names is not None else list(range(n_layers))
         # Per layer: [sum, count] of every metric (counts differ: empty truth or empty coarse images are skipped).
         self._sums = np.zeros((n_layers, len(IMAGE_METRICS)))
@@ -69,7 +71,7 @@ class ImageMetrics:
             coarse = torch.as_tensor(coarse_layers[layer]).to(p)
             values = [((p - t) ** 2).mean(dim=(1, 2))]
             scale = t.amax(dim=(1, 2))
-            keep = scale > 0
+            keep = scale > self.min_peak
             if keep.any():
                 # In float32: torchmetrics' SSIM convolutions run ten times slower in float64 on CPUs.
                 s = scale[keep][:, None, None, None]
