@@ -93,7 +93,8 @@ def test_an_empty_sample_list_is_refused_by_name(tmp_path):
 def test_dry_run_writes_nothing_under_results(tmp_path):
     write_config(tmp_path, TINY)  # config.yaml, read without --configfile
     result = run_snakemake(tmp_path, "-n")
-    assert job_counts(result.stdout + result.stderr)["generate"] == 6
+    shards = sum(sample["shards"] for sample in TINY["samples"].values())
+    assert shards == 7 and job_counts(result.stdout + result.stderr)["generate"] == shards
     assert not (tmp_path / "results").exists()  # not even the config snapshots that running jobs read
 
 

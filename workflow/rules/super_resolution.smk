@@ -3,6 +3,7 @@
 # study's detector cells; interpolations and networks from the detector's cells to the fine
 # ones, scored by image metrics and by the photon pairs and diphoton masses they recover.
 
+from pipeline.studies.super_resolution.detector import IMAGE_SECTIONS as SR_IMAGE_SECTIONS
 from pipeline.studies.super_resolution.detector import study_samples as super_resolution_samples
 from pipeline.studies.super_resolution.methods import LEARNED as SR_LEARNED
 
@@ -31,12 +32,9 @@ SUPER_RESOLUTION_REPORT = {
     **{f"results/super_resolution/event_display_{i}.png": ("super_resolution_event_display", "event displays")
        for i in range(2)},
 }
-SR_IMAGE_SECTIONS = ("tracker", "calorimeter", "particle_flow", "super_resolution")
-
-
-def sr_split_files(split):
-    """The split files of both samples of the study, [sample's, pi0 sample's]."""
-    return [f"results/super_resolution/data/{sample}/{split}.h5" for sample in SR_SAMPLES]
+# The split files of both samples, [sample's, pi0 sample's], per split.
+SR_SPLIT_FILES = {split: [f"results/super_resolution/data/{sample}/{split}.h5" for sample in SR_SAMPLES]
+                  for split in SPLITS}
 
 
 rule build_super_resolution_images:
@@ -89,8 +87,8 @@ rule split_super_resolution:
 
 rule train_super_resolution:
     input:
-        train=sr_split_files("train"),
-        val=sr_split_files("val"),
+        train=SR_SPLIT_FILES["train"],
+        val=SR_SPLIT_FILES["val"],
     output:
         checkpoint="results/super_resolution/models/{method}.ckpt",
         history="results/super_resolution/models/{method}_history.csv",
@@ -117,7 +115,7 @@ rule train_super_resolution:
 
 rule evaluate_super_resolution:
     input:
-        test=sr_split_files("test"),
+        test=SR_SPLIT_FILES["test"],
         checkpoints=expand("results/super_resolution/models/{method}.ckpt", method=SR_LEARNED),
         particle_flow=["results/particle_flow/models/cnn.ckpt", "results/particle_flow/metrics.csv"]
         if SR_DOWNSTREAM else [],

@@ -22,8 +22,6 @@ SUMMARY = "calorimeter super-resolution: fine cells from the detector's, judged 
 
 log = logging.getLogger(__name__)
 
-#: What a split file of this study stores of the config (the images' sections).
-SPLIT_SECTIONS = ("split", "tracker", "calorimeter", "particle_flow", "super_resolution")
 
 
 def _build(args) -> None:
@@ -38,12 +36,12 @@ def _split(args) -> None:
     from pipeline.config import load_config
     from pipeline.simulation.split import split_sample
     from pipeline.studies.particle_flow.formats import PARTICLE_FLOW_IMAGES
-    from pipeline.studies.super_resolution.detector import detector_config
+    from pipeline.studies.super_resolution.detector import IMAGE_SECTIONS, detector_config
 
     # The split files store the detector they hold, as the shards do: readers take the
     # geometry from the stored config.
     counts = split_sample(detector_config(load_config(args.config)), args.sample, args.inputs, split_paths(args),
-                          PARTICLE_FLOW_IMAGES, SPLIT_SECTIONS)
+                          PARTICLE_FLOW_IMAGES, ("split", *IMAGE_SECTIONS))
     log.info("events per split: %s", counts)
 
 

@@ -14,14 +14,10 @@ import copy
 from pathlib import Path
 from typing import Mapping
 
-from pipeline.simulation.stage import ShardStage
-from pipeline.studies.particle_flow.formats import PARTICLE_FLOW_IMAGES
-from pipeline.studies.particle_flow.images import EVENTS_PER_CHUNK, build_image_shard
-
-#: The per-shard stage writing this study's images: its own random stream (the noise) and
-#: its section in the stored config.
-IMAGE_STAGE = ShardStage("super_resolution_images", ("tracker", "calorimeter", "particle_flow", "super_resolution"),
-                         PARTICLE_FLOW_IMAGES, EVENTS_PER_CHUNK)
+#: The name of the per-shard stage writing this study's images (its own random stream, the
+#: noise) and the config sections it stores.
+IMAGE_STAGE_NAME = "super_resolution_images"
+IMAGE_SECTIONS = ("tracker", "calorimeter", "particle_flow", "super_resolution")
 
 
 def detector_config(config: Mapping) -> dict:
@@ -47,7 +43,13 @@ def detector_config(config: Mapping) -> dict:
 
 def build_shard(config: Mapping, generated: str | Path, output: str | Path, progress: bool = True) -> dict:
     """Write the particle_flow_images file of one gun shard with this study's detector. Returns rows per collection."""
-    return build_image_shard(detector_config(config), generated, output, progress, stage=IMAGE_STAGE)
+    # Imported here: the config checks read detector_config, and every job validates its config.
+    from pipeline.simulation.stage import ShardStage
+    from pipeline.studies.particle_flow.formats import PARTICLE_FLOW_IMAGES
+    from pipeline.studies.particle_flow.images import EVENTS_PER_CHUNK, build_image_shard
+
+    stage = ShardStage(IMAGE_STAGE_NAME, IMAGE_SECTIONS, PARTICLE_FLOW_IMAGES, EVENTS_PER_CHUNK)
+    return build_image_shard(detector_config(config), generated, output, progress, stage=stage)
 
 
 def study_samples(config: Mapping) -> list[str]:

@@ -209,7 +209,7 @@ def _image_metrics(batches, geometry, networks, device) -> tuple[list, list, dic
 
 def _photon_pairs(batches, geometry, physics_layer: int, min_fraction: float, networks, device) -> tuple:
     """The physics.csv rows (fine truth, coarse input, every method) on the pi0 file, the
-    masses per row and the first event's display."""
+    masses of each row's resolved events and the first event's display."""
     from pipeline.studies.super_resolution.metrics import physics_row
     from pipeline.studies.super_resolution.physics import diphoton_mass, two_cluster_split
 
@@ -245,7 +245,8 @@ def _photon_pairs(batches, geometry, physics_layer: int, min_fraction: float, ne
                        "title": "pi0 test event 0", "half_width": DISPLAY_HALF_WIDTH["pi0"]}
     merged = {name: {key: np.concatenate(values) for key, values in per.items()} for name, per in collected.items()}
     rows = [{"method": name, **physics_row(per, truth=merged["fine"])} for name, per in merged.items()]
-    return rows, {name: per["mass"] for name, per in merged.items()}, display
+    # The masses of the events each row resolves into two photons, as the table's.
+    return rows, {name: per["mass"][per["resolved"]] for name, per in merged.items()}, display
 
 
 def _figures(output_dir: Path, metric_rows, masses, displays, geometry) -> list[Path]:
