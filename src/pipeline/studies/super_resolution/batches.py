@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.io.hdf5 import LazyFile, RaggedReader
-from pipeline.studies.particle_flow.batches import CELL_FIELDS, EVENT_FIELDS, dense_batch, file_geometry
+from pipeline.io.hdf5 import RaggedReader
+from pipeline.studies.particle_flow.batches import CELL_FIELDS, EVENT_FIELDS, ImageBatches, dense_batch
 from pipeline.studies.particle_flow.formats import PARTICLE_FLOW_IMAGES
 
 #: The event fields of an evaluation batch: the window's centre, the true pions, the track flag.
@@ -43,35 +43,24 @@ EVALUATION_FIELDS = ("window_eta", "window_phi", "neutral_energy", "charged_ener
 _FINE_FIELDS = ("layer", "ieta", "iphi", "energy")
 
 
-class SuperResolutionBatches(LazyFile):
+class SuperResolutionBatches(ImageBatches):
     """Item i: the dense batch (module docstring) of events [i * batch_size, (i + 1) * batch_size) of a file.
 
-    Attributes: ``shapes`` [(n_eta, n_phi)] per layer, ``fine`` (F), ``window`` (size_eta,
-    size_phi) [rad], ``factors`` [(F // n_eta, F // n_phi)] per layer, ``layer_names``,
-    ``n_events``, ``batch_size``, ``evaluation``.
+    Attributes: those of ``particle_flow.batches.ImageBatches`` (``shapes`` [(n_eta, n_phi)]
+    per layer, ``fine`` (F), ``window`` (size_eta, size_phi) [rad], ``n_events``,
+    ``offsets``, ``batch_size``, ``evaluation``), and ``factors`` [(F // n_eta, F // n_phi)]
+    per layer, ``layer_names``, ``fine_offsets``.
     """
 
     def __init__(self, path: str | Path, batch_size: int, evaluation: bool = False):
         from pipeline.studies.particle_flow.geometry import WindowGeometry
 
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        self.path = Path(path)
-        with RaggedReader(self.path, PARTICLE_FLOW_IMAGES) as reader:  # checks the schema and its version
-            self.shapes, self.fine, self.window = file_geometry(reader)
+        super().__init__(path, batch_size, evaluation)  # the schema, the geometry, the cell offsets
+        with RaggedReader(self.path, PARTICLE_FLOW_IMAGES) as reader:
             self.layer_names = WindowGeometry.from_config(reader.config).names
-            self.n_events = reader.n_rows("events")
-            #: (n_events + 1,) offsets of the detector and the fine cells: the only per-event state kept in memory.
-            self.offsets = reader.offsets("cells")
+            #: (n_events + 1,) offsets of the fine cells: with the cells', the only per-event state kept in memory.
             self.fine_offsets = reader.offsets("fine_cells")
-        if self.n_events == 0:
-            raise ValueError(f"{self.path}: no events to stream")
         self.factors = [(self.fine // n_eta, self.fine // n_phi) for n_eta, n_phi in self.shapes]
-        self.batch_size = batch_size
-        self.evaluation = evaluation
-
-    def __len__(self) -> int:
-        return -(-self.n_events // self.batch_size)
 
     def _fine_images(self, cells: dict[str, np.ndarray], cell_event: np.ndarray, n: int,
                      fields: tuple[str, ...]) -> dict[str, np.ndarray]:

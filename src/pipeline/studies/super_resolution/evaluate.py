@@ -103,8 +103,7 @@ def evaluate_super_resolution(config: Mapping, test: str | Path, pi0_test: str |
                          f"missing {missing}, unexpected {extra}")
     output_dir = Path(output_dir)
     geometry = WindowGeometry.from_config(detector_config(config))
-    names = geometry.names
-    physics_layer = names.index(config["super_resolution"]["physics"]["layer"])
+    physics_layer = geometry.names.index(config["super_resolution"]["physics"]["layer"])
     networks, device = _networks(checkpoints, geometry.shapes)
     pf_geometry = WindowGeometry.from_config(config)
     if particle_flow is not None:
