@@ -69,26 +69,27 @@ def loader_pass(paths: list[Path], batch_size: int) -> tuple[int, float]:
 
 def network_throughput(config: dict, method: str, paths: list[Path], batch_size: int, steps: int) -> dict:
     """{train, infer: events/s, parameters} of ``method`` on the files' first batches
-    (cycled): ``steps`` training steps (forward, MSE, backward, Adam) after a warm-up
+    (cycled): ``steps`` training steps (forward, the training loss, backward, Adam) after a warm-up
     step, then ``steps`` forward passes without gradients."""
     import torch
 
+    from pipeline.studies.super_resolution.batches import fine_mean_squares
     from pipeline.studies.super_resolution.data import SuperResolutionDataset
     from pipeline.studies.super_resolution.models import fine_mse
     from pipeline.studies.super_resolution.train import build_model, study_config
 
     config = study_config(config)
     torch.manual_seed(0)
-    model = build_model(config, method)
+    datasets = [SuperResolutionDataset(path, batch_size) for path in paths]
+    model = build_model(config, method, fine_mean_squares(paths, len(datasets[0].shapes), datasets[0].fine).tolist())
     model.train()
     optimiser = torch.optim.Adam(model.parameters(), lr=config["training"]["learning_rate"])
-    datasets = [SuperResolutionDataset(path, batch_size) for path in paths]
     batches = [datasets[index % 2][(index // 2) % len(datasets[index % 2])] for index in range(steps + 1)]
     events, elapsed = 0, 0.0
     for index, batch in enumerate(batches):
         start = time.perf_counter()
         optimiser.zero_grad()
-        loss = fine_mse(model(batch["coarse"], batch["track"]), batch["fine"])
+        loss = fine_mse(model(batch["coarse"], batch["track"]), batch["fine"], model.loss_scales)
         loss.backward()
         optimiser.step()
         if index:  # the first step warms up

@@ -39,8 +39,14 @@ def test_the_detector_has_the_studys_cells_and_the_particle_flow_calorimeter_oth
     assert [(layer["n_eta"], layer["n_phi"]) for layer in layers] == [(64, 32), (32, 32), (32, 32), (16, 16),
                                                                        (16, 16), (8, 8)]
     assert original[1]["n_eta"] == 64  # the particle-flow study's own second layer is untouched
-    assert [{k: v for k, v in layer.items() if k not in ("n_eta", "n_phi")} for layer in layers] == [
-        {k: v for k, v in layer.items() if k not in ("n_eta", "n_phi")} for layer in original]
+    assert [{k: v for k, v in layer.items() if k not in ("n_eta", "n_phi", "noise")} for layer in layers] == [
+        {k: v for k, v in layer.items() if k not in ("n_eta", "n_phi", "noise")} for layer in original]
+    # Ganged noise: em2's cells are four of the particle-flow detector's, so twice its sigma; the others keep theirs.
+    assert [layer["noise"] for layer in layers] == pytest.approx(
+        [layer["noise"] * (2 if i == 1 else 1) for i, layer in enumerate(original)])
+    per_cell = {**config, "super_resolution": {**config["super_resolution"], "noise": "per_cell"}}
+    assert [layer["noise"] for layer in detector_config(per_cell)["particle_flow"]["calorimeter"]["layers"]] == [
+        layer["noise"] for layer in original]
     assert study_samples(config) == ["pi0", "pi0"]
     assert study_samples({**config, "super_resolution": {**config["super_resolution"], "pi0_sample": "none"}}) == []
 

@@ -12,6 +12,7 @@ import torch
 from pipeline.studies.super_resolution.interpolation import (
     FUNCTIONS,
     bicubic,
+    bicubic_shares,
     super_resolve,
     to_coarse,
     uniform,
@@ -23,6 +24,7 @@ from pipeline.studies.super_resolution.physics import (
     diphoton_mass,
     local_maxima,
     mass_summary,
+    neutral_fractions,
     shower_shapes,
     split_mass,
     two_cluster_split,
@@ -105,6 +107,17 @@ def test_bicubic_follows_a_gradient_within_the_cells():
     steps = fine[0, 4:-4].reshape(14, 4, 64).diff(dim=1)
     assert (steps > 0).all()
     torch.testing.assert_close(to_coarse(fine, (4, 4)), coarse)
+
+
+def test_bicubic_shares_sum_to_one_and_fall_back_to_uniform():
+    coarse = coarse_images((4, 4), seed=3, noisy=True)  # noise cells: some negative, most 0
+    shares = bicubic_shares(coarse, (4, 4))
+    assert (shares >= 0).all()
+    torch.testing.assert_close(to_coarse(shares, (4, 4)), torch.ones_like(coarse))
+    empty = (coarse <= 0).repeat_interleave(4, dim=1).repeat_interleave(4, dim=2)
+    assert empty.any() and torch.all(shares[empty] == 1 / 16)
+    torch.testing.assert_close(shares * coarse.repeat_interleave(4, 1).repeat_interleave(4, 2), bicubic(coarse, (4, 4)))
+    assert torch.all(bicubic_shares(coarse, (1, 1)) == 1)
 
 
 def test_to_coarse_sums_blocks_and_undoes_uniform():
@@ -253,6 +266,22 @@ def test_shower_shapes_of_a_hand_made_image():
     # distances to the barycentre phi 0.2: 0.3 and 0.1
     assert shapes["width"][0] == pytest.approx(np.sqrt((1 * 0.3**2 + 3 * 0.1**2) / 4))
     assert all(np.isnan(shapes[key][1]) for key in ("eta", "phi", "width")) and shapes["energy"][1] == 0
+
+
+def test_neutral_fractions_of_the_detector_cells():
+    neutral, charged = np.zeros((1, 4, 4)), np.zeros((1, 4, 4))
+    neutral[0, 0, 0], charged[0, 1, 1] = 1.0, 3.0  # cell (0, 0): a quarter neutral
+    neutral[0, 2, 3] = 2.0  # cell (1, 1): all neutral; cell (0, 1) and (1, 0) empty: 0
+    fractions = neutral_fractions(neutral, charged, (2, 2))
+    np.testing.assert_allclose(fractions, [[[0.25, 0.0], [0.0, 1.0]]])
+    # The neutral barycentre of an image whose cells carry these fractions: a perfectly placed
+    # photon in the all-neutral cell counts whole, the mixed cell's energy a quarter.
+    image = np.zeros((1, 4, 4))
+    image[0, 2, 3], image[0, 0, 0] = 2.0, 4.0
+    weighted = image * fractions.repeat(2, axis=1).repeat(2, axis=2)
+    shapes = shower_shapes(weighted, (0.4, 0.4))
+    assert shapes["energy"][0] == pytest.approx(3.0)
+    assert shapes["eta"][0] == pytest.approx((2 * 0.05 + 1 * -0.15) / 3)
 
 
 def test_mass_summary_of_a_gaussian():

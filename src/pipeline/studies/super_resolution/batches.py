@@ -98,3 +98,26 @@ class SuperResolutionBatches(ImageBatches):
             batch["fine_neutral"] = images["energy_neutral"]
             batch["events"] = {key: events[key] for key in EVALUATION_FIELDS}
         return batch
+
+
+#: Fine cells read per chunk by ``fine_mean_squares`` (memory flat however large the files).
+FINE_CELLS_PER_CHUNK = 1_000_000
+
+
+def fine_mean_squares(paths, n_layers: int, fine: int) -> np.ndarray:
+    """(n_layers,) float64 [GeV^2]: every layer's mean over the events of ``paths``
+    (particle_flow_images files) and its F x F fine cells of the squared fine truth,
+    sum E^2 / (n_events F^2), streamed from the stored fine cells (absent cells are 0);
+    ValueError if the files hold no event."""
+    total, n_events = np.zeros(n_layers), 0
+    for path in paths:
+        with RaggedReader(path, PARTICLE_FLOW_IMAGES) as reader:
+            n_events += reader.n_rows("events")
+            n_cells = reader.n_rows("fine_cells")
+            for start in range(0, n_cells, FINE_CELLS_PER_CHUNK):
+                cells = reader.read("fine_cells", ("layer", "energy"), start, start + FINE_CELLS_PER_CHUNK)
+                energy = cells["energy"].astype(np.float64)
+                total += np.bincount(cells["layer"].astype(np.int64), energy * energy, minlength=n_layers)[:n_layers]
+    if n_events == 0:
+        raise ValueError(f"fine_mean_squares: no events in {[str(p) for p in paths]}; expected training events")
+    return total / (n_events * fine * fine)

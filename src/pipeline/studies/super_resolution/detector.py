@@ -1,6 +1,9 @@
 """The super-resolution study's detector: the particle-flow study's calorimeter window
 (layers, depths, sampling, noise, fine granularity, topo-cluster readout) with this
-study's detector cells per layer (``super_resolution.granularity``).
+study's detector cells per layer (``super_resolution.granularity``), a coarser cell the
+sum of the particle-flow detector's: by default its noise that of the sum of their
+independent channels (``super_resolution.noise: ganged``; em2's 32 x 32 cells, four of the
+particle-flow detector's 64 x 64 at 34 MeV each, have 68 MeV).
 
 The images are the particle-flow study's (``particle_flow.images``, format
 ``particle_flow_images``), built from the same gun events with this detector: a file
@@ -11,6 +14,7 @@ reads these files unchanged.
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Mapping
 
@@ -22,7 +26,7 @@ IMAGE_SECTIONS = ("tracker", "calorimeter", "particle_flow", "super_resolution")
 
 def detector_config(config: Mapping) -> dict:
     """A copy of the resolved config whose ``particle_flow.calorimeter`` layers have the
-    cells of ``super_resolution.granularity``; ValueError naming the entry that does not
+    cells of ``super_resolution.granularity`` and their noise (``super_resolution.noise``); ValueError naming the entry that does not
     divide the fine granularity or does not match the layers."""
     section = config["super_resolution"]
     calorimeter = config["particle_flow"]["calorimeter"]
@@ -37,8 +41,18 @@ def detector_config(config: Mapping) -> dict:
                                  f"not divide particle_flow.calorimeter.fine = {fine}; expected a divisor of it")
     derived = copy.deepcopy(dict(config))
     derived["particle_flow"]["calorimeter"]["layers"] = [
-        {**layer, "n_eta": int(n_eta), "n_phi": int(n_phi)} for layer, (n_eta, n_phi) in zip(layers, cells)]
+        {**layer, "n_eta": int(n_eta), "n_phi": int(n_phi), "noise": _noise(layer, n_eta, n_phi, section["noise"])}
+        for layer, (n_eta, n_phi) in zip(layers, cells)]
     return derived
+
+
+def _noise(layer: Mapping, n_eta: int, n_phi: int, mode: str) -> float:
+    """The noise sigma [GeV] of a cell of an (n_eta, n_phi) layer (``super_resolution.noise``):
+    ``ganged``, the particle-flow layer's sigma times sqrt(its cells per cell of this layer)
+    (a sum of independent channels); ``per_cell``, the particle-flow layer's sigma."""
+    if mode == "per_cell":
+        return float(layer["noise"])
+    return float(layer["noise"]) * math.sqrt(layer["n_eta"] * layer["n_phi"] / (n_eta * n_phi))
 
 
 def build_shard(config: Mapping, generated: str | Path, output: str | Path, progress: bool = True) -> dict:

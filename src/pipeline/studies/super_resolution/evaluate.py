@@ -6,7 +6,9 @@ and the trained networks), only per-event numbers kept, so memory stays flat:
 
 * the study's sample (pi+ pi0): the image metrics per layer against the fine truth
   (``metrics.ImageMetrics``) and the shower shapes per layer (``physics.shower_shapes``:
-  energy barycentre and width, against the fine truth's);
+  energy barycentre and width, against the fine truth's; the neutral-energy barycentre, of
+  the image times each detector cell's true neutral fraction, against the true neutral
+  deposits'); the detector's own cells (``coarse``) beside the methods;
 * the pi0 sample: the two-photon split of the physics layer (``physics.two_cluster_split``)
   of the fine truth, of the detector's coarse image on its own cells, and of every method:
   the fraction of resolved pairs, the diphoton mass, the photons' separation.
@@ -35,7 +37,8 @@ DISPLAY_HALF_WIDTH = {"pflow": 0.2, "pi0": 0.12}
 METRIC_COLUMNS = ("method", "layer", "mse", "psnr", "ssim", "energy_closure", "energy_bias")
 PHYSICS_COLUMNS = ("method", "n_events", "resolved_fraction", "mass_n", "mass_peak", "mass_width",
                    "separation_residual_median", "separation_residual_iqr")
-SHAPE_COLUMNS = ("method", "layer", "barycentre_resolution", "width_ratio", "width_ratio_spread")
+SHAPE_COLUMNS = ("method", "layer", "barycentre_resolution", "neutral_barycentre_resolution", "width_ratio",
+                 "width_ratio_spread")
 #: Shower shapes count the cells within this distance [rad] of the fine truth's barycentre:
 #: about twice the EM showers' halo (1.2 Moliere radii, 0.028 at 1.5 m) and the hadronic
 #: showers' (0.12), so the readout's noise cells elsewhere in the window do not widen them.
@@ -158,7 +161,7 @@ def _downstream(batches, geometry, pf_geometry, pf_network, pf_metrics: str | Pa
 def _image_metrics(batches, geometry, networks, device) -> tuple[list, list, dict]:
     """The metrics.csv and shower_shapes.csv rows of every method on a file, and the first event's display."""
     from pipeline.studies.super_resolution.metrics import ImageMetrics
-    from pipeline.studies.super_resolution.physics import shower_shapes
+    from pipeline.studies.super_resolution.physics import neutral_fractions, shower_shapes
 
     accumulators = {method: ImageMetrics(geometry.n_layers, geometry.names) for method in METHODS}
     # Per event and layer: barycentre distance to the fine truth's, width over the fine truth's.
@@ -175,6 +178,12 @@ def _image_metrics(batches, geometry, networks, device) -> tuple[list, list, dic
             centre = (everything["eta"], everything["phi"])
             truth_shapes.append({**shower_shapes(fine[:, layer].numpy(), geometry.window, centre,
                                                  SHAPE_RADIUS[item.kind]), "centre": centre})
+            neutral = shower_shapes(batch["fine_neutral"][:, layer], geometry.window)
+            neutral = shower_shapes(batch["fine_neutral"][:, layer], geometry.window, (neutral["eta"], neutral["phi"]),
+                                    SHAPE_RADIUS[item.kind])
+            truth_shapes[-1]["neutral"] = neutral
+            truth_shapes[-1]["fractions"] = neutral_fractions(batch["fine_neutral"][:, layer],
+                                                              batch["fine_charged"][:, layer], factors[layer])
         images = {"coarse": [c.numpy() for c in batch["coarse"]],
                   **{m: [p[:, layer].numpy() for layer in range(geometry.n_layers)] for m, p in predictions.items()}}
         for method, layers in images.items():
@@ -182,8 +191,15 @@ def _image_metrics(batches, geometry, networks, device) -> tuple[list, list, dic
                 accumulators[method].update(predictions[method], fine, batch["coarse"], factors)
             for layer, image in enumerate(layers):
                 truth = truth_shapes[layer]
-                mine = shower_shapes(image, geometry.window, truth["centre"], SHAPE_RADIUS[geometry.layers[layer].kind])
+                radius = SHAPE_RADIUS[geometry.layers[layer].kind]
+                mine = shower_shapes(image, geometry.window, truth["centre"], radius)
                 shapes[method]["distance"].append(np.hypot(mine["eta"] - truth["eta"], mine["phi"] - truth["phi"]))
+                fe, fp = (1, 1) if method == "coarse" else factors[layer]
+                fractions = truth["fractions"].repeat(fe, axis=1).repeat(fp, axis=2)
+                reference = truth["neutral"]
+                neutral = shower_shapes(image * fractions, geometry.window, (reference["eta"], reference["phi"]), radius)
+                shapes[method]["neutral_distance"].append(np.hypot(neutral["eta"] - reference["eta"],
+                                                                   neutral["phi"] - reference["phi"]))
                 shapes[method]["ratio"].append(mine["width"] / truth["width"])
                 shapes[method]["layer"].append(np.full(len(image), layer))
         if display is None:
@@ -195,13 +211,16 @@ def _image_metrics(batches, geometry, networks, device) -> tuple[list, list, dic
     metric_rows = [{"method": method, **values} for method in METHODS for values in accumulators[method].per_layer()]
     shape_rows = []
     for method, per in shapes.items():
-        distance, ratio, layer_of = (np.concatenate(per[key]) for key in ("distance", "ratio", "layer"))
+        distance, neutral, ratio, layer_of = (np.concatenate(per[key])
+                                              for key in ("distance", "neutral_distance", "ratio", "layer"))
         for layer, name in enumerate(geometry.names):
             sel = layer_of == layer
             d, r = distance[sel][np.isfinite(distance[sel])], ratio[sel][np.isfinite(ratio[sel])]
+            dn = neutral[sel][np.isfinite(neutral[sel])]
             q25, q50, q75 = np.percentile(r, [25, 50, 75]) if len(r) else (np.nan,) * 3
             shape_rows.append({"method": method, "layer": name,
                                "barycentre_resolution": float(np.percentile(d, 68)) if len(d) else np.nan,
+                               "neutral_barycentre_resolution": float(np.percentile(dn, 68)) if len(dn) else np.nan,
                                "width_ratio": float(q50), "width_ratio_spread": float((q75 - q25) / 1.349)})
     return metric_rows, shape_rows, display
 

@@ -43,25 +43,35 @@ def uniform(coarse: torch.Tensor, factors: Sequence[int]) -> torch.Tensor:
     return to_fine(coarse, (int(factors[0]), int(factors[1])))
 
 
-def bicubic(coarse: torch.Tensor, factors: Sequence[int]) -> torch.Tensor:
-    """(B, h, w) detector cells [GeV] -> (B, h fe, w fp): the renormalised bicubic
-    interpolation of the module docstring; factors (1, 1) return a copy of the input."""
+def bicubic_shares(coarse: torch.Tensor, factors: Sequence[int]) -> torch.Tensor:
+    """(B, h, w) detector cells [GeV] -> (B, h fe, w fp): every fine cell's share of its
+    detector cell's energy in the bicubic interpolation of the module docstring,
+    max(b_ij, 0) / sum_{kl in IJ} max(b_kl, 0), or 1 / (fe fp) where that is undefined; the
+    shares of every detector cell sum to 1 (all 1 for factors (1, 1))."""
     _check(coarse, factors)
     fe, fp = int(factors[0]), int(factors[1])
-    if fe == fp == 1:
-        return coarse.clone()
     coarse = coarse if coarse.is_floating_point() else coarse.float()
     n, h, w = coarse.shape
+    if fe == fp == 1:
+        return torch.ones_like(coarse)
     # The size (not a scale factor) puts the samples exactly at the fine cells' centres.
     interpolated = F.interpolate((coarse / (fe * fp))[:, None], size=(h * fe, w * fp), mode="bicubic",
                                  align_corners=False)[:, 0]
     blocks = interpolated.clamp(min=0).reshape(n, h, fe, w, fp)
     total = blocks.sum(dim=(2, 4), keepdim=True)
-    energy = coarse[:, :, None, :, None]
-    shaped = (total > 0) & (energy > 0)
-    flat = uniform(coarse, (fe, fp)).reshape(n, h, fe, w, fp)
-    out = torch.where(shaped, blocks * (energy / torch.where(shaped, total, torch.ones_like(total))), flat)
-    return out.reshape(n, h * fe, w * fp)
+    shaped = (total > 0) & (coarse[:, :, None, :, None] > 0)
+    shares = torch.where(shaped, blocks / torch.where(shaped, total, torch.ones_like(total)),
+                         torch.full_like(blocks, 1.0 / (fe * fp)))
+    return shares.reshape(n, h * fe, w * fp)
+
+
+def bicubic(coarse: torch.Tensor, factors: Sequence[int]) -> torch.Tensor:
+    """(B, h, w) detector cells [GeV] -> (B, h fe, w fp): the renormalised bicubic
+    interpolation of the module docstring, every detector cell's energy times its
+    ``bicubic_shares``; factors (1, 1) return a copy of the input."""
+    fe, fp = int(factors[0]), int(factors[1])
+    shares = bicubic_shares(coarse, (fe, fp))
+    return shares * coarse.to(shares.dtype).repeat_interleave(fe, dim=1).repeat_interleave(fp, dim=2)
 
 
 #: The interpolations by name (the names of ``methods.INTERPOLATIONS``).

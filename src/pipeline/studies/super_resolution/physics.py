@@ -17,7 +17,8 @@ Only cells with a positive energy count (noise goes both ways and has no positio
   computed as sqrt(e1 e2) |u1 - u2| (the same for unit vectors, and exact at small angles),
   u = (cos phi / cosh eta, sin phi / cosh eta, tanh eta) at the absolute eta, phi;
 * the shower shape: the energy barycentre and width sqrt(sum e r^2 / sum e) [rad],
-  r the distance in (eta, phi) to the barycentre.
+  r the distance in (eta, phi) to the barycentre; the neutral-energy barycentre: that of
+  an image's cells times their detector cell's true neutral fraction (``neutral_fractions``).
 """
 
 from __future__ import annotations
@@ -102,6 +103,22 @@ def shower_shapes(images: np.ndarray, window: Sequence[float], centre: tuple[np.
     with np.errstate(invalid="ignore", divide="ignore"):
         width = np.sqrt(np.sum(weights * r2, axis=(1, 2)) / total)
     return {"energy": total, "eta": b_eta, "phi": b_phi, "width": np.where(total > 0, width, np.nan)}
+
+
+def neutral_fractions(neutral: np.ndarray, charged: np.ndarray, factors: Sequence[int]) -> np.ndarray:
+    """(B, h, w) the neutral fraction n / (n + c) of every detector cell of a layer with
+    ``factors`` (fe, fp), from the true neutral and charged deposits of its fine cells
+    ((B, h fe, w fp) each [GeV]); 0 where the cell has no deposit. What a perfect particle
+    flow at the detector's cells knows: super-resolution places each cell's neutral energy."""
+    fe, fp = (int(f) for f in factors)
+    n, hf, wf = np.shape(neutral)
+
+    def cells(x):
+        return np.asarray(x, np.float64).reshape(n, hf // fe, fe, wf // fp, fp).sum(axis=(2, 4))
+
+    neutral_cells, total = cells(neutral), cells(neutral) + cells(charged)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, neutral_cells / total, 0.0)
 
 
 def two_cluster_split(images: np.ndarray, window: Sequence[float], min_fraction: float = 0.1,

@@ -48,8 +48,9 @@ def check_files(config: Mapping, paths: Sequence[str | Path]) -> None:
                              f"{shapes}, fine {fine}, window {window}; rebuild the file with this config")
 
 
-def build_model(config: Mapping, method: str):
-    """The untrained SuperResolutionModule of ``method`` (config with the study's training overrides)."""
+def build_model(config: Mapping, method: str, loss_scales: Sequence[float] | None = None):
+    """The untrained SuperResolutionModule of ``method`` (config with the study's training
+    overrides), its loss over ``loss_scales`` [GeV^2] per layer (``models.fine_mse``)."""
     from pipeline.studies.super_resolution.models import SuperResolutionModule
 
     if method not in LEARNED:
@@ -57,7 +58,8 @@ def build_model(config: Mapping, method: str):
     shapes, fine, _ = detector_geometry(config)
     training = config["training"]
     return SuperResolutionModule(method, shapes, fine, config["super_resolution"]["network"],
-                                 learning_rate=training["learning_rate"], lr_schedule=training["lr_schedule"])
+                                 learning_rate=training["learning_rate"], lr_schedule=training["lr_schedule"],
+                                 loss_scales=loss_scales)
 
 
 def _listed(paths: str | Path | Sequence[str | Path]) -> list[Path]:
@@ -74,6 +76,7 @@ def train_super_resolution(config: Mapping, method: str, data: Mapping[str, Sequ
 
     from pipeline.ml.tracking import run_name, run_tags
     from pipeline.ml.trainer import fit_and_export
+    from pipeline.studies.super_resolution.batches import fine_mean_squares
     from pipeline.studies.super_resolution.data import SuperResolutionDataModule
 
     if method not in LEARNED:
@@ -89,11 +92,15 @@ def train_super_resolution(config: Mapping, method: str, data: Mapping[str, Sequ
     pl.seed_everything(derive_seed(config["seed"], "super_resolution", method), workers=True, verbose=False)
     datamodule = SuperResolutionDataModule(files, training["batch_size"], training["num_workers"],
                                            seed=config["seed"], name=method)
-    model = build_model(config, method)
+    shapes, fine, _ = detector_geometry(config)
+    # The loss's per-layer scales: the training set's mean squared fine truth (a pass over its fine cells).
+    model = build_model(config, method, fine_mean_squares(files["train"], len(shapes), fine).tolist())
     stage = {key: config[key] for key in ("seed", "particle_flow", "super_resolution", "training")}
     tags = run_tags(stage, inputs, "super_resolution", "train", method)
+    layer_names = [layer["name"] for layer in config["particle_flow"]["calorimeter"]["layers"]]
     params = {"method": method, **{f"training.{k}": v for k, v in training.items()},
-              **{f"network.{k}": v for k, v in model.hparams.settings.items()}}
+              **{f"network.{k}": v for k, v in model.hparams.settings.items()},
+              **{f"loss_scale.{name}": s for name, s in zip(layer_names, model.hparams.loss_scales)}}
     final, _ = fit_and_export(config, model, datamodule, run_name("super_resolution", "train", method), tags, params,
                               checkpoint, history, progress)
     return final
