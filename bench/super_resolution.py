@@ -75,7 +75,7 @@ def network_throughput(config: dict, method: str, paths: list[Path], batch_size:
 
     from pipeline.studies.super_resolution.batches import fine_mean_squares
     from pipeline.studies.super_resolution.data import SuperResolutionDataset
-    from pipeline.studies.super_resolution.models import fine_mse
+    from pipeline.studies.super_resolution.models import fine_loss
     from pipeline.studies.super_resolution.train import build_model, study_config
 
     config = study_config(config)
@@ -89,7 +89,7 @@ def network_throughput(config: dict, method: str, paths: list[Path], batch_size:
     for index, batch in enumerate(batches):
         start = time.perf_counter()
         optimiser.zero_grad()
-        loss = fine_mse(model(batch["coarse"], batch["track"]), batch["fine"], model.loss_scales)
+        loss = fine_loss(model(batch["coarse"], batch["track"]), batch["fine"], model.loss_scales)
         loss.backward()
         optimiser.step()
         if index:  # the first step warms up

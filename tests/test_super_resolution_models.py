@@ -29,6 +29,8 @@ from pipeline.studies.super_resolution.models import (
     EnergySharing,
     SuperResolutionModule,
     build_network,
+    event_relative_mse,
+    fine_loss,
     fine_mse,
     sub_pixel,
 )
@@ -267,6 +269,12 @@ def test_loss_weighs_every_layer_by_its_scale(tmp_path, files):
     scales = torch.tensor([4.0, 1.0, 0.5])
     assert fine_mse(predicted, target, scales).item() == pytest.approx((0.04 / 4 + 1.0 / 1.0 + 0) / 3)
     assert fine_mse(predicted, target, torch.ones(3)).item() == pytest.approx(((predicted - target) ** 2).mean().item())
+    # Per event (both alike): layer 1's error relative to the event's own mean square, 1 GeV^2 (all of it
+    # lost), plus S_1 / 100; layer 0 0.04 / (4 + 0.04); the empty layer 2 0.
+    event = (0.04 / (4 + 0.04) + 1.0 / (1.0 + 0.01) + 0) / 3
+    assert event_relative_mse(predicted, target, scales).item() == pytest.approx(event)
+    assert fine_loss(predicted, target, scales).item() == pytest.approx(
+        0.5 * (fine_mse(predicted, target, scales).item() + event))
     # The scales of a file: its fine truth's mean square per layer, from the dense images.
     dense = np.concatenate([b["fine"] for b in SuperResolutionBatches(files["pi0"], 5)]).astype(np.float64)
     np.testing.assert_allclose(fine_mean_squares([files["pi0"]] * 2, 6, 64), (dense**2).mean(axis=(0, 2, 3)),
@@ -284,7 +292,7 @@ def test_loss_goes_down_on_one_batch(files, method):
     optimiser = torch.optim.Adam(module.parameters(), lr=3e-3)
     losses = []
     for _ in range(60):
-        loss = fine_mse(module.fine_images(batch), batch["fine"], module.loss_scales)
+        loss = fine_loss(module.fine_images(batch), batch["fine"], module.loss_scales)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()

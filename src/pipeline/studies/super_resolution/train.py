@@ -50,7 +50,7 @@ def check_files(config: Mapping, paths: Sequence[str | Path]) -> None:
 
 def build_model(config: Mapping, method: str, loss_scales: Sequence[float] | None = None):
     """The untrained SuperResolutionModule of ``method`` (config with the study's training
-    overrides), its loss over ``loss_scales`` [GeV^2] per layer (``models.fine_mse``)."""
+    overrides), its loss over ``loss_scales`` [GeV^2] per layer (``models.fine_loss``)."""
     from pipeline.studies.super_resolution.models import SuperResolutionModule
 
     if method not in LEARNED:
