@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ from sklearn.metrics import f1_score, recall_score, roc_curve
 
 from pipeline.io.hdf5 import DataFileError
 from pipeline.ml.roc import rejection_at
-from pipeline.studies.flavour_tagging.data import FlavourBatches, dense_to_graph, flavour_classes
+from pipeline.studies.flavour_tagging.data import FlavourBatches, FlavourDataModule, dense_to_graph, flavour_classes
 from pipeline.studies.flavour_tagging.edges import partition_scores, score_edges
 from pipeline.studies.flavour_tagging.metrics import (
     b_discriminant,
@@ -276,3 +278,23 @@ def test_mixed_batches_hold_every_jet_once_with_its_own_edges(track_graphs, tmp_
     # Mixing spreads track counts: the first mixed batch is not a narrow band of them.
     first = mixed[0]["n_tracks"]
     assert first.max() - first.min() > plain[0]["n_tracks"].max() - plain[0]["n_tracks"].min()
+
+
+def test_batches_read_after_pickling_and_in_worker_processes_are_the_same(track_graphs, tmp_path):
+    config = _config(tmp_path)
+    edges = tmp_path / "baseline_train.h5"
+    score_edges(config, "baseline", {"train": track_graphs["train"]}, {"train": edges})
+    batches = FlavourBatches(track_graphs["train"], edges, batch_size=16, slices_per_batch=4, seed=3)
+    first = batches[0]  # the files and their datasets are open now: pickling must leave them out
+    copy = pickle.loads(pickle.dumps(batches))
+    for key, value in copy[0].items():
+        assert torch.equal(value, first[key]), key
+
+    def collect(workers):
+        data = FlavourDataModule({"val": track_graphs["train"]}, {"val": edges}, batch_size=16, num_workers=workers)
+        data.setup()
+        return [batch["edge_score"] for batch in data.val_dataloader()]
+
+    single, parallel = collect(0), collect(2)
+    assert len(single) == len(parallel) > 1
+    assert all(torch.equal(a, b) for a, b in zip(single, parallel))

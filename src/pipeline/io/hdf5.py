@@ -49,19 +49,33 @@ COMPRESSION = dict(compression="gzip", compression_opts=1, shuffle=True)
 
 class LazyFile:
     """A mixin for readers of one HDF5 file ``self.path`` that outlive a fork (DataLoader
-    workers): ``_open`` opens it read-only on first use in each process, and pickling
-    leaves the handle out (an h5py handle must not cross a fork)."""
+    workers): ``_open`` opens it read-only on first use in each process, ``_dataset`` one of
+    its datasets, and pickling leaves the handles out (an h5py handle must not cross a fork)."""
 
     _file: h5py.File | None = None
+    _datasets: dict[str, h5py.Dataset] | None = None
 
     def _open(self) -> h5py.File:
         if self._file is None:
             self._file = h5py.File(self.path, "r")
         return self._file
 
+    def _dataset(self, name: str) -> h5py.Dataset:
+        """The dataset ``name`` ("collection/field"), opened once per process. HDF5 keeps a
+        dataset's chunk cache only while the dataset stays open: a reader that looks it up
+        again for every batch decompresses a whole chunk (128-256 kB) at every read of a
+        slice smaller than that (measured: 0.2 ms a read; the flavour tagger's loader reads
+        sixteen slices a batch)."""
+        if self._datasets is None:
+            self._datasets = {}
+        if name not in self._datasets:
+            self._datasets[name] = self._open()[name]
+        return self._datasets[name]
+
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_file"] = None
+        state["_datasets"] = None
         return state
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pipeline.io.hdf5 import DataFileError, RaggedReader
+from pipeline.io.hdf5 import DataFileError, LazyFile, RaggedReader
 from pipeline.studies.flavour_tagging.formats import VERTEX_EDGES
 from pipeline.studies.vertexing.data import TrackGraphBatches, TrackGraphDataModule
 from pipeline.studies.vertexing.formats import TRACK_FEATURES
@@ -80,6 +80,13 @@ def merge_graphs(graphs: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tenso
     return merged
 
 
+class EdgeScoreFile(LazyFile):
+    """A vertex_edges file read slice by slice, from any DataLoader worker (``LazyFile``)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+
 class FlavourBatches(Dataset):
     """Item i: batch i of jets as a graph, with the edge scores of the same jets from a
     vertex_edges file (or the constant score when ``edges`` is None).
@@ -93,32 +100,29 @@ class FlavourBatches(Dataset):
     def __init__(self, graphs: str | Path, edges: str | Path | None, batch_size: int,
                  slices_per_batch: int = 1, seed: int = 0):
         self.tracks = TrackGraphBatches(graphs, max(batch_size // slices_per_batch, 1))
-        self.edges_path = Path(edges) if edges is not None else None
-        if self.edges_path is not None:
-            with RaggedReader(self.edges_path, VERTEX_EDGES) as reader:
+        self.edges = EdgeScoreFile(edges) if edges is not None else None
+        if self.edges is not None:
+            with RaggedReader(self.edges.path, VERTEX_EDGES) as reader:
                 n_edges_jets = reader.n_rows("jets")
                 n_tracks = reader.read("jets", ["n_tracks"])["n_tracks"]
             with h5py.File(graphs, "r") as f:
                 expected = f["jets"]["n_tracks"][:]
             if n_edges_jets != self.tracks.n_jets or not np.array_equal(n_tracks, expected):
-                raise DataFileError(f"{self.edges_path}: its jets do not match {graphs} "
+                raise DataFileError(f"{self.edges.path}: its jets do not match {graphs} "
                                     f"({n_edges_jets} vs {self.tracks.n_jets} jets); score the edges of that file again")
         n_slices = len(self.tracks)
         order = np.random.default_rng(seed).permutation(n_slices) if slices_per_batch > 1 else np.arange(n_slices)
         self.groups = [np.sort(group) for group in np.array_split(order, math.ceil(n_slices / slices_per_batch))]
-        self._edges: h5py.File | None = None
 
     def __len__(self) -> int:
         return len(self.groups)
 
     def _scores(self, index: int, mask: torch.Tensor) -> torch.Tensor:
-        if self.edges_path is None:
+        if self.edges is None:
             return torch.full(mask.shape + mask.shape[1:], CONSTANT_SCORE)
-        if self._edges is None:  # opened lazily, once per worker process
-            self._edges = h5py.File(self.edges_path, "r")
         start = index * self.tracks.batch_size
-        offsets = self._edges["pairs"]["offsets"][start : start + len(mask) + 1]
-        flat = torch.from_numpy(self._edges["pairs"]["score"][int(offsets[0]) : int(offsets[-1])])
+        offsets = self.edges._dataset("pairs/offsets")[start : start + len(mask) + 1]
+        flat = torch.from_numpy(self.edges._dataset("pairs/score")[int(offsets[0]) : int(offsets[-1])])
         score = torch.zeros(mask.shape + mask.shape[1:])
         score[mask[:, :, None] & mask[:, None, :]] = flat
         return score
@@ -135,11 +139,6 @@ class FlavourBatches(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(index)
         return merge_graphs([self._slice(int(k)) for k in self.groups[index]])
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_edges"] = None
-        return state
 
 
 class FlavourDataModule(TrackGraphDataModule):

@@ -63,13 +63,13 @@ class TrackGraphBatches(FileBatches):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if not 0 <= index < len(self):
             raise IndexError(index)
-        f = self._open()
         start = index * self.batch_size
         stop = min(start + self.batch_size, self.n_jets)
-        offsets = f["tracks"]["offsets"][start : stop + 1]
+        offsets = self._dataset("tracks/offsets")[start : stop + 1]
         t0, t1 = int(offsets[0]), int(offsets[-1])
-        batch = pad_tracks(f["tracks"]["features"][t0:t1], f["tracks"]["vertex"][t0:t1], offsets - offsets[0])
-        batch["flavour"] = torch.from_numpy(f["jets"]["flavour"][start:stop].astype(np.int64))
+        batch = pad_tracks(self._dataset("tracks/features")[t0:t1], self._dataset("tracks/vertex")[t0:t1],
+                           offsets - offsets[0])
+        batch["flavour"] = torch.from_numpy(self._dataset("jets/flavour")[start:stop].astype(np.int64))
         batch["jet_index"] = torch.arange(start, stop)
         return batch
 
