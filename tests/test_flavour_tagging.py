@@ -19,7 +19,7 @@ from pipeline.studies.flavour_tagging.metrics import (
     bootstrap_spread,
     classification_metrics,
 )
-from pipeline.studies.flavour_tagging.models import FlavourTagger
+from pipeline.studies.flavour_tagging.models import EdgeScoreConv, FlavourTagger
 from pipeline.studies.vertexing.classical import classical_partition
 from pipeline.studies.vertexing.data import TrackGraphBatches
 from pipeline.studies.vertexing.formats import TRACK_FEATURES
@@ -78,6 +78,27 @@ def test_edge_scores_reach_the_message_passing():
         a = model(dense_to_graph(x, mask, score))
         b = model(dense_to_graph(x, mask, 1 - score))
     assert not torch.allclose(a, b, atol=1e-4)
+
+
+def test_edge_layer_equals_its_formula_on_the_concatenated_edge_inputs():
+    """The per-track factorisation of phi_e's first layer is the docstring's formula,
+    phi_e([h_i, h_j, sum_jet h, s_ij]) summed edge by edge on both channels."""
+    x, mask, score = two_jets()
+    graph = dense_to_graph(x, mask, score)
+    torch.manual_seed(5)
+    width = 8
+    conv = EdgeScoreConv(width).eval()
+    h = torch.randn(graph["x"].shape[0], width)
+    batch, (source, target), s = graph["batch"], graph["edge_index"], graph["edge_score"]
+    with torch.no_grad():
+        got = conv(h, graph["edge_index"], s, batch, n_jets=2)
+        jet_sum = torch.zeros(2, width).index_add_(0, batch, h)[batch]
+        same, other = conv.edge(torch.cat([h[target], h[source], jet_sum[target], s[:, None]], -1)).chunk(2, -1)
+        messages = torch.zeros(h.shape[0], 2 * width).index_add_(
+            0, target, torch.cat([s[:, None] * same, (1 - s[:, None]) * other], -1))
+        expected = conv.norm(h + conv.node(torch.cat([h, messages], -1)))
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert not torch.allclose(got, conv.norm(h + conv.node(torch.cat([h, 0 * messages], -1))), atol=1e-3)
 
 
 def test_flavour_classes():

@@ -53,6 +53,13 @@ class EdgeScoreConv(MessagePassing):
     vertex-level quantities (mass, multiplicity, displacement of the vertex) that a plain
     sum over all tracks mixes with everything else. With a constant score (the no-vertex
     control) both channels are plain sums: the same network without vertex information.
+
+    phi_e's first layer is linear in its concatenated input, so it is applied per track,
+    not per edge: W [h_i, h_j, S, s_ij] + b = (W_1 h + W_3 S + b)_i + (W_2 h)_j + w_4 s_ij,
+    with (n_tracks, W) products gathered onto the (n_edges, W) pairs. A jet of n tracks
+    has n (n - 1) edges, so this does the layer's largest matmul n - 1 times less often
+    (1.9x the tagger's training throughput of the concatenated form on the default
+    jets, bench/flavour_tagging.py); the parameters are the same ``nn.Linear``'s.
     """
 
     def __init__(self, width: int):
@@ -63,14 +70,24 @@ class EdgeScoreConv(MessagePassing):
 
     def forward(self, h: torch.Tensor, edge_index: torch.Tensor, edge_score: torch.Tensor,
                 batch: torch.Tensor, n_jets: int) -> torch.Tensor:
-        jet_sum = scatter(h, batch, dim=0, dim_size=n_jets, reduce="sum")[batch]
-        messages = self.propagate(edge_index, h=h, jet_sum=jet_sum, edge_score=edge_score)
+        """h (n_tracks, W), edge_index (2, n_edges) as (j, i), edge_score (n_edges,) in [0, 1],
+        batch (n_tracks,) each track's jet; returns the updated h (n_tracks, W)."""
+        width = h.shape[-1]
+        first = self.edge[0]
+        weight = first.weight  # (W, 3W + 1): the blocks of h_i, h_j, the jet sum and s_ij
+        jet_sum = scatter(h, batch, dim=0, dim_size=n_jets, reduce="sum")
+        receiver = (torch.addmm(first.bias, h, weight[:, :width].t())
+                    + (jet_sum @ weight[:, 2 * width:3 * width].t())[batch])
+        sender = h @ weight[:, width:2 * width].t()
+        messages = self.propagate(edge_index, receiver=receiver, sender=sender, edge_score=edge_score,
+                                  score_weight=weight[:, 3 * width])
         return self.norm(h + self.node(torch.cat([h, messages], dim=-1)))
 
-    def message(self, h_i: torch.Tensor, h_j: torch.Tensor, jet_sum_i: torch.Tensor,
-                edge_score: torch.Tensor) -> torch.Tensor:
+    def message(self, receiver_i: torch.Tensor, sender_j: torch.Tensor, edge_score: torch.Tensor,
+                score_weight: torch.Tensor) -> torch.Tensor:
         score = edge_score.unsqueeze(-1)
-        same, other = self.edge(torch.cat([h_i, h_j, jet_sum_i, score], dim=-1)).chunk(2, dim=-1)
+        # self.edge[0] applied through its blocks above; the rest of phi_e per edge
+        same, other = self.edge[1:](receiver_i + sender_j + score * score_weight).chunk(2, dim=-1)
         return torch.cat([score * same, (1 - score) * other], dim=-1)
 
 
