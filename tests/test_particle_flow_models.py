@@ -16,10 +16,11 @@ from pipeline.studies.particle_flow.models import (
     GRAPH_SETTINGS,
     FractionGraphNet,
     FractionUNet,
+    NeighbourEdgeConv,
     ParticleFlowModule,
     build_network,
     energy_weighted_mse,
-    knn_edges,
+    knn_neighbours,
     network_settings,
     to_fine,
 )
@@ -131,27 +132,60 @@ def test_knn_matches_brute_force():
     pos = rng.normal(size=(len(batch), 3))
     pos[batch == 4] += 0.01  # overlapping events: only the event index separates them
     k = 10
-    edges = knn_edges(torch.tensor(pos, dtype=torch.float32), torch.tensor(batch), k, n_events=6).numpy()
-    source, target = edges
-    assert (batch[source] == batch[target]).all() and (source != target).all()
-    found = {i: set(source[target == i].tolist()) for i in range(len(batch))}
+    neighbours = knn_neighbours(torch.tensor(pos, dtype=torch.float32), torch.tensor(batch), k, n_events=6).numpy()
+    assert neighbours.shape == (len(batch), k)
+    found = {i: set(row[row >= 0].tolist()) for i, row in enumerate(neighbours)}
     assert found == brute_force_knn(pos, batch, k)
-    assert len(source) == sum(n * min(k, n - 1) for n in sizes.values())
+    assert (neighbours >= 0).sum() == sum(n * min(k, n - 1) for n in sizes.values())
+    # Nearest first, the missing ones (events of fewer than k + 1 nodes) last.
+    i = int(np.flatnonzero(batch == 0)[0])
+    distance = np.linalg.norm(pos[neighbours[i]] - pos[i], axis=1)
+    assert (np.diff(distance) > 0).all()
+    small = neighbours[np.flatnonzero(batch == 1)]
+    assert (small[:, :3] >= 0).all() and (small[:, 3:] == -1).all()
     # Nothing to connect: no nodes, or single-node events.
-    assert knn_edges(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long), k, 4).shape == (2, 0)
-    assert knn_edges(torch.zeros(3, 3), torch.arange(3), k).shape == (2, 0)
+    assert knn_neighbours(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long), k, 4).shape == (0, 0)
+    assert knn_neighbours(torch.zeros(3, 3), torch.arange(3), k).shape == (3, 0)
 
 
-def test_knn_ties_do_not_depend_on_other_events():
+def test_knn_ties_go_to_the_lower_index_whatever_the_other_events():
     """On a cell grid distances tie exactly; the chosen neighbours of an event are the
-    same alone and next to a larger event."""
+    lowest-indexed of the tied ones, and the same alone and next to a larger event."""
     grid = torch.stack(torch.meshgrid(torch.arange(5.0), torch.arange(5.0), indexing="ij"), -1).reshape(-1, 2)
     pos = torch.cat([grid, torch.zeros(25, 1)], 1)
-    alone = knn_edges(pos, torch.zeros(25, dtype=torch.long), 6)
+    alone = knn_neighbours(pos, torch.zeros(25, dtype=torch.long), 6)
+    # The centre cell 12: four neighbours at 1 (7, 11, 13, 17), then four at sqrt(2), of which 6 and 8.
+    assert alone[12].tolist() == [7, 11, 13, 17, 6, 8]
     other = torch.rand(60, 3)
-    together = knn_edges(torch.cat([other, pos]), torch.cat([torch.zeros(60), torch.ones(25)]).long(), 6)
-    mine = together[:, together[1] >= 60] - 60
-    assert sorted(map(tuple, alone.T.tolist())) == sorted(map(tuple, mine.T.tolist()))
+    together = knn_neighbours(torch.cat([other, pos]), torch.cat([torch.zeros(60), torch.ones(25)]).long(), 6)
+    assert torch.equal(together[60:] - 60, alone)
+
+
+def test_neighbour_edge_conv_is_pyg_edge_conv_with_max_aggregation():
+    """The factorised, dense EdgeConv gives PyG's EdgeConv (aggr="max") on the same edges
+    and the same MLP, values and gradients, nodes without neighbours included."""
+    from torch_geometric.nn import EdgeConv
+
+    from pipeline.studies.vertexing.models import mlp
+
+    torch.manual_seed(1)
+    # Events of 12, 3 and 1 nodes: full, short (-1 padded) and empty neighbour rows.
+    batch = torch.cat([torch.zeros(12), torch.ones(3), torch.full((1,), 2)]).long()
+    pos, h = torch.randn(16, 3), torch.randn(16, 5, requires_grad=True)
+    neighbours = knn_neighbours(pos, batch, 4)
+    target, slot = (neighbours >= 0).nonzero(as_tuple=True)
+    edges = torch.stack([neighbours[target, slot], target])
+    network = mlp([10, 8, 8], final_activation=True)
+    ours, theirs = NeighbourEdgeConv(network), EdgeConv(network, aggr="max")
+    assert ours.state_dict().keys() == theirs.state_dict().keys()
+    a, b = ours(h, neighbours), theirs(h, edges)
+    torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    assert (a[15] == 0).all() and a[:15].abs().sum(1).gt(0).all()
+    weights = torch.randn_like(a)
+    grad_a = torch.autograd.grad((a * weights).sum(), [h, *network.parameters()])
+    grad_b = torch.autograd.grad((b * weights).sum(), [h, *network.parameters()])
+    for x, y in zip(grad_a, grad_b):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4)
 
 
 def test_graph_net_small_and_empty_events():

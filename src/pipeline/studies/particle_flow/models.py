@@ -43,10 +43,11 @@ orders of magnitude. energy_scale = 0.01 GeV, near the per-cell noise.
     a(E), layer one-hot (6), track flag = 0]; with ``use_track`` one more node per event
     with a track at the track pixel's centre: [eta, phi, 0, a(p), zeros (6), 1] (11 features).
     Graph: each node's k nearest other nodes of its own event in (eta, phi, depth_step * l)
-    (the track node at l = 0), built in plain torch (``knn_edges``: events padded to
-    (B, N_max, 3), torch.cdist with +inf for padding and self, a stable sort: ties, which
-    are exact on a cell grid, go to the lower node index, so the graph of an event depends
-    on that event alone; fewer than k neighbours where the event has fewer than k + 1 nodes).
+    (the track node at l = 0), built in plain torch (``knn_neighbours``: events padded to
+    (B, N_max, 3), torch.cdist with +inf for padding and self, a partial selection: ties,
+    which are exact on a cell grid, go to the lower node index, so the graph of an event
+    depends on that event alone; fewer than k neighbours where the event has fewer than
+    k + 1 nodes). The convolutions are ``NeighbourEdgeConv``s on that (N, k) table.
     Static in space (default): the split of a cell's energy is decided by the showers that
     overlap it, which are its spatial neighbours, and the long-range context (where the
     track is, how much energy it explains) comes from the DGCNN's global event feature
@@ -72,7 +73,6 @@ from typing import Mapping, Sequence
 import lightning.pytorch as pl
 import torch
 from torch import nn
-from torch_geometric.nn import EdgeConv
 from torch_geometric.utils import scatter
 
 from pipeline.studies.particle_flow.methods import LEARNED
@@ -208,13 +208,19 @@ class FractionUNet(nn.Module):
 
 
 @torch.no_grad()
-def knn_edges(pos: torch.Tensor, batch: torch.Tensor, k: int, n_events: int | None = None) -> torch.Tensor:
-    """The kNN graph (2, E) of nodes at ``pos`` (N, D) in events ``batch`` (N,): for every
-    node i its k nearest other nodes j of the same event (Euclidean), as edges
-    [j, i] (PyG's source-to-target order: j's message goes to i). Plain torch: events are
-    padded to (n_events, N_max, D), distances by torch.cdist, +inf for padding and self,
-    a stable sort (ties go to the lower node index, so an event's graph never depends on
-    the others). Events with n <= k nodes give each node its n - 1 others; no edges cross events.
+def knn_neighbours(pos: torch.Tensor, batch: torch.Tensor, k: int, n_events: int | None = None) -> torch.Tensor:
+    """Each node's k nearest other nodes of the same event: (N, k') node indices, nearest
+    first, k' = min(k, largest event's size - 1), -1 where the node's event has fewer than
+    k' other nodes; ``pos`` (N, D), ``batch`` (N,) event of each node (need not be sorted).
+
+    Plain torch: events are padded to (n_events, N_max, D), distances by torch.cdist
+    (the exact pairwise formula, not the matrix-product one: each distance depends on its
+    pair alone), +inf for padding and self. Ties, exact on a cell grid, go to the lower
+    node slot, so an event's graph never depends on the other events: the selection runs
+    on the integer key (bits of the float32 distance) * 2^b + slot, whose order is the
+    distance's (the bit pattern of a non-negative float is monotonic in its value) with
+    ties broken by slot, and whose k' smallest ``torch.topk`` finds without sorting the
+    N_max columns (a full stable sort was 16% of a training step of the default network).
     """
     n, device = len(pos), pos.device
     n_events = (int(batch.max()) + 1 if n else 0) if n_events is None else n_events
@@ -222,23 +228,70 @@ def knn_edges(pos: torch.Tensor, batch: torch.Tensor, k: int, n_events: int | No
     n_max = int(counts.max()) if n else 0
     kk = min(int(k), n_max - 1)
     if kk <= 0:
-        return torch.empty(2, 0, dtype=torch.long, device=device)
+        return torch.empty(n, 0, dtype=torch.long, device=device)
     order = torch.argsort(batch, stable=True)
     event = batch[order]
     slot = torch.arange(n, device=device) - (torch.cumsum(counts, 0) - counts)[event]
-    padded = pos.new_zeros(n_events, n_max, pos.shape[1])
-    padded[event, slot] = pos[order]
+    padded = pos.new_zeros(n_events, n_max, pos.shape[1], dtype=torch.float32)
+    padded[event, slot] = pos[order].to(torch.float32)
     node = torch.full((n_events, n_max), -1, dtype=torch.long, device=device)
     node[event, slot] = order
-    valid = node >= 0
-    # The exact pairwise formula, not the matrix-product one: each distance depends on its pair alone.
     distance = torch.cdist(padded, padded, compute_mode="donot_use_mm_for_euclid_dist")
-    distance = distance.masked_fill(~valid[:, None, :], float("inf"))
+    distance.masked_fill_(node[:, None, :] < 0, float("inf"))
     distance.diagonal(dim1=1, dim2=2).fill_(float("inf"))
-    distance, neighbour = torch.sort(distance, dim=-1, stable=True)
-    distance, neighbour = distance[..., :kk], neighbour[..., :kk]
-    ev, row, col = (torch.isfinite(distance) & valid[:, :, None]).nonzero(as_tuple=True)
-    return torch.stack([node[ev, neighbour[ev, row, col]], node[ev, row]])
+    bits = max(int(n_max - 1).bit_length(), 1)
+    key = distance.view(torch.int32).to(torch.int64).bitwise_left_shift_(bits)
+    key += torch.arange(n_max, device=device)
+    key, column = torch.topk(key, kk, dim=-1, largest=False, sorted=True)
+    finite = (key[event, slot] >> bits) < _FLOAT32_INFINITY_BITS
+    neighbours = torch.empty(n, kk, dtype=torch.long, device=device)
+    neighbours[order] = torch.where(finite, node[event[:, None], column[event, slot]], -1)
+    return neighbours
+
+
+#: The bit pattern of float32 +inf read as an int32: distances of padding and self.
+_FLOAT32_INFINITY_BITS = 0x7F800000
+
+
+class NeighbourEdgeConv(nn.Module):
+    """EdgeConv (Wang et al., ACM TOG 38 (2019) 146) on a fixed number of neighbours per node:
+
+        h_i <- max_{j in N(i)} MLP([h_i, h_j - h_i])      (0 for a node without neighbours)
+
+    ``neighbours`` (N, k) node indices, -1 for none (``knn_neighbours``). The MLP's first
+    layer is linear, so it is applied per node, not per edge:
+    W [h_i, h_j - h_i] + b = ((W_a - W_b) h_i + b) + W_b h_j, with the (N, width) products
+    gathered onto the (N, k) pairs, and the max is a dense reduction over the k slots. The
+    same function and parameters (``self.nn``, the keys of ``torch_geometric.nn.EdgeConv``)
+    as PyG's EdgeConv with max aggregation on the same edges (tested against it). With
+    ``knn_neighbours`` the default graph network trains at 84.8 events/s against 34.7
+    with PyG's EdgeConv on a sorted kNN (2.4x, bench/particle_flow.py, 2 threads): PyG's
+    scatter-max backward and the (E, 2 d) concatenation were a third of a training step.
+    """
+
+    def __init__(self, network: nn.Sequential):
+        super().__init__()
+        if not isinstance(network[0], nn.Linear):
+            raise ValueError("NeighbourEdgeConv: the MLP must start with an nn.Linear")
+        self.nn = network
+
+    def forward(self, h: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+        """h (N, d), neighbours (N, k) -> (N, width)."""
+        first = self.nn[0]
+        d = h.shape[-1]
+        own, other = first.weight[:, :d], first.weight[:, d:]
+        receiver = torch.addmm(first.bias, h, (own - other).t())  # (N, width)
+        sender = h @ other.t()
+        # A missing neighbour repeats the nearest one, which leaves the max as it is; a node
+        # without any gets 0, as PyG's max aggregation gives it.
+        if neighbours.shape[1] == 0:  # no event with two nodes
+            neighbours = neighbours.new_full((len(h), 1), -1)
+        filled = torch.where(neighbours < 0, neighbours[:, :1], neighbours)
+        isolated = filled[:, :1] < 0
+        # index_select: its backward is index_add_, several times faster than advanced indexing's
+        pairs = sender.index_select(0, filled.clamp(min=0).flatten()).view(*filled.shape, sender.shape[1])
+        messages = self.nn[1:](receiver[:, None, :] + pairs)  # (N, k, width')
+        return messages.max(dim=1).values.masked_fill(isolated, 0.0)
 
 
 class FractionGraphNet(nn.Module):
@@ -265,7 +318,7 @@ class FractionGraphNet(nn.Module):
         self.dynamic, self.energy_scale = dynamic, energy_scale
         self.n_features = 4 + len(self.layer_shapes) + 1
         widths = [self.n_features] + [int(width)] * int(n_layers)
-        self.convs = nn.ModuleList(EdgeConv(mlp([2 * a, b, b], final_activation=True), aggr="max")
+        self.convs = nn.ModuleList(NeighbourEdgeConv(mlp([2 * a, b, b], final_activation=True))
                                    for a, b in zip(widths[:-1], widths[1:]))
         local = int(width) * int(n_layers)
         self.event = mlp([local, int(width)], final_activation=True)
@@ -310,12 +363,12 @@ class FractionGraphNet(nn.Module):
     def node_fractions(self, nodes: Mapping[str, torch.Tensor], n_events: int) -> torch.Tensor:
         """The per-node neutral fraction (N,) in [0, 1] of ``nodes`` (those of ``nodes()``)."""
         x, batch = nodes["x"], nodes["batch"]
-        edges = knn_edges(nodes["pos"], batch, self.k, n_events)
+        neighbours = knn_neighbours(nodes["pos"], batch, self.k, n_events)
         h, hidden = x, []
         for m, conv in enumerate(self.convs):
             if self.dynamic and m:
-                edges = knn_edges(h, batch, self.k, n_events)
-            h = conv(h, edges)
+                neighbours = knn_neighbours(h, batch, self.k, n_events)
+            h = conv(h, neighbours)
             hidden.append(h)
         local = torch.cat(hidden, dim=1)
         event = scatter(self.event(local), batch, dim=0, dim_size=n_events, reduce="max")
