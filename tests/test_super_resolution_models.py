@@ -229,6 +229,29 @@ def random_inputs(n: int, seed: int) -> tuple[list[torch.Tensor], torch.Tensor]:
     return coarse, track
 
 
+def test_trunk_is_the_concatenation_then_the_1x1_merge():
+    """The trunk's folded merge is the module docstring's: every layer's 3x3 conv,
+    sub-pixel maps, a(E) of the track, concatenated, then the 1x1 conv; gradients too."""
+    from pipeline.studies.particle_flow.models import signed_log
+
+    coarse, track = random_inputs(2, seed=7)
+    torch.manual_seed(2)
+    trunk = build_network("cnn", DEFAULT_LAYER_SHAPES, 64, TINY).trunk
+    for parameter in trunk.parameters():  # away from the zero-ish start, every block matters
+        torch.nn.init.normal_(parameter, std=0.3)
+    maps = [sub_pixel(conv(signed_log(e, trunk.energy_scale)[:, None]), f)
+            for conv, e, f in zip(trunk.upsample, coarse, trunk.factors)]
+    concatenated = torch.cat(maps + [signed_log(track, trunk.energy_scale)[:, None]], dim=1)
+    assert concatenated.shape[1] == 6 * trunk.channels + 1
+    expected, got = trunk.blocks(trunk.merge(concatenated)), trunk(coarse, track)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    weights = torch.randn_like(got)
+    parameters = list(trunk.parameters())
+    for a, b in zip(torch.autograd.grad((got * weights).sum(), parameters),
+                    torch.autograd.grad((expected * weights).sum(), parameters)):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
+
+
 def test_networks_shapes_start_and_conservation():
     coarse, track = random_inputs(3, seed=5)
     interpolated = torch.stack([bicubic(e, f) for e, f in zip(coarse, FACTORS)], dim=1)
