@@ -6,7 +6,8 @@
    size (EPJC: widths 256,256,256,256,5, edge MLP 256; about 457k parameters with their
    10 features) on jets of equal track count, batch 256, beside stored figures of the
    authors' published code measured earlier on this kind of machine (not run here):
-   4,000 / 3,000 / 2,100 / 950 / 700 jets/s at 4 / 6 / 8 / 12 / 15 tracks.
+   4,000 / 3,000 / 2,100 / 950 / 700 jets/s at 4 / 6 / 8 / 12 / 15 tracks. Then the
+   Track Pair (pair MLP 256, 256) and RNN (3 bidirectional GRUs of 128) finders the same way.
 2. Data loading throughput with the model removed: the DataModule's batches per second
    from a track_graphs file (must be >= 10x the model's training throughput).
 3. Memory while streaming a track_graphs file whose features are many times larger than
@@ -37,9 +38,10 @@ EPJC_NETWORK = {"set_widths": [256, 256, 256, 256, 5], "edge_widths": [256], "pa
                 "rnn_hidden": 128, "rnn_layers": 3}
 
 
-def training_throughput(n_tracks: int, batch: int = 256, steps: int = 12) -> float:
+def training_throughput(n_tracks: int, batch: int = 256, steps: int = 12, method: str = "set2graph") -> float:
+    """Jets/s of ``steps`` training steps of ``method`` at the EPJC size on jets of ``n_tracks`` tracks."""
     torch.manual_seed(0)
-    model = VertexFinder("set2graph", len(TRACK_FEATURES), EPJC_NETWORK)
+    model = VertexFinder(method, len(TRACK_FEATURES), EPJC_NETWORK)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
     x = torch.randn(batch, n_tracks, len(TRACK_FEATURES))
     mask = torch.ones(batch, n_tracks, dtype=torch.bool)
@@ -96,6 +98,11 @@ def main() -> None:
     for n, theirs in AUTHORS.items():
         ours = rates[n] = training_throughput(n)
         print(f"{n:6d}  {ours:15.0f}  {theirs:23d}  {ours / theirs:5.2f}")
+    # No stored figures of the authors' code for these two: compare with an earlier run of this script.
+    print("\ntracks  training jets/s: track_pair   rnn (EPJC size, batch 256)")
+    for n in AUTHORS:
+        pair, rnn = (training_throughput(n, method=method) for method in ("track_pair", "rnn"))
+        print(f"{n:6d}  {pair:28.0f}  {rnn:5.0f}")
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "large.h5"

@@ -12,7 +12,13 @@ from pipeline.simulation.tracker import perigee
 from pipeline.studies.vertexing.classical import avr_partition, baseline_partition
 from pipeline.studies.vertexing.data import TrackGraphBatches, TrackGraphDataModule, pad_tracks
 from pipeline.studies.vertexing.metrics import bell_ratios, jet_metrics
-from pipeline.studies.vertexing.models import VertexFinder, pair_targets, vertex_finding_loss
+from pipeline.studies.vertexing.models import (
+    EdgeClassifier,
+    VertexFinder,
+    masked_mean,
+    pair_targets,
+    vertex_finding_loss,
+)
 
 NETWORK = {"set_widths": [32, 32, 5], "edge_widths": [32], "pair_widths": [32], "rnn_hidden": 16, "rnn_layers": 2}
 
@@ -155,6 +161,29 @@ def test_padding_does_not_change_the_scores_of_real_tracks():
     small = model(x, torch.ones(1, 4, dtype=torch.bool))
     large = model(padded, torch.tensor([[1, 1, 1, 1, 0, 0, 0]], dtype=torch.bool))
     assert torch.allclose(small, large[:, :4, :4], atol=1e-5)
+
+
+@pytest.mark.parametrize("with_set_sum", [False, True])
+def test_edge_classifier_is_the_mlp_of_the_concatenated_pairs(with_set_sum):
+    """The per-track first layer gives the MLP of [u_i, u_j(, mean_k u_k)] on every pair,
+    symmetrised, and the same gradients."""
+    torch.manual_seed(4)
+    u = torch.randn(3, 6, 5, requires_grad=True)
+    mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] * 2 + [0] * 4], dtype=torch.bool)
+    edges = EdgeClassifier(5, (16, 8), with_set_sum=with_set_sum)
+    b, n, d = u.shape
+    parts = [u.unsqueeze(2).expand(b, n, n, d), u.unsqueeze(1).expand(b, n, n, d)]
+    if with_set_sum:
+        parts.append(masked_mean(u, mask)[:, None].expand(b, n, n, d))
+    concatenated = edges.mlp(torch.cat(parts, dim=-1)).squeeze(-1)
+    expected = 0.5 * (concatenated + concatenated.transpose(1, 2))
+    got = edges(u, mask)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    weights = torch.randn_like(got)
+    parameters = [u, *edges.parameters()]
+    for a, c in zip(torch.autograd.grad((got * weights).sum(), parameters),
+                    torch.autograd.grad((expected * weights).sum(), parameters)):
+        torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-5)
 
 
 def test_loss_rewards_the_right_partition():

@@ -124,6 +124,12 @@ class EdgeClassifier(nn.Module):
 
     Edge features of (i, j): [u_i, u_j] and, with ``with_set_sum``, the S2G+ term
     sum_k u_k. Scores are symmetrised: s_ij = (f(i, j) + f(j, i)) / 2.
+
+    The MLP's first layer is linear in the concatenation, so it runs per track, not per
+    pair: W [u_i, u_j, t] + b = (W_1 u_i + W_3 t + b) + W_2 u_j, (B, N, H) products
+    broadcast to (B, N, N, H); only the activation and the later layers run on the N^2
+    pairs. The same function and parameters as the concatenated form (tested); it spares
+    the (B, N, N, 2 D or 3 D) edge tensor and N - 1 of every N first-layer products.
     """
 
     def __init__(self, node_features: int, hidden: Sequence[int] = (256,), with_set_sum: bool = False):
@@ -133,14 +139,17 @@ class EdgeClassifier(nn.Module):
         self.mlp = mlp([width, *hidden, 1])
 
     def forward(self, u: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        b, n, d = u.shape
-        parts = [u.unsqueeze(2).expand(b, n, n, d), u.unsqueeze(1).expand(b, n, n, d)]
+        """u (B, N, D) track embeddings, mask (B, N) -> symmetric logits (B, N, N)."""
+        d = u.shape[-1]
+        first = self.mlp[0]
+        receiver = nn.functional.linear(u, first.weight[:, :d], first.bias)  # (B, N, H): W_1 u_i + b
         if self.with_set_sum:
             # The set term as a mean, not a sum: a sum grows with the jet's track count
             # and slowed training down markedly in our tests.
-            total = masked_mean(u, mask)[:, 0]
-            parts.append(total[:, None, None, :].expand(b, n, n, d))
-        logits = self.mlp(torch.cat(parts, dim=-1)).squeeze(-1)
+            total = masked_mean(u, mask)  # (B, 1, D)
+            receiver = receiver + nn.functional.linear(total, first.weight[:, 2 * d:])
+        sender = nn.functional.linear(u, first.weight[:, d:2 * d])
+        logits = self.mlp[1:](receiver.unsqueeze(2) + sender.unsqueeze(1)).squeeze(-1)
         return 0.5 * (logits + logits.transpose(1, 2))
 
 
