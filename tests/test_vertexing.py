@@ -15,6 +15,7 @@ from pipeline.studies.vertexing.metrics import bell_ratios, jet_metrics
 from pipeline.studies.vertexing.models import (
     EdgeClassifier,
     VertexFinder,
+    input_blocks,
     masked_mean,
     pair_targets,
     vertex_finding_loss,
@@ -184,6 +185,16 @@ def test_edge_classifier_is_the_mlp_of_the_concatenated_pairs(with_set_sum):
     for a, c in zip(torch.autograd.grad((got * weights).sum(), parameters),
                     torch.autograd.grad((expected * weights).sum(), parameters)):
         torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-5)
+
+
+def test_input_blocks_split_a_layer_over_concatenated_parts():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(7, 4)
+    a, b = torch.randn(3, 5), torch.randn(3, 2)
+    w_a, w_b = input_blocks(layer, [5, 2])
+    torch.testing.assert_close(layer(torch.cat([a, b], 1)), a @ w_a.t() + b @ w_b.t() + layer.bias)
+    with pytest.raises(ValueError, match=r"widths \[5, 3\] sum to 8, expected the layer's 7 inputs"):
+        input_blocks(layer, [5, 3])
 
 
 def test_loss_rewards_the_right_partition():

@@ -23,7 +23,7 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import scatter
 
 from pipeline.studies.flavour_tagging.data import CLASSES, JET_FEATURES
-from pipeline.studies.vertexing.models import mlp
+from pipeline.studies.vertexing.models import input_blocks, mlp
 
 
 class SetEmbedding(nn.Module):
@@ -74,13 +74,11 @@ class EdgeScoreConv(MessagePassing):
         batch (n_tracks,) each track's jet; returns the updated h (n_tracks, W)."""
         width = h.shape[-1]
         first = self.edge[0]
-        weight = first.weight  # (W, 3W + 1): the blocks of h_i, h_j, the jet sum and s_ij
+        own, other, jet, score = input_blocks(first, [width, width, width, 1])
         jet_sum = scatter(h, batch, dim=0, dim_size=n_jets, reduce="sum")
-        receiver = (torch.addmm(first.bias, h, weight[:, :width].t())
-                    + (jet_sum @ weight[:, 2 * width:3 * width].t())[batch])
-        sender = h @ weight[:, width:2 * width].t()
-        messages = self.propagate(edge_index, receiver=receiver, sender=sender, edge_score=edge_score,
-                                  score_weight=weight[:, 3 * width])
+        receiver = torch.addmm(first.bias, h, own.t()) + (jet_sum @ jet.t())[batch]
+        messages = self.propagate(edge_index, receiver=receiver, sender=h @ other.t(), edge_score=edge_score,
+                                  score_weight=score[:, 0])
         return self.norm(h + self.node(torch.cat([h, messages], dim=-1)))
 
     def message(self, receiver_i: torch.Tensor, sender_j: torch.Tensor, edge_score: torch.Tensor,

@@ -76,7 +76,7 @@ from torch import nn
 from torch_geometric.utils import scatter
 
 from pipeline.studies.particle_flow.methods import LEARNED
-from pipeline.studies.vertexing.models import mlp
+from pipeline.studies.vertexing.models import input_blocks, mlp
 
 #: Granularity (n_eta, n_phi) of the six layers, 3 EM then 3 HAD.
 DEFAULT_LAYER_SHAPES = ((64, 32), (64, 64), (32, 32), (16, 16), (16, 16), (8, 8))
@@ -278,8 +278,7 @@ class NeighbourEdgeConv(nn.Module):
     def forward(self, h: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
         """h (N, d), neighbours (N, k) -> (N, width)."""
         first = self.nn[0]
-        d = h.shape[-1]
-        own, other = first.weight[:, :d], first.weight[:, d:]
+        own, other = input_blocks(first, [h.shape[-1]] * 2)
         receiver = torch.addmm(first.bias, h, (own - other).t())  # (N, width)
         sender = h @ other.t()
         # A missing neighbour repeats the nearest one, which leaves the max as it is; a node

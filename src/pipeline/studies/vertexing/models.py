@@ -45,6 +45,17 @@ def mlp(widths: Sequence[int], final_activation: bool = False) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def input_blocks(layer: nn.Linear, widths: Sequence[int]) -> list[torch.Tensor]:
+    """The (out, w_k) column blocks of ``layer``'s weight for an input concatenated from
+    parts of widths ``widths``: W [x_1, ..., x_K] = sum_k W_k x_k, which lets a layer over
+    pairs be applied per track and broadcast (the edge MLPs here, of the flavour tagger and
+    of the particle-flow graph network)."""
+    if sum(widths) != layer.in_features:
+        raise ValueError(f"input blocks of widths {list(widths)} sum to {sum(widths)}, "
+                         f"expected the layer's {layer.in_features} inputs")
+    return list(layer.weight.split(list(widths), dim=1))
+
+
 class DeepSetLayer(nn.Module):
     """An equivariant layer: each track's update sees itself and its own attention-weighted
     view of the set (scaled dot-product attention over the jet's tracks), or, without
@@ -142,13 +153,13 @@ class EdgeClassifier(nn.Module):
         """u (B, N, D) track embeddings, mask (B, N) -> symmetric logits (B, N, N)."""
         d = u.shape[-1]
         first = self.mlp[0]
-        receiver = nn.functional.linear(u, first.weight[:, :d], first.bias)  # (B, N, H): W_1 u_i + b
+        own, other, *set_sum = input_blocks(first, [d] * (3 if self.with_set_sum else 2))
+        receiver = nn.functional.linear(u, own, first.bias)  # (B, N, H): W_1 u_i + b
         if self.with_set_sum:
             # The set term as a mean, not a sum: a sum grows with the jet's track count
             # and slowed training down markedly in our tests.
-            total = masked_mean(u, mask)  # (B, 1, D)
-            receiver = receiver + nn.functional.linear(total, first.weight[:, 2 * d:])
-        sender = nn.functional.linear(u, first.weight[:, d:2 * d])
+            receiver = receiver + nn.functional.linear(masked_mean(u, mask), set_sum[0])
+        sender = nn.functional.linear(u, other)
         logits = self.mlp[1:](receiver.unsqueeze(2) + sender.unsqueeze(1)).squeeze(-1)
         return 0.5 * (logits + logits.transpose(1, 2))
 
