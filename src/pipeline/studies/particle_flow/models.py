@@ -207,6 +207,10 @@ class FractionUNet(nn.Module):
         return [torch.sigmoid(head(x)).squeeze(1) for head in self.heads]
 
 
+#: The bit pattern of float32 +inf read as an int32: distances of padding and self.
+_FLOAT32_INFINITY_BITS = 0x7F800000
+
+
 @torch.no_grad()
 def knn_neighbours(pos: torch.Tensor, batch: torch.Tensor, k: int, n_events: int | None = None) -> torch.Tensor:
     """Each node's k nearest other nodes of the same event: (N, k') node indices, nearest
@@ -247,10 +251,6 @@ def knn_neighbours(pos: torch.Tensor, batch: torch.Tensor, k: int, n_events: int
     neighbours = torch.empty(n, kk, dtype=torch.long, device=device)
     neighbours[order] = torch.where(finite, node[event[:, None], column[event, slot]], -1)
     return neighbours
-
-
-#: The bit pattern of float32 +inf read as an int32: distances of padding and self.
-_FLOAT32_INFINITY_BITS = 0x7F800000
 
 
 class NeighbourEdgeConv(nn.Module):

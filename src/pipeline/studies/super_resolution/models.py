@@ -157,16 +157,18 @@ class SubPixelTrunk(nn.Module):
     def forward(self, coarse: Images, track: torch.Tensor) -> torch.Tensor:
         check_inputs(coarse, track, self.layer_shapes, self.fine)
         c = self.channels
-        merge = self.merge.weight[:, :, 0, 0]  # (C, L C + 1): the blocks of the L layers' maps, then a(T)
-        x = (self.merge.bias[:, None, None]
-             + merge[:, -1, None, None] * signed_log(track.to(merge.dtype), self.energy_scale)[:, None])
-        for l, (conv, energy, (fe, fp)) in enumerate(zip(self.upsample, coarse, self.factors)):
-            block = merge[:, l * c:(l + 1) * c]  # (C out, C in)
+        merge = self.merge.weight[:, :, 0, 0]  # (C, L C + 1)
+        *blocks, track_weight = merge.split(c, dim=1)  # L (C out, C in) blocks of the layers' maps, then a(T)'s
+        x = self.merge.bias[:, None, None] + track_weight[:, :, None] * signed_log(track.to(merge.dtype),
+                                                                                 self.energy_scale)[:, None]
+        for block, conv, energy, (fe, fp) in zip(blocks, self.upsample, coarse, self.factors):
+            kernel = conv.weight.shape[-2:]
             # Output channel o fe fp + s of the folded conv is sum_c block[o, c] (channel c fe fp + s).
-            weight = torch.einsum("oc,cskxy->oskxy", block, conv.weight.view(c, fe * fp, 1, 3, 3))
+            weight = torch.einsum("oc,cskxy->oskxy", block, conv.weight.view(c, fe * fp, 1, *kernel))
             bias = block @ conv.bias.view(c, fe * fp)
             folded = nn.functional.conv2d(signed_log(energy.to(merge.dtype), self.energy_scale)[:, None],
-                                          weight.reshape(c * fe * fp, 1, 3, 3), bias.reshape(-1), padding=1)
+                                          weight.reshape(c * fe * fp, 1, *kernel), bias.reshape(-1),
+                                          padding=conv.padding)
             x = x + sub_pixel(folded, (fe, fp))
         return self.blocks(x)
 
