@@ -80,11 +80,14 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=20_000, help="images in the loader and training file")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for training")
     parser.add_argument("--batches", type=int, default=40, help="training batches to time")
+    parser.add_argument("--contiguous", action="store_true",
+                        help="keep the weights NCHW (the layout before pipeline.ml.memory_format)")
     args = parser.parse_args()
 
     import torch
 
     from pipeline.config import validate_config
+    from pipeline.ml.memory_format import channels_last
     from pipeline.simulation.calorimeter_stage import simulate_calorimeter
     from pipeline.simulation.generation import generate_shard
     from pipeline.studies.jet_images.preparation import build_jet_images
@@ -120,6 +123,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         torch.manual_seed(0)
         model = build_model(config, "cnn")
+        if not args.contiguous:  # as in training (pipeline.ml.memory_format)
+            channels_last(model)
         optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
         from pipeline.studies.jet_images.data import JetImageDataModule
 

@@ -117,11 +117,14 @@ def write_repeated(source: Path, path: Path, times: int) -> int:
     return times * n_events
 
 
-def training_throughput(config: dict, method: str, path: Path, batch_size: int, steps: int) -> tuple[float, int]:
+def training_throughput(config: dict, method: str, path: Path, batch_size: int, steps: int,
+                        contiguous: bool = False) -> tuple[float, int]:
     """(events/s, parameters) of ``steps`` training steps of ``method`` (forward, loss,
-    backward, Adam) on the file's first batches (cycled), after one warm-up step."""
+    backward, Adam) on the file's first batches (cycled), after one warm-up step; the
+    weights channels-last as in training (``channels_last``) unless ``contiguous``."""
     import torch
 
+    from pipeline.ml.memory_format import channels_last
     from pipeline.studies.particle_flow.data import ParticleFlowBatches
     from pipeline.studies.particle_flow.models import energy_weighted_mse
     from pipeline.studies.particle_flow.train import build_model, study_config
@@ -129,6 +132,8 @@ def training_throughput(config: dict, method: str, path: Path, batch_size: int, 
     config = study_config(config)
     torch.manual_seed(0)
     model = build_model(config, method)
+    if not contiguous:
+        channels_last(model)
     model.train()
     optimiser = torch.optim.Adam(model.parameters(), lr=config["training"]["learning_rate"])
     dataset = ParticleFlowBatches(path, batch_size)
@@ -155,6 +160,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed training steps per model")
     parser.add_argument("--skip-memory", action="store_true", help="skip the peak-memory comparison")
     parser.add_argument("--workdir", type=Path, default=None, help="where the files go (default: a temporary dir)")
+    parser.add_argument("--contiguous", action="store_true",
+                        help="keep the weights NCHW (the layout before pipeline.ml.memory_format)")
     args = parser.parse_args()
     if args.events < 1 or args.steps < 1:
         parser.error("--events and --steps must be at least 1")
@@ -198,7 +205,8 @@ def main() -> None:
               f"{args.steps} steps after one warm-up:")
         rates = {}
         for method in METHODS:
-            rates[method], parameters = training_throughput(config, method, images, batch_size, args.steps)
+            rates[method], parameters = training_throughput(config, method, images, batch_size, args.steps,
+                                                                 args.contiguous)
             print(f"  {method:13} {rates[method]:7.1f} events/s ({parameters} parameters)")
             rows.append((f"training {method}", f"{rates[method]:.1f} events/s", ""))
         fastest = max(rates, key=rates.get)

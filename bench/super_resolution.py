@@ -67,12 +67,14 @@ def loader_pass(paths: list[Path], batch_size: int) -> tuple[int, float]:
     return events, time.perf_counter() - start
 
 
-def network_throughput(config: dict, method: str, paths: list[Path], batch_size: int, steps: int) -> dict:
+def network_throughput(config: dict, method: str, paths: list[Path], batch_size: int, steps: int,
+                       contiguous: bool = False) -> dict:
     """{train, infer: events/s, parameters} of ``method`` on the files' first batches
     (cycled): ``steps`` training steps (forward, the training loss, backward, Adam) after a warm-up
     step, then ``steps`` forward passes without gradients."""
     import torch
 
+    from pipeline.ml.memory_format import channels_last
     from pipeline.studies.super_resolution.batches import fine_mean_squares
     from pipeline.studies.super_resolution.data import SuperResolutionDataset
     from pipeline.studies.super_resolution.models import fine_loss
@@ -82,6 +84,8 @@ def network_throughput(config: dict, method: str, paths: list[Path], batch_size:
     torch.manual_seed(0)
     datasets = [SuperResolutionDataset(path, batch_size) for path in paths]
     model = build_model(config, method, fine_mean_squares(paths, len(datasets[0].shapes), datasets[0].fine).tolist())
+    if not contiguous:  # as in training and evaluation (pipeline.ml.memory_format)
+        channels_last(model)
     model.train()
     optimiser = torch.optim.Adam(model.parameters(), lr=config["training"]["learning_rate"])
     batches = [datasets[index % 2][(index // 2) % len(datasets[index % 2])] for index in range(steps + 1)]
@@ -124,6 +128,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="training batch size (default: the config's)")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps per network (default 20)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the files here (default: a temporary dir)")
+    parser.add_argument("--contiguous", action="store_true",
+                        help="keep the weights NCHW (the layout before pipeline.ml.memory_format)")
     args = parser.parse_args()
 
     from pipeline.simulation.gun import generate_gun_shard
@@ -158,7 +164,7 @@ def main() -> None:
         for method in INTERPOLATIONS:
             print(f"{method}: inference {interpolation_throughput(method, paths, batch_size, args.steps):.0f} events/s")
         for method in LEARNED:
-            speeds[method] = network_throughput(config, method, paths, batch_size, args.steps)
+            speeds[method] = network_throughput(config, method, paths, batch_size, args.steps, args.contiguous)
             s = speeds[method]
             print(f"{method}: {s['parameters']} parameters; training {s['train']:.1f} events/s, "
                   f"inference {s['infer']:.1f} events/s ({args.threads} threads, batch {batch_size})")

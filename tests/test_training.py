@@ -177,3 +177,64 @@ def test_inputs_of_the_same_name_keep_their_own_checksum_tags(tmp_path):
     assert tags["input.pflow/train.h5.sha256"] != tags["input.pi0/train.h5.sha256"]
     assert tags["input.pi0/train.h5.path"] == str(paths[1])
     assert "input.templates.json.sha256" in tags and "input.train.h5.sha256" not in tags
+
+
+def _conv_networks():
+    from pipeline.studies.jet_images.models import ImageAutoencoder
+    from pipeline.studies.particle_flow.models import DEFAULT_LAYER_SHAPES as PF_SHAPES
+    from pipeline.studies.particle_flow.models import build_network as particle_flow_network
+    from pipeline.studies.super_resolution.models import DEFAULT_LAYER_SHAPES as SR_SHAPES
+    from pipeline.studies.super_resolution.models import build_network as super_resolution_network
+
+    def calorimeter(shapes):
+        return [torch.rand(3, h, w) * (torch.rand(3, h, w) < 0.3) for h, w in shapes]
+
+    yield "particle_flow cnn", particle_flow_network("cnn"), (calorimeter(PF_SHAPES), torch.rand(3, 64, 64))
+    yield "super_resolution redistribute", super_resolution_network("redistribute"), (calorimeter(SR_SHAPES),
+                                                                                     torch.rand(3, 64, 64))
+    yield "jet_images autoencoder", ImageAutoencoder(16, (4, 8), 6), (torch.rand(3, 16, 16),)
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_channels_last_weights_keep_every_output_and_gradient(index):
+    from pipeline.ml.memory_format import channels_last
+
+    name, network, inputs = list(_conv_networks())[index]
+    torch.manual_seed(index)
+    for p in network.parameters():
+        p.data.normal_(0.0, 0.3)
+    reference = copy_of(network)
+    parameters = list(network.parameters())
+    assert channels_last(network) is network and list(network.parameters()) == parameters  # same objects
+    convolutions = [p for p in network.parameters() if p.dim() == 4]
+    assert convolutions and all(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+                                for p in convolutions if p.shape[1] > 1 and p.shape[2] * p.shape[3] > 1), name
+    outputs = [torch.cat([o.flatten() for o in _as_list(net(*inputs))]) for net in (reference, network)]
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-4, atol=1e-5)
+    for net, out in zip((reference, network), outputs):
+        out.pow(2).sum().backward()
+    largest = max(float(p.grad.abs().max()) for p in reference.parameters())
+    for old, new in zip(reference.parameters(), network.parameters()):
+        # float32 sums over every pixel in another order: both layouts are ~1e-4 of a tensor's
+        # largest entry from a float64 reference; a bias before a group norm has a true gradient
+        # of 0 and only rounding, so the scale is at least 1e-4 of the network's largest
+        scale = max(float(old.grad.abs().max()), 1e-4 * largest)
+        torch.testing.assert_close(new.grad, old.grad, rtol=0, atol=1e-3 * scale)
+
+
+def test_channels_last_leaves_networks_without_convolutions_alone():
+    from pipeline.ml.memory_format import channels_last
+
+    network = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
+    before = [p.stride() for p in network.parameters()]
+    assert [p.stride() for p in channels_last(network).parameters()] == before
+
+
+def copy_of(network):
+    import copy
+
+    return copy.deepcopy(network)
+
+
+def _as_list(output):
+    return output if isinstance(output, (list, tuple)) else [output]

@@ -22,6 +22,11 @@ VALIDATION_SAMPLES = config["validation"]["samples"] or TRACKING_SAMPLES
 _DEVICES = config["training"]["devices"]
 TRAINING_GPUS = 0 if config["training"]["accelerator"] in ("cpu", "mps") else (
     _DEVICES if isinstance(_DEVICES, int) else 1)
+# The longest chain of the DAG: track graphs -> vertex finders -> their edge scores -> the
+# 18 one-thread flavour taggers (each waits for its finder). Its jobs go first among those
+# ready, so the taggers pair up on the cores early and the run ends on the two-thread
+# trainings and evaluations of the other studies, not on a lone one-thread job.
+TAGGING_CHAIN_PRIORITY = 10
 VALIDATION_PLOTS = ["track_multiplicity", "d0_significance", "hadron_decay_length", "jet_pt"]
 
 

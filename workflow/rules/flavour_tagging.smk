@@ -44,6 +44,7 @@ rule score_vertex_edges:
     benchmark:
         "logs/benchmarks/flavour_tagging/score_edges_{finder}.tsv"
     threads: 1
+    priority: TAGGING_CHAIN_PRIORITY
     resources:
         mem_mb=4000,
         runtime=30,
@@ -80,6 +81,7 @@ rule train_flavour_tagger:
     benchmark:
         "logs/benchmarks/flavour_tagging/train_{method}_seed{replica}.tsv"
     threads: config["flavour_tagging"]["training"].get("threads", config["training"]["threads"])
+    priority: TAGGING_CHAIN_PRIORITY
     resources:
         mem_mb=6000,
         runtime=120,

@@ -37,6 +37,7 @@ rule build_track_graphs:
     benchmark:
         "logs/benchmarks/vertexing/build_track_graphs.tsv"
     threads: 1
+    priority: TAGGING_CHAIN_PRIORITY
     resources:
         mem_mb=4000,
         runtime=20,
@@ -64,6 +65,7 @@ rule train_vertex_finder:
     benchmark:
         "logs/benchmarks/vertexing/train_{method}.tsv"
     threads: config["training"]["threads"]
+    priority: TAGGING_CHAIN_PRIORITY
     resources:
         mem_mb=8000,
         runtime=120,

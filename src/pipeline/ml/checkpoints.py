@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.io.outputs import atomic_output
+from pipeline.ml.memory_format import channels_last
 
 #: Key under which the MLflow run id of the training is stored in an exported checkpoint,
 #: so that downstream runs (evaluations, the flavour tagger) can name the run they used.
@@ -68,10 +69,11 @@ def load_module(module_class, path: str | Path):
     if "state_dict" not in state or "hyper_parameters" not in state:
         raise CheckpointError(f"{path}: not a Lightning checkpoint (no state_dict or hyper_parameters)")
     try:
-        return module_class.load_from_checkpoint(str(path), map_location="cpu", weights_only=True)
+        module = module_class.load_from_checkpoint(str(path), map_location="cpu", weights_only=True)
     except (TypeError, KeyError, RuntimeError) as err:
         # Another model's hyperparameters (TypeError) or weights (RuntimeError: missing keys).
         raise CheckpointError(f"{path}: not a {module_class.__name__} checkpoint: {str(err).splitlines()[0]}") from None
+    return channels_last(module)
 
 
 def checkpoint_run_id(path: str | Path) -> str:

@@ -20,6 +20,7 @@ import lightning.pytorch as pl
 
 from pipeline.io.outputs import atomic_output
 from pipeline.ml.checkpoints import RUN_ID_KEY, load_checkpoint, save_checkpoint
+from pipeline.ml.memory_format import channels_last
 from pipeline.ml.resume import ResumeState
 from pipeline.ml.tracking import mlflow_logger
 
@@ -180,7 +181,7 @@ def fit_and_export(
     recorder = EpochHistory()
     trainer = build_trainer(config, resume.checkpoints, logger=logger, progress=progress, callbacks=[recorder])
     try:
-        trainer.fit(model, datamodule=data, ckpt_path=last, weights_only=True)
+        trainer.fit(channels_last(model), datamodule=data, ckpt_path=last, weights_only=True)
     except SIGTERMException:
         # Lightning stops at the next batch and raises a SystemExit that would exit 0.
         log.error("%s stopped by SIGTERM (a Slurm time limit?); run it again to resume from %s",
