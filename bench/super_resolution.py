@@ -130,6 +130,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="keep the files here (default: a temporary dir)")
     parser.add_argument("--contiguous", action="store_true",
                         help="keep the weights NCHW (the layout before pipeline.ml.memory_format)")
+    parser.add_argument("--unmap-freed", action="store_true",
+                        help="glibc's default thresholds: freed tensors unmapped (before pipeline.ml.allocator)")
     args = parser.parse_args()
 
     from pipeline.simulation.gun import generate_gun_shard
@@ -159,7 +161,11 @@ def main() -> None:
 
         import torch
 
+        from pipeline.ml.allocator import retain_freed_memory
+
         torch.set_num_threads(args.threads)
+        if not args.unmap_freed:  # as in training and evaluation
+            retain_freed_memory()
         speeds = {}
         for method in INTERPOLATIONS:
             print(f"{method}: inference {interpolation_throughput(method, paths, batch_size, args.steps):.0f} events/s")

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from pipeline.io.hdf5 import RaggedWriter
+from pipeline.ml.allocator import retain_freed_memory
 from pipeline.studies.vertexing.data import TrackGraphDataModule
 from pipeline.studies.vertexing.formats import TRACK_FEATURES, TRACK_GRAPHS
 from pipeline.studies.vertexing.models import VertexFinder, pair_targets, vertex_finding_loss
@@ -87,8 +88,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--jets-10x", type=int, default=2_000_000, help="jets in the large streaming file")
     parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--unmap-freed", action="store_true",
+                        help="glibc's default thresholds: freed tensors unmapped (before pipeline.ml.allocator)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if not args.unmap_freed:  # as in training and evaluation
+        retain_freed_memory()
 
     model = VertexFinder("set2graph", len(TRACK_FEATURES), EPJC_NETWORK)
     print(f"Set2Graph, EPJC size: {sum(p.numel() for p in model.parameters())} parameters, "

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import platform
+import resource
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -239,3 +243,38 @@ def copy_of(network):
 
 def _as_list(output):
     return output if isinstance(output, (list, tuple)) else [output]
+
+
+_FAULTS_OF_FIVE_STEPS = """
+import resource, sys
+import torch
+from pipeline.ml.allocator import retain_freed_memory
+if sys.argv[1] == "retain":
+    assert retain_freed_memory()
+step = lambda: torch.ones(1 << 24).sum()  # a 64 MiB activation, allocated, touched and freed
+for _ in range(10):  # the heap grows to its working size in the first steps (a few of them)
+    step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    step()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def _huge_pages_always() -> bool:
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as handle:
+            return "[always]" in handle.read()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+@pytest.mark.skipif(_huge_pages_always(), reason="2 MiB pages: a fault no longer counts a 4 kiB page")
+def test_freed_tensors_stay_in_the_process_instead_of_being_mapped_again():
+    faults = {mode: int(subprocess.run([sys.executable, "-c", _FAULTS_OF_FIVE_STEPS, mode], check=True,
+                                       capture_output=True, text=True).stdout)
+              for mode in ("default", "retain")}
+    pages = 5 * (1 << 26) // resource.getpagesize()
+    assert faults["default"] > 0.9 * pages  # glibc unmaps every 64 MiB block and the kernel zeroes it again
+    assert faults["retain"] <= 0.2 * pages  # at most one late step of the heap growing

@@ -19,6 +19,7 @@ from typing import Iterable, Mapping
 import lightning.pytorch as pl
 
 from pipeline.io.outputs import atomic_output
+from pipeline.ml.allocator import retain_freed_memory
 from pipeline.ml.checkpoints import RUN_ID_KEY, load_checkpoint, save_checkpoint
 from pipeline.ml.memory_format import channels_last
 from pipeline.ml.resume import ResumeState
@@ -42,6 +43,7 @@ def build_trainer(config: Mapping, checkpoint_dir: str | Path, logger=None, prog
 
     settings = config["training"]
     torch.set_num_threads(settings["threads"])
+    retain_freed_memory()
     checkpoint = ModelCheckpoint(
         dirpath=str(checkpoint_dir), filename="best", monitor="val_loss", mode="min", save_top_k=1, save_last=True,
     )
