@@ -23,8 +23,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from vertexing import write_file  # noqa: E402  (the same synthetic jets as the vertexing bench)
 
+from pipeline.allocator import retain_freed_memory  # noqa: E402
 from pipeline.config import validate_config  # noqa: E402
-from pipeline.ml.allocator import retain_freed_memory  # noqa: E402
 from pipeline.studies.flavour_tagging.data import FlavourDataModule  # noqa: E402
 from pipeline.studies.flavour_tagging.edges import score_edges  # noqa: E402
 from pipeline.studies.flavour_tagging.models import FlavourTagger  # noqa: E402
@@ -39,10 +39,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--batches", type=int, default=60, help="training batches to time")
     parser.add_argument("--unmap-freed", action="store_true",
-                        help="glibc's default thresholds: freed tensors unmapped (before pipeline.ml.allocator)")
+                        help="glibc's default thresholds: freed tensors unmapped (before pipeline.allocator)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if not args.unmap_freed:  # as in training and evaluation
+    if not args.unmap_freed:  # as the pipeline command does for every step
         retain_freed_memory()
     config = validate_config(tiny_config())
     settings = config["training"]

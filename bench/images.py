@@ -83,8 +83,12 @@ def main() -> None:
     parser.add_argument("--contiguous", action="store_true",
                         help="keep the weights NCHW (the layout before pipeline.ml.memory_format)")
     parser.add_argument("--unmap-freed", action="store_true",
-                        help="glibc's default thresholds: freed tensors unmapped (before pipeline.ml.allocator)")
+                        help="glibc's default thresholds: freed tensors unmapped (before pipeline.allocator)")
     args = parser.parse_args()
+    from pipeline.allocator import retain_freed_memory
+
+    if not args.unmap_freed:  # as the pipeline command does for every step
+        retain_freed_memory()
 
     import torch
 
@@ -122,11 +126,7 @@ def main() -> None:
         images, seconds = loader_pass(small, study["pixels"], settings["batch_size"])
         loading = images / seconds
 
-        from pipeline.ml.allocator import retain_freed_memory
-
         torch.set_num_threads(args.threads)
-        if not args.unmap_freed:  # as in training and evaluation
-            retain_freed_memory()
         torch.manual_seed(0)
         model = build_model(config, "cnn")
         if not args.contiguous:  # as in training (pipeline.ml.memory_format)

@@ -163,8 +163,12 @@ def main() -> None:
     parser.add_argument("--contiguous", action="store_true",
                         help="keep the weights NCHW (the layout before pipeline.ml.memory_format)")
     parser.add_argument("--unmap-freed", action="store_true",
-                        help="glibc's default thresholds: freed tensors unmapped (before pipeline.ml.allocator)")
+                        help="glibc's default thresholds: freed tensors unmapped (before pipeline.allocator)")
     args = parser.parse_args()
+    from pipeline.allocator import retain_freed_memory
+
+    if not args.unmap_freed:  # as the pipeline command does for every step
+        retain_freed_memory()
     if args.events < 1 or args.steps < 1:
         parser.error("--events and --steps must be at least 1")
 
@@ -196,11 +200,7 @@ def main() -> None:
                          f"{n / cpu:.0f} events/s per core", ""))
         print(f"  (the gun's time includes Pythia's init, {steps['init']:.2f} s wall)")
 
-        from pipeline.ml.allocator import retain_freed_memory
-
         torch.set_num_threads(args.threads)
-        if not args.unmap_freed:  # as in training and evaluation
-            retain_freed_memory()
         events, seconds = loader_pass(images, batch_size)
         loading = events / seconds
         print(f"loader (model removed, no workers), batch {batch_size}: {loading:.0f} events/s "

@@ -84,7 +84,7 @@ def network_throughput(config: dict, method: str, paths: list[Path], batch_size:
     torch.manual_seed(0)
     datasets = [SuperResolutionDataset(path, batch_size) for path in paths]
     model = build_model(config, method, fine_mean_squares(paths, len(datasets[0].shapes), datasets[0].fine).tolist())
-    if not contiguous:  # as in training and evaluation (pipeline.ml.memory_format)
+    if not contiguous:  # as the pipeline command does for every step (pipeline.ml.memory_format)
         channels_last(model)
     model.train()
     optimiser = torch.optim.Adam(model.parameters(), lr=config["training"]["learning_rate"])
@@ -131,8 +131,12 @@ def main() -> None:
     parser.add_argument("--contiguous", action="store_true",
                         help="keep the weights NCHW (the layout before pipeline.ml.memory_format)")
     parser.add_argument("--unmap-freed", action="store_true",
-                        help="glibc's default thresholds: freed tensors unmapped (before pipeline.ml.allocator)")
+                        help="glibc's default thresholds: freed tensors unmapped (before pipeline.allocator)")
     args = parser.parse_args()
+    from pipeline.allocator import retain_freed_memory
+
+    if not args.unmap_freed:  # as the pipeline command does for every step
+        retain_freed_memory()
 
     from pipeline.simulation.gun import generate_gun_shard
     from pipeline.studies.super_resolution.detector import build_shard
@@ -161,11 +165,7 @@ def main() -> None:
 
         import torch
 
-        from pipeline.ml.allocator import retain_freed_memory
-
         torch.set_num_threads(args.threads)
-        if not args.unmap_freed:  # as in training and evaluation
-            retain_freed_memory()
         speeds = {}
         for method in INTERPOLATIONS:
             print(f"{method}: inference {interpolation_throughput(method, paths, batch_size, args.steps):.0f} events/s")

@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.allocator import retain_freed_memory
 from pipeline.io.hdf5 import RaggedWriter
-from pipeline.ml.allocator import retain_freed_memory
 from pipeline.studies.vertexing.data import TrackGraphDataModule
 from pipeline.studies.vertexing.formats import TRACK_FEATURES, TRACK_GRAPHS
 from pipeline.studies.vertexing.models import VertexFinder, pair_targets, vertex_finding_loss
@@ -89,10 +89,10 @@ def main() -> None:
     parser.add_argument("--jets-10x", type=int, default=2_000_000, help="jets in the large streaming file")
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--unmap-freed", action="store_true",
-                        help="glibc's default thresholds: freed tensors unmapped (before pipeline.ml.allocator)")
+                        help="glibc's default thresholds: freed tensors unmapped (before pipeline.allocator)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if not args.unmap_freed:  # as in training and evaluation
+    if not args.unmap_freed:  # as the pipeline command does for every step
         retain_freed_memory()
 
     model = VertexFinder("set2graph", len(TRACK_FEATURES), EPJC_NETWORK)

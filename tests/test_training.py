@@ -248,7 +248,7 @@ def _as_list(output):
 _FAULTS_OF_FIVE_STEPS = """
 import resource, sys
 import torch
-from pipeline.ml.allocator import retain_freed_memory
+from pipeline.allocator import retain_freed_memory
 if sys.argv[1] == "retain":
     assert retain_freed_memory()
 step = lambda: torch.ones(1 << 24).sum()  # a 64 MiB activation, allocated, touched and freed

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from pipeline import __version__
+from pipeline.allocator import retain_freed_memory
 from pipeline.commands import add_command
 
 
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # --help ends here, before the heavier imports
+    retain_freed_memory()  # every step allocates and frees the same large arrays, batch after batch
     if args.rule:
         os.environ["PIPELINE_RULE"] = args.rule  # read by pipeline.ml.tracking.run_tags
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.io.outputs import atomic_output
-from pipeline.ml.allocator import retain_freed_memory
 from pipeline.ml.memory_format import channels_last
 
 #: Key under which the MLflow run id of the training is stored in an exported checkpoint,
@@ -74,7 +73,6 @@ def load_module(module_class, path: str | Path):
     except (TypeError, KeyError, RuntimeError) as err:
         # Another model's hyperparameters (TypeError) or weights (RuntimeError: missing keys).
         raise CheckpointError(f"{path}: not a {module_class.__name__} checkpoint: {str(err).splitlines()[0]}") from None
-    retain_freed_memory()  # the evaluation's batches are freed and allocated again, like training steps
     return channels_last(module)
 
 

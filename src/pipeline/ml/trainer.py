@@ -18,8 +18,8 @@ from typing import Iterable, Mapping
 
 import lightning.pytorch as pl
 
+from pipeline.allocator import retain_freed_memory
 from pipeline.io.outputs import atomic_output
-from pipeline.ml.allocator import retain_freed_memory
 from pipeline.ml.checkpoints import RUN_ID_KEY, load_checkpoint, save_checkpoint
 from pipeline.ml.memory_format import channels_last
 from pipeline.ml.resume import ResumeState
