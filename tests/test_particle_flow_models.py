@@ -248,6 +248,26 @@ def test_graph_net_events_are_isolated():
         torch.testing.assert_close(x[2], y[2], atol=1e-6, rtol=1e-5)
 
 
+def test_graph_net_gradients_are_the_same_bits_every_time_on_two_threads():
+    """The same seed gives the same trained network: no accumulation whose order depends on
+    the threads (advanced indexing's backward, index_put_ with accumulate, was one)."""
+    batch = synthetic_batch(32, seed=3, occupancy=0.05)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(0)
+        net = build_network("graph")
+        gradients = []
+        for _ in range(4):
+            net.zero_grad()
+            sum(o.pow(2).mean() for o in net(batch["layers"], batch["track"])).backward()
+            gradients.append([p.grad.clone() for p in net.parameters()])
+    finally:
+        torch.set_num_threads(threads)
+    for again in gradients[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(gradients[0], again))
+
+
 def best_constant_loss(batch: dict) -> float:
     """The loss of the best constant fraction (the weighted mean): what a network that
     ignores where the cells are relative to the track can reach at most."""

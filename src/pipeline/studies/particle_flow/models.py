@@ -371,7 +371,9 @@ class FractionGraphNet(nn.Module):
             hidden.append(h)
         local = torch.cat(hidden, dim=1)
         event = scatter(self.event(local), batch, dim=0, dim_size=n_events, reduce="max")
-        return torch.sigmoid(self.head(torch.cat([local, event[batch], x], dim=1))).squeeze(1)
+        # index_select, not event[batch]: advanced indexing's backward (index_put_ accumulating
+        # over the unsorted batch) summed in an order that changed with the threads, run to run
+        return torch.sigmoid(self.head(torch.cat([local, event.index_select(0, batch), x], dim=1))).squeeze(1)
 
     def forward(self, layers: Images, track: torch.Tensor) -> list[torch.Tensor]:
         """Neutral fractions, one (B, h_l, w_l) image per layer, in [0, 1]; 0 in cells without energy."""
