@@ -8,9 +8,9 @@ zeroes the same pages again: the particle-flow UNet (64 events, 32 channels x 64
 x 4 B = 32 MiB a feature map) spent 1.4-2.2 s of system time in 10 steps, 0.3-0.8 s with
 freed memory kept in the process, and ran 1.15-1.4x faster (two threads); the particle-flow
 images (NumPy, one core) 1.2-1.3x. PyTorch's CPU allocator is malloc itself, without a cache
-of its own; the memory kept is at most what a step used at its peak, which the process holds
-while it runs anyway. The ``pipeline`` command sets it for every sub-command, and
-``build_trainer`` for trainings started from Python.
+of its own; the memory kept is about what a step used at its peak (the heap grows to it in the
+first few steps), which the process holds while it runs anyway. The ``pipeline`` command sets
+it for every sub-command, and ``build_trainer`` for trainings started from Python.
 """
 
 from __future__ import annotations
