@@ -84,7 +84,7 @@ def network_throughput(config: dict, method: str, paths: list[Path], batch_size:
     torch.manual_seed(0)
     datasets = [SuperResolutionDataset(path, batch_size) for path in paths]
     model = build_model(config, method, fine_mean_squares(paths, len(datasets[0].shapes), datasets[0].fine).tolist())
-    if not contiguous:  # as the pipeline command does for every step (pipeline.ml.memory_format)
+    if not contiguous:  # as in training and evaluation (pipeline.ml.memory_format)
         channels_last(model)
     model.train()
     optimiser = torch.optim.Adam(model.parameters(), lr=config["training"]["learning_rate"])
