@@ -19,7 +19,7 @@ from pipeline.studies.flavour_tagging.metrics import (
     bootstrap_spread,
     classification_metrics,
 )
-from pipeline.studies.flavour_tagging.models import EdgeScoreConv, FlavourTagger
+from pipeline.studies.flavour_tagging.models import EdgeScoreConv, FlavourTagger, index_mean, index_sum
 from pipeline.studies.vertexing.classical import classical_partition
 from pipeline.studies.vertexing.data import TrackGraphBatches
 from pipeline.studies.vertexing.formats import TRACK_FEATURES
@@ -99,6 +99,53 @@ def test_edge_layer_equals_its_formula_on_the_concatenated_edge_inputs():
         expected = conv.norm(h + conv.node(torch.cat([h, messages], -1)))
     assert torch.allclose(got, expected, atol=1e-5)
     assert not torch.allclose(got, conv.norm(h + conv.node(torch.cat([h, 0 * messages], -1))), atol=1e-3)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_index_sums_are_pyg_scatter_to_the_bit_with_gradients(threads):
+    """index_sum / index_mean give PyG's scatter sums and means, forward and backward, to the
+    bit (the same additions in the same order), on one thread and on two; an index left
+    empty gives 0."""
+    from torch_geometric.utils import scatter
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(1)
+        x = torch.randn(20_000, 48, generator=g, requires_grad=True)
+        index = torch.randint(0, 999, (20_000,), generator=g)  # row 999 stays empty
+        weights = torch.randn(1000, 48, generator=g)
+        for ours, reduce in ((index_sum, "sum"), (index_mean, "mean")):
+            got, expected = ours(x, index, 1000), scatter(x, index, 0, 1000, reduce)
+            assert torch.equal(got, expected) and not got[999].any()
+            grad, = torch.autograd.grad((got * weights).sum(), x)
+            expected_grad, = torch.autograd.grad((expected * weights).sum(), x)
+            assert torch.equal(grad, expected_grad)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_tagger_gradients_are_the_same_bits_every_time_on_two_threads():
+    """The same seed gives the same trained tagger at two threads: no accumulation (the
+    message and jet sums included) whose order depends on the threads. 300 jets of up to
+    15 tracks: tensors large enough for torch to split them over the threads."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(300, 15, F, generator=g)
+    mask = torch.arange(15) < torch.randint(2, 16, (300, 1), generator=g)
+    graph = dense_to_graph(x, mask, torch.rand(300, 15, 15, generator=g))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model = tagger().train()
+        gradients = []
+        for _ in range(4):
+            model.zero_grad()
+            model(graph).pow(2).sum().backward()
+            gradients.append([p.grad.clone() for p in model.parameters()])
+    finally:
+        torch.set_num_threads(previous)
+    for again in gradients[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(gradients[0], again))
 
 
 def test_flavour_classes():

@@ -13,6 +13,7 @@ from pipeline.studies.vertexing.classical import avr_partition, baseline_partiti
 from pipeline.studies.vertexing.data import TrackGraphBatches, TrackGraphDataModule, pad_tracks
 from pipeline.studies.vertexing.metrics import bell_ratios, jet_metrics
 from pipeline.studies.vertexing.models import (
+    DeepSetLayer,
     EdgeClassifier,
     VertexFinder,
     input_blocks,
@@ -185,6 +186,27 @@ def test_edge_classifier_is_the_mlp_of_the_concatenated_pairs(with_set_sum):
     for a, c in zip(torch.autograd.grad((got * weights).sum(), parameters),
                     torch.autograd.grad((expected * weights).sum(), parameters)):
         torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("width_in, width_out", [(6, 16), (16, 16), (16, 5)])
+def test_deep_set_layer_is_its_formula_with_four_separate_maps(width_in, width_out):
+    """The stacked matmul (W_set before or after the attention average) is
+    LN(own(x) + set(softmax(q k^T / sqrt(d)) x)) with the four Linear layers applied one by one,
+    padding, an empty jet and the gradients included (float64: only the summation order differs)."""
+    torch.manual_seed(7)
+    layer = DeepSetLayer(width_in, width_out, attention_width=4).double()
+    x = torch.randn(3, 5, width_in, dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[1] * 5, [1] * 2 + [0] * 3, [0] * 5], dtype=torch.bool)
+    q, k = layer.query(x), layer.key(x)
+    score = (q @ k.transpose(1, 2) / 2.0).masked_fill(~mask.unsqueeze(1), float("-inf"))
+    expected = layer.norm(layer.own(x) + layer.set(torch.softmax(score, dim=-1).nan_to_num(0.0) @ x))
+    got = layer(x, mask)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    weights = torch.randn_like(got)
+    parameters = [x, *layer.parameters()]
+    for a, c in zip(torch.autograd.grad((got * weights).sum(), parameters),
+                    torch.autograd.grad((expected * weights).sum(), parameters)):
+        torch.testing.assert_close(a, c, rtol=1e-10, atol=1e-12)
 
 
 def test_input_blocks_split_a_layer_over_concatenated_parts():

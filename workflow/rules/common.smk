@@ -23,10 +23,12 @@ _DEVICES = config["training"]["devices"]
 TRAINING_GPUS = 0 if config["training"]["accelerator"] in ("cpu", "mps") else (
     _DEVICES if isinstance(_DEVICES, int) else 1)
 # The longest chain of the DAG: track graphs -> vertex finders -> their edge scores -> the
-# 18 one-thread flavour taggers (each waits for its finder). Its jobs go first among those
-# ready, so the taggers pair up on the cores early and the run ends on the two-thread
-# trainings and evaluations of the other studies, not on a lone one-thread job.
+# 18 flavour taggers (each waits for its finder). Its jobs go first among those ready, the
+# vertex finders before all (each unlocks its edge scores and three taggers), so the
+# taggers (2-3 min each) fill the cores beside the other studies' long trainings and the
+# run does not end on a lone long training with a core idle.
 TAGGING_CHAIN_PRIORITY = 10
+VERTEX_FINDER_PRIORITY = 20
 VALIDATION_PLOTS = ["track_multiplicity", "d0_significance", "hadron_decay_length", "jet_pt"]
 
 

@@ -59,7 +59,19 @@ def input_blocks(layer: nn.Linear, widths: Sequence[int]) -> list[torch.Tensor]:
 class DeepSetLayer(nn.Module):
     """An equivariant layer: each track's update sees itself and its own attention-weighted
     view of the set (scaled dot-product attention over the jet's tracks), or, without
-    attention, the set's mean. Hidden layers are normalised per track (LayerNorm)."""
+    attention, the set's mean. Hidden layers are normalised per track (LayerNorm).
+
+    With attention, for tracks x (B, N, D_in):
+
+        a = softmax_j(q_i . k_j / sqrt(d)),  q = W_q x + b_q,  k = W_k x + b_k  (B, N, N)
+        y_i = LN(W_own x_i + b_own + W_set sum_j a_ij x_j + b_set)             (B, N, D_out)
+
+    The four linear maps of x run as one matmul with their weights stacked, and where
+    D_out <= D_in the set map goes before the average, sum_j a_ij (W_set x_j), so the
+    (B, N, N) product runs on the narrower width: the same function and parameters (tested),
+    one large matmul instead of four small ones forward and backward (Set2Graph's training
+    step at the EPJC size 1.1-1.2x, bench/vertexing.py).
+    """
 
     def __init__(self, width_in: int, width_out: int, attention: bool = True, normalise: bool = True,
                  attention_width: int = 32):
@@ -71,15 +83,21 @@ class DeepSetLayer(nn.Module):
         self.norm = nn.LayerNorm(width_out) if normalise else nn.Identity()
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if self.query is not None:
-            q, k = self.query(x), self.key(x)
-            score = q @ k.transpose(1, 2) / q.shape[-1] ** 0.5
-            score = score.masked_fill(~mask.unsqueeze(1), float("-inf"))
-            weight = torch.softmax(score, dim=-1).nan_to_num(0.0)  # (B, N, N): track i looks at j
-            context = weight @ x
-        else:
-            context = masked_mean(x, mask).expand_as(x)
-        return self.norm(self.own(x) + self.set(context))
+        if self.query is None:
+            return self.norm(self.own(x) + self.set(masked_mean(x, mask).expand_as(x)))
+        # Attention rows sum to 1 (0 only in a jet without tracks, whose context is 0 either
+        # way), so b_set joins b_own whichever side of the average W_set goes.
+        set_first = self.set.out_features <= self.set.in_features
+        maps = [self.own, self.query, self.key, *([self.set] if set_first else [])]
+        weight = torch.cat([m.weight for m in maps])
+        bias = torch.cat([self.own.bias + self.set.bias, self.query.bias, self.key.bias, *([torch.zeros_like(self.set.bias)] if set_first else [])])
+        own, q, k, *value = nn.functional.linear(x, weight, bias).split([m.out_features for m in maps], dim=-1)
+        score = q @ k.transpose(1, 2) / q.shape[-1] ** 0.5
+        score = score.masked_fill(~mask.unsqueeze(1), float("-inf"))
+        attention = torch.softmax(score, dim=-1).nan_to_num(0.0)  # (B, N, N): track i looks at j
+        if set_first:
+            return self.norm(own + attention @ value[0])
+        return self.norm(own + nn.functional.linear(attention @ x, self.set.weight))
 
 
 class SetEncoder(nn.Module):
