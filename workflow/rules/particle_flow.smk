@@ -112,6 +112,7 @@ rule train_particle_flow:
     benchmark:
         "logs/benchmarks/particle_flow/train_{method}.tsv"
     threads: config["particle_flow"]["training"].get("threads", config["training"]["threads"])
+    priority: LONG_TRAINING_PRIORITY
     resources:
         mem_mb=6000,
         runtime=240,

@@ -101,6 +101,7 @@ rule train_super_resolution:
     benchmark:
         "logs/benchmarks/super_resolution/train_{method}.tsv"
     threads: config["super_resolution"]["training"].get("threads", config["training"]["threads"])
+    priority: LONG_TRAINING_PRIORITY
     resources:
         mem_mb=6000,
         runtime=240,

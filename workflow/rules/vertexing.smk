@@ -65,7 +65,7 @@ rule train_vertex_finder:
     benchmark:
         "logs/benchmarks/vertexing/train_{method}.tsv"
     threads: config["training"]["threads"]
-    priority: VERTEX_FINDER_PRIORITY
+    priority: LONG_TRAINING_PRIORITY
     resources:
         mem_mb=8000,
         runtime=120,
