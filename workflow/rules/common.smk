@@ -22,12 +22,16 @@ VALIDATION_SAMPLES = config["validation"]["samples"] or TRACKING_SAMPLES
 _DEVICES = config["training"]["devices"]
 TRAINING_GPUS = 0 if config["training"]["accelerator"] in ("cpu", "mps") else (
     _DEVICES if isinstance(_DEVICES, int) else 1)
-# Job order among those ready, longest first, so that the run ends on short jobs and not on
-# a lone long training with a core idle: the long trainings (particle flow, super
-# resolution, vertex finders: 4-9 min on one thread each) before all, then the tagging
-# chain (track graphs -> edge scores -> the 18 flavour taggers, 2-3 min each), then the
-# rest. Measured on the default run: with the taggers first, the particle-flow trainings
-# started after the last tagger and the run ended on them.
+# Job order among those ready (Snakemake runs the highest priority first and does not pass
+# a job's priority on to the jobs it waits for), so that the run ends on short jobs and not
+# on a lone long training with a core idle: every training's data first (simulation,
+# images, splits, track graphs: ~20 CPU min of short jobs), then the long trainings
+# (particle flow, super resolution, vertex finders: 4-9 min on one thread each), then the
+# tagging chain (edge scores -> the 18 flavour taggers, 2-3 min each), then the rest
+# (jet-image models, plots, evaluations). Measured on the default run: with the taggers
+# ahead of the particle-flow data, the last pflow shard waited behind all 18 taggers and
+# the particle-flow trainings ended the run.
+DATA_PRIORITY = 30
 LONG_TRAINING_PRIORITY = 20
 TAGGING_CHAIN_PRIORITY = 10
 VALIDATION_PLOTS = ["track_multiplicity", "d0_significance", "hadron_decay_length", "jet_pt"]

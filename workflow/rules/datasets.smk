@@ -15,6 +15,7 @@ rule split:
     benchmark:
         "logs/benchmarks/split/{sample}.tsv"
     threads: 1
+    priority: DATA_PRIORITY
     resources:
         mem_mb=2000,
         runtime=10,

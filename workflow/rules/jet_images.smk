@@ -37,6 +37,7 @@ rule build_jet_images:
     benchmark:
         "logs/benchmarks/build_jet_images/{sample}/shard_{shard}.tsv"
     threads: 1
+    priority: DATA_PRIORITY
     resources:
         mem_mb=2000,
         runtime=10,
@@ -64,6 +65,7 @@ rule split_jet_images:
     benchmark:
         "logs/benchmarks/jet_images/split.tsv"
     threads: 1
+    priority: DATA_PRIORITY
     resources:
         mem_mb=2000,
         runtime=10,

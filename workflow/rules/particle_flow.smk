@@ -39,6 +39,7 @@ rule build_particle_flow_images:
     benchmark:
         "logs/benchmarks/build_particle_flow_images/{sample}/shard_{shard}.tsv"
     threads: 1
+    priority: DATA_PRIORITY
     resources:
         mem_mb=2000,
         runtime=lambda wc: 10 + config["samples"][wc.sample]["events_per_shard"] // 500,
@@ -64,6 +65,7 @@ rule split_particle_flow:
     benchmark:
         "logs/benchmarks/particle_flow/split.tsv"
     threads: 1
+    priority: DATA_PRIORITY
     resources:
         mem_mb=2000,
         runtime=10,
@@ -86,6 +88,7 @@ rule calibrate_particle_flow:
     benchmark:
         "logs/benchmarks/particle_flow/calibrate.tsv"
     threads: 1
+    priority: DATA_PRIORITY
     resources:
         mem_mb=3000,
         runtime=20,

@@ -11,6 +11,7 @@ rule generate:
     benchmark:
         "logs/benchmarks/generate/{sample}/shard_{shard}.tsv"
     threads: 1
+    priority: DATA_PRIORITY
     resources:
         mem_mb=2000,
         runtime=lambda wc: 10 + config["samples"][wc.sample]["events_per_shard"] // 2000,
@@ -33,6 +34,7 @@ rule simulate_tracker:
     benchmark:
         "logs/benchmarks/simulate_tracker/{sample}/shard_{shard}.tsv"
     threads: 1
+    priority: DATA_PRIORITY
     resources:
         mem_mb=2000,
         runtime=10,
@@ -55,6 +57,7 @@ rule simulate_calorimeter:
     benchmark:
         "logs/benchmarks/simulate_calorimeter/{sample}/shard_{shard}.tsv"
     threads: 1
+    priority: DATA_PRIORITY
     resources:
         mem_mb=2000,
         runtime=lambda wc: 10 + config["samples"][wc.sample]["events_per_shard"] // 500,

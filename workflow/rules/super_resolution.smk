@@ -49,6 +49,7 @@ rule build_super_resolution_images:
     benchmark:
         "logs/benchmarks/build_super_resolution_images/{sample}/shard_{shard}.tsv"
     threads: 1
+    priority: DATA_PRIORITY
     resources:
         mem_mb=2000,
         runtime=lambda wc: 10 + config["samples"][wc.sample]["events_per_shard"] // 500,
@@ -75,6 +76,7 @@ rule split_super_resolution:
     benchmark:
         "logs/benchmarks/super_resolution/split_{sample}.tsv"
     threads: 1
+    priority: DATA_PRIORITY
     resources:
         mem_mb=2000,
         runtime=10,

@@ -37,7 +37,7 @@ rule build_track_graphs:
     benchmark:
         "logs/benchmarks/vertexing/build_track_graphs.tsv"
     threads: 1
-    priority: TAGGING_CHAIN_PRIORITY
+    priority: DATA_PRIORITY
     resources:
         mem_mb=4000,
         runtime=20,
