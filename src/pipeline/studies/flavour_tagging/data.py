@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from pipeline.io.hdf5 import DataFileError, LazyFile, RaggedReader
 from pipeline.studies.flavour_tagging.formats import VERTEX_EDGES
-from pipeline.studies.vertexing.data import TrackGraphBatches, TrackGraphDataModule
+from pipeline.studies.vertexing.data import TrackGraphBatches, TrackGraphDataModule, pad_tracks
 from pipeline.studies.vertexing.formats import TRACK_FEATURES
 
 #: Output classes of the tagger, in order, and the jet flavour codes they stand for.
@@ -68,18 +68,6 @@ def dense_to_graph(x: torch.Tensor, mask: torch.Tensor, score: torch.Tensor) -> 
     }
 
 
-def merge_graphs(graphs: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """One graph batch from several (node and jet indices shifted, as PyG's Batch does)."""
-    if len(graphs) == 1:
-        return graphs[0]
-    nodes = np.cumsum([0] + [len(g["x"]) for g in graphs[:-1]])
-    jets = np.cumsum([0] + [len(g["jet"]) for g in graphs[:-1]])
-    merged = {key: torch.cat([g[key] for g in graphs]) for key in graphs[0] if key not in ("edge_index", "batch")}
-    merged["edge_index"] = torch.cat([g["edge_index"] + int(n) for g, n in zip(graphs, nodes)], dim=1)
-    merged["batch"] = torch.cat([g["batch"] + int(j) for g, j in zip(graphs, jets)])
-    return merged
-
-
 class EdgeScoreFile(LazyFile):
     """A vertex_edges file read slice by slice, from any DataLoader worker (``LazyFile``)."""
 
@@ -117,28 +105,43 @@ class FlavourBatches(Dataset):
     def __len__(self) -> int:
         return len(self.groups)
 
-    def _scores(self, index: int, mask: torch.Tensor) -> torch.Tensor:
-        if self.edges is None:
-            return torch.full(mask.shape + mask.shape[1:], CONSTANT_SCORE)
-        start = index * self.tracks.batch_size
-        offsets = self.edges._dataset("pairs/offsets")[start : start + len(mask) + 1]
-        flat = torch.from_numpy(self.edges._dataset("pairs/score")[int(offsets[0]) : int(offsets[-1])])
-        score = torch.zeros(mask.shape + mask.shape[1:])
-        score[mask[:, :, None] & mask[:, None, :]] = flat
-        return score
-
-    def _slice(self, index: int) -> dict[str, torch.Tensor]:
-        batch = self.tracks[index]
-        graph = dense_to_graph(batch["x"], batch["mask"], self._scores(index, batch["mask"]))
-        graph["label"] = torch.from_numpy(flavour_classes(batch["flavour"].numpy()))
-        graph["jet_index"] = batch["jet_index"]
-        graph["n_tracks"] = batch["n_tracks"]
-        return graph
+    def _slice(self, index: int) -> dict[str, np.ndarray]:
+        """Slice ``index`` of the files as read: offsets (n_jets + 1,) of its tracks, their
+        features (n_tracks, F) and vertex labels, the jets' flavour codes and, with an edges
+        file, the flattened n x n score matrix of every jet."""
+        tracks, size = self.tracks, self.tracks.batch_size
+        start, stop = index * size, min((index + 1) * size, tracks.n_jets)
+        offsets = tracks._dataset("tracks/offsets")[start : stop + 1]
+        t0, t1 = int(offsets[0]), int(offsets[-1])
+        part = {"offsets": offsets - offsets[0], "jets": np.arange(start, stop),
+                "features": tracks._dataset("tracks/features")[t0:t1],
+                "vertex": tracks._dataset("tracks/vertex")[t0:t1],
+                "flavour": tracks._dataset("jets/flavour")[start:stop]}
+        if self.edges is not None:
+            pairs = self.edges._dataset("pairs/offsets")[start : stop + 1]
+            part["score"] = self.edges._dataset("pairs/score")[int(pairs[0]) : int(pairs[-1])]
+        return part
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if not 0 <= index < len(self):
             raise IndexError(index)
-        return merge_graphs([self._slice(int(k)) for k in self.groups[index]])
+        # The group's slices joined, padded and turned into one graph: the nodes and edges
+        # in the order of per-slice graphs put one after the other, at one pass of tensor
+        # operations a batch instead of one a slice (their fixed costs were most of the loader).
+        parts = [self._slice(int(k)) for k in self.groups[index]]
+        joined = {key: np.concatenate([part[key] for part in parts]) for key in parts[0] if key != "offsets"}
+        counts = np.concatenate([np.diff(part["offsets"]) for part in parts])
+        batch = pad_tracks(joined["features"], joined["vertex"], np.concatenate([[0], np.cumsum(counts)]))
+        mask = batch["mask"]
+        score = torch.full(mask.shape + mask.shape[1:], CONSTANT_SCORE)
+        if self.edges is not None:
+            score.zero_()
+            score[mask[:, :, None] & mask[:, None, :]] = torch.from_numpy(joined["score"])
+        graph = dense_to_graph(batch["x"], mask, score)
+        graph["label"] = torch.from_numpy(flavour_classes(joined["flavour"]))
+        graph["jet_index"] = torch.from_numpy(joined["jets"].astype(np.int64))
+        graph["n_tracks"] = batch["n_tracks"]
+        return graph
 
 
 class FlavourDataModule(TrackGraphDataModule):

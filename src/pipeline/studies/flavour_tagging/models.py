@@ -56,7 +56,9 @@ class SetEmbedding(nn.Module):
     def forward(self, x: torch.Tensor, batch: torch.Tensor, n_jets: int) -> torch.Tensor:
         h = self.track(x)
         mean = index_mean(h, batch, n_jets)
-        return torch.relu(self.norm(self.own(h) + self.set(mean)[batch]))
+        # index_select, not [batch]: advanced indexing's backward on the CPU adds the rows
+        # back with atomic adds over the threads, in an order that changes run to run
+        return torch.relu(self.norm(self.own(h) + self.set(mean).index_select(0, batch)))
 
 
 class EdgeScoreConv(MessagePassing):
@@ -93,7 +95,7 @@ class EdgeScoreConv(MessagePassing):
         first = self.edge[0]
         own, other, jet, score = input_blocks(first, [width, width, width, 1])
         jet_sum = index_sum(h, batch, n_jets)
-        receiver = torch.addmm(first.bias, h, own.t()) + (jet_sum @ jet.t())[batch]
+        receiver = torch.addmm(first.bias, h, own.t()) + (jet_sum @ jet.t()).index_select(0, batch)
         messages = self.propagate(edge_index, receiver=receiver, sender=h @ other.t(), edge_score=edge_score,
                                   score_weight=score[:, 0])
         return self.norm(h + self.node(torch.cat([h, messages], dim=-1)))
