@@ -1,18 +1,21 @@
 """Flavour-tagger throughput on this machine's CPU.
 
-    python bench/flavour_tagging.py [--threads 2] [--jets 50000] [--workers 0]
+    python bench/flavour_tagging.py [--threads 2] [--jets 50000] [--workers 0] [--skip-memory]
 
 A synthetic track_graphs file (2-15 tracks per jet, as bench/vertexing.py writes it) is
 scored by the baseline vertex finder into a vertex_edges file, then:
 1. data loading throughput with the model removed: the DataModule's graph batches
    (track graphs plus edge scores, turned into PyG's sparse form) per second;
 2. training throughput of the default tagger (forward, weighted cross-entropy,
-   backward, Adam step) on those batches.
+   backward, Adam step) on those batches;
+3. peak memory of a full pass of the training loader over that file and over one with 10x
+   the jets (scored the same way), each in a fresh process: flat if the loader streams.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +35,32 @@ from pipeline.studies.vertexing.formats import TRACK_FEATURES  # noqa: E402
 from pipeline.tiny import tiny_config  # noqa: E402
 
 
+def loader_pass(graphs: Path, edges: Path, batch_size: int) -> int:
+    """Jets in one pass of the training loader over a track_graphs and its vertex_edges file."""
+    data = FlavourDataModule({"train": graphs}, {"train": edges}, batch_size, 0)
+    data.setup()
+    return sum(len(batch["label"]) for batch in data.train_dataloader())
+
+
+def scored_file(directory: Path, jets: int) -> tuple[Path, Path]:
+    """A synthetic track_graphs file of ``jets`` jets and its baseline vertex_edges file."""
+    graphs, edges = directory / f"graphs_{jets}.h5", directory / f"edges_{jets}.h5"
+    write_file(graphs, jets)
+    score_edges(validate_config(tiny_config()), "baseline", {"train": graphs}, {"train": edges})
+    return graphs, edges
+
+
+def peak_memory(graphs: Path, edges: Path, batch_size: int) -> float:
+    """Peak resident memory [MB] of a fresh process making one loader pass (VmHWM: Linux
+    carries ru_maxrss over from the parent across exec)."""
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+            f"from flavour_tagging import loader_pass; from pathlib import Path; "
+            f"loader_pass(Path({str(graphs)!r}), Path({str(edges)!r}), {batch_size}); "
+            f"print([line for line in open('/proc/self/status') if line.startswith('VmHWM')][0].split()[1])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(result.stdout.split()[-1]) / 1024
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
@@ -40,6 +69,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=60, help="training batches to time")
     parser.add_argument("--unmap-freed", action="store_true",
                         help="glibc's default thresholds: freed tensors unmapped (before pipeline.allocator)")
+    parser.add_argument("--skip-memory", action="store_true", help="skip the peak-memory comparison")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if not args.unmap_freed:  # as the pipeline command does for every step
@@ -49,11 +79,9 @@ def main() -> None:
     study = config["flavour_tagging"]
 
     with tempfile.TemporaryDirectory() as tmp:
-        graphs, edges = Path(tmp) / "graphs.h5", Path(tmp) / "edges.h5"
-        write_file(graphs, args.jets)
         t0 = time.perf_counter()
-        score_edges(config, "baseline", {"train": graphs}, {"train": edges})
-        print(f"{args.jets} synthetic jets (2-15 tracks); baseline edge scores written in "
+        graphs, edges = scored_file(Path(tmp), args.jets)
+        print(f"{args.jets} synthetic jets (2-15 tracks) and their baseline edge scores written in "
               f"{time.perf_counter() - t0:.1f} s")
 
         data = FlavourDataModule({"train": graphs}, {"train": edges}, settings["batch_size"], args.workers)
@@ -86,6 +114,11 @@ def main() -> None:
         print(f"training: {training:.0f} jets/s")
         print(f"data loading (model removed, {args.workers} workers): {loading:.0f} jets/s, "
               f"{loading / training:.1f}x the training rate")
+        if not args.skip_memory:
+            peaks = [peak_memory(graphs, edges, settings["batch_size"])]
+            peaks.append(peak_memory(*scored_file(Path(tmp), 10 * args.jets), settings["batch_size"]))
+            print(f"peak memory of a loader pass: {peaks[0]:.0f} MB over {args.jets} jets, "
+                  f"{peaks[1]:.0f} MB over {10 * args.jets} ({peaks[1] - peaks[0]:+.0f} MB)")
 
 
 if __name__ == "__main__":

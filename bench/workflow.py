@@ -7,15 +7,15 @@ Every rule writes a benchmark file ``logs/benchmarks/<path>.tsv`` beside its log
 ``logs/<path>.log`` (Snakemake's ``benchmark:`` directive: ``s`` the job's wall time [s],
 ``cpu_time`` its processes' CPU time [s], ``max_rss`` [MB]). ``cpu_time`` is a lower bound:
 Snakemake samples a job's processes every 0.5 s for 15 s, then every 30 s, and keeps the last
-sample, so the CPU of a job's last stretch (up to 30 s per thread) is missing (the default run's
-jobs: 114 CPU min in the files, about 130 by /usr/bin/time); the wall times are exact. Snakemake's metadata records
-(one JSON per output: the rule, the log, start and end times [s since the epoch]) name each
-job's rule and give the run's span from its first job's start to its last job's end (of every
-run whose outputs are still there: measure a fresh clone). This
-prints the most expensive jobs by wall time, the totals per rule and over the run (the CPU
-time a 2-core laptop has to supply), and with ``--compare`` the same jobs and rules beside an
-earlier ``--save``d run, for the before/after tables of a speed-up. Reads text files only:
-it imports neither torch nor Lightning.
+sample, so the CPU of a job's last stretch (up to 30 s per thread) is missing (the default run:
+101 CPU min in the files, 112 by /usr/bin/time with the install and Snakemake itself); the
+wall times are exact. Snakemake's metadata records (one JSON per output: the rule, the log,
+start and end times [s since the epoch]) name each job's rule and give the run's span from its
+first job's start to its last job's end (of every run whose outputs are still there: measure a
+fresh clone). This prints the most expensive jobs by wall time, the totals per rule and over
+the run (the CPU time a 2-core laptop has to supply), and with ``--compare`` the same jobs and
+rules beside an earlier ``--save``d run, for the before/after tables of a speed-up. Reads text
+files only: it imports neither torch nor Lightning.
 """
 
 from __future__ import annotations
