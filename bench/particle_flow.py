@@ -81,13 +81,15 @@ def loader_pass(path: Path, batch_size: int) -> tuple[int, float]:
     return events, time.perf_counter() - start
 
 
-def stream_in_child(path: Path, batch_size: int) -> tuple[float, float, int, float]:
+def stream_in_child(path: Path | list[Path], batch_size: int,
+                    study: str = "particle_flow") -> tuple[float, float, int, float]:
     """(peak resident memory [MB], resident memory after the imports [MB], events, seconds)
-    of a loader pass over ``path`` in a fresh process."""
+    of a loader pass over ``path`` (one file, or a list) in a fresh process: ``loader_pass``
+    of ``study``'s benchmark (bench/<study>.py) after importing the study's DataModule."""
+    files = [str(p) for p in path] if isinstance(path, list) else str(path)
     code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-            f"import pipeline.studies.particle_flow.data; from particle_flow import loader_pass, vm; "
-            f"from pathlib import Path; base = vm('VmRSS'); "
-            f"events, seconds = loader_pass(Path({str(path)!r}), {batch_size}); "
+            f"import pipeline.studies.{study}.data; from {study} import loader_pass; from particle_flow import vm; "
+            f"base = vm('VmRSS'); events, seconds = loader_pass({files!r}, {batch_size}); "
             f"print(vm('VmHWM'), base, events, seconds)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     peak_kb, base_kb, events, seconds = result.stdout.split()[-4:]

@@ -1,7 +1,7 @@
 """Throughput of the super-resolution study on this machine's CPU.
 
     python bench/super_resolution.py [--events 2000] [--threads 2] [--batch-size 32] [--steps 20]
-                                     [--workdir DIR]
+                                     [--workdir DIR] [--skip-memory]
 
 The settings are the repository's config.yaml (read through validate_config): the
 ``pflow`` and ``pi0`` guns and the ``super_resolution`` section; only the events per shard
@@ -17,6 +17,8 @@ The settings are the repository's config.yaml (read through validate_config): th
    first (warm-up) step excluded; and inference throughput (forward only, no gradients) of
    both networks and of the interpolations; events/s. Target: the loader >= 10x the fastest
    model's training.
+4. Peak memory of a loader pass over both files and over files of their events repeated ten
+   times, each in a fresh process (VmHWM): about equal if the loader streams.
 
 Everything is written under ``--workdir`` (default: a temporary directory, removed after).
 """
@@ -34,7 +36,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from particle_flow import ROOT, timed  # noqa: E402  (the particle-flow benchmark's helpers)
+from particle_flow import ROOT, stream_in_child, timed, write_repeated  # noqa: E402  (the particle-flow benchmark's helpers)
 
 SAMPLES = ("pflow", "pi0")
 
@@ -128,6 +130,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="training batch size (default: the config's)")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps per network (default 20)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the files here (default: a temporary dir)")
+    parser.add_argument("--skip-memory", action="store_true", help="skip the peak-memory comparison")
     parser.add_argument("--contiguous", action="store_true",
                         help="keep the weights NCHW (the layout before pipeline.ml.memory_format)")
     parser.add_argument("--unmap-freed", action="store_true",
@@ -176,6 +179,14 @@ def main() -> None:
                   f"inference {s['infer']:.1f} events/s ({args.threads} threads, batch {batch_size})")
         fastest = max(s["train"] for s in speeds.values())
         print(f"loader / fastest training: {loader / fastest:.1f}x (target >= 10x)")
+
+        if not args.skip_memory:
+            large = [workdir / f"{sample}_images_10x.h5" for sample in SAMPLES]
+            n_large = sum(write_repeated(source, path, 10) for source, path in zip(paths, large))
+            small_mb, _, n_small, _ = stream_in_child(paths, batch_size, "super_resolution")
+            large_mb, _, _, _ = stream_in_child(large, batch_size, "super_resolution")
+            print(f"peak memory of a loader pass (fresh process): {small_mb:.0f} MB over {n_small} events, "
+                  f"{large_mb:.0f} MB over {n_large} ({large_mb / small_mb:.2f}x, target ~1)")
 
 
 if __name__ == "__main__":
