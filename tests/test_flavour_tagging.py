@@ -128,7 +128,9 @@ def test_index_sums_are_pyg_scatter_to_the_bit_with_gradients(threads):
 def test_tagger_gradients_are_the_same_bits_every_time_on_two_threads():
     """The same seed gives the same trained tagger at two threads: no accumulation (the
     message and jet sums included) whose order depends on the threads. 300 jets of up to
-    15 tracks: tensors large enough for torch to split them over the threads."""
+    15 tracks: tensors large enough for torch to split them over the threads. (With the
+    jets' rows gathered by ``[batch]``, whose backward adds atomically over the threads,
+    this failed only while the machine was busy.)"""
     g = torch.Generator().manual_seed(2)
     x = torch.randn(300, 15, F, generator=g)
     mask = torch.arange(15) < torch.randint(2, 16, (300, 1), generator=g)
