@@ -106,19 +106,12 @@ class FlavourBatches(Dataset):
         return len(self.groups)
 
     def _slice(self, index: int) -> dict[str, np.ndarray]:
-        """Slice ``index`` of the files as read: offsets (n_jets + 1,) of its tracks, their
-        features (n_tracks, F) and vertex labels, the jets' flavour codes and, with an edges
-        file, the flattened n x n score matrix of every jet."""
-        tracks, size = self.tracks, self.tracks.batch_size
-        start, stop = index * size, min((index + 1) * size, tracks.n_jets)
-        offsets = tracks._dataset("tracks/offsets")[start : stop + 1]
-        t0, t1 = int(offsets[0]), int(offsets[-1])
-        part = {"offsets": offsets - offsets[0], "jets": np.arange(start, stop),
-                "features": tracks._dataset("tracks/features")[t0:t1],
-                "vertex": tracks._dataset("tracks/vertex")[t0:t1],
-                "flavour": tracks._dataset("jets/flavour")[start:stop]}
+        """Slice ``index`` of the files as read (``TrackGraphBatches.read``) and, with an
+        edges file, ``score``: the flattened n x n score matrix of every jet."""
+        part = self.tracks.read(index)
         if self.edges is not None:
-            pairs = self.edges._dataset("pairs/offsets")[start : stop + 1]
+            start = int(part["jets"][0])
+            pairs = self.edges._dataset("pairs/offsets")[start : start + len(part["jets"]) + 1]
             part["score"] = self.edges._dataset("pairs/score")[int(pairs[0]) : int(pairs[-1])]
         return part
 
@@ -139,7 +132,7 @@ class FlavourBatches(Dataset):
             score[mask[:, :, None] & mask[:, None, :]] = torch.from_numpy(joined["score"])
         graph = dense_to_graph(batch["x"], mask, score)
         graph["label"] = torch.from_numpy(flavour_classes(joined["flavour"]))
-        graph["jet_index"] = torch.from_numpy(joined["jets"].astype(np.int64))
+        graph["jet_index"] = torch.from_numpy(joined["jets"])
         graph["n_tracks"] = batch["n_tracks"]
         return graph
 

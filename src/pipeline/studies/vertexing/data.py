@@ -60,17 +60,25 @@ class TrackGraphBatches(FileBatches):
     def __len__(self) -> int:
         return math.ceil(self.n_jets / self.batch_size)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def read(self, index: int) -> dict[str, np.ndarray]:
+        """Batch ``index`` as stored: ``offsets`` (n_jets + 1,) from 0 into its tracks'
+        ``features`` (n_tracks, F) and ``vertex`` labels (n_tracks,), the jets' ``flavour``
+        codes (n_jets,) and their rows in the file, ``jets`` (n_jets,)."""
         if not 0 <= index < len(self):
             raise IndexError(index)
         start = index * self.batch_size
         stop = min(start + self.batch_size, self.n_jets)
         offsets = self._dataset("tracks/offsets")[start : stop + 1]
         t0, t1 = int(offsets[0]), int(offsets[-1])
-        batch = pad_tracks(self._dataset("tracks/features")[t0:t1], self._dataset("tracks/vertex")[t0:t1],
-                           offsets - offsets[0])
-        batch["flavour"] = torch.from_numpy(self._dataset("jets/flavour")[start:stop].astype(np.int64))
-        batch["jet_index"] = torch.arange(start, stop)
+        return {"offsets": offsets - offsets[0], "jets": np.arange(start, stop, dtype=np.int64),
+                "features": self._dataset("tracks/features")[t0:t1], "vertex": self._dataset("tracks/vertex")[t0:t1],
+                "flavour": self._dataset("jets/flavour")[start:stop]}
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        part = self.read(index)
+        batch = pad_tracks(part["features"], part["vertex"], part["offsets"])
+        batch["flavour"] = torch.from_numpy(part["flavour"].astype(np.int64))
+        batch["jet_index"] = torch.from_numpy(part["jets"])
         return batch
 
 
