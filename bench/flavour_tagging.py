@@ -15,7 +15,6 @@ scored by the baseline vertex finder into a vertex_edges file, then:
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from vertexing import write_file  # noqa: E402  (the same synthetic jets as the vertexing bench)
+from particle_flow import stream_in_child  # noqa: E402  (a loader pass's peak memory in a fresh process)
 
 from pipeline.allocator import retain_freed_memory  # noqa: E402
 from pipeline.config import validate_config  # noqa: E402
@@ -35,11 +35,16 @@ from pipeline.studies.vertexing.formats import TRACK_FEATURES  # noqa: E402
 from pipeline.tiny import tiny_config  # noqa: E402
 
 
-def loader_pass(graphs: Path, edges: Path, batch_size: int) -> int:
-    """Jets in one pass of the training loader over a track_graphs and its vertex_edges file."""
-    data = FlavourDataModule({"train": graphs}, {"train": edges}, batch_size, 0)
+def loader_pass(files: list[str | Path], batch_size: int, workers: int = 0) -> tuple[int, float]:
+    """Jets read by one pass of the training loader over ``files`` (a track_graphs file and its
+    vertex_edges file), and the seconds taken."""
+    data = FlavourDataModule({"train": files[0]}, {"train": files[1]}, batch_size, workers)
     data.setup()
-    return sum(len(batch["label"]) for batch in data.train_dataloader())
+    jets = 0
+    start = time.perf_counter()
+    for batch in data.train_dataloader():
+        jets += len(batch["label"])
+    return jets, time.perf_counter() - start
 
 
 def scored_file(directory: Path, jets: int) -> tuple[Path, Path]:
@@ -48,17 +53,6 @@ def scored_file(directory: Path, jets: int) -> tuple[Path, Path]:
     write_file(graphs, jets)
     score_edges(validate_config(tiny_config()), "baseline", {"train": graphs}, {"train": edges})
     return graphs, edges
-
-
-def peak_memory(graphs: Path, edges: Path, batch_size: int) -> float:
-    """Peak resident memory [MB] of a fresh process making one loader pass (VmHWM: Linux
-    carries ru_maxrss over from the parent across exec)."""
-    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-            f"from flavour_tagging import loader_pass; from pathlib import Path; "
-            f"loader_pass(Path({str(graphs)!r}), Path({str(edges)!r}), {batch_size}); "
-            f"print([line for line in open('/proc/self/status') if line.startswith('VmHWM')][0].split()[1])")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return int(result.stdout.split()[-1]) / 1024
 
 
 def main() -> None:
@@ -84,13 +78,10 @@ def main() -> None:
         print(f"{args.jets} synthetic jets (2-15 tracks) and their baseline edge scores written in "
               f"{time.perf_counter() - t0:.1f} s")
 
+        jets, seconds = loader_pass([graphs, edges], settings["batch_size"], args.workers)
+        loading = jets / seconds
         data = FlavourDataModule({"train": graphs}, {"train": edges}, settings["batch_size"], args.workers)
         data.setup()
-        jets = 0
-        t0 = time.perf_counter()
-        for batch in data.train_dataloader():
-            jets += len(batch["label"])
-        loading = jets / (time.perf_counter() - t0)
 
         torch.manual_seed(0)
         model = FlavourTagger(len(TRACK_FEATURES), study["width"], study["message_layers"], study["readout_widths"])
@@ -115,8 +106,9 @@ def main() -> None:
         print(f"data loading (model removed, {args.workers} workers): {loading:.0f} jets/s, "
               f"{loading / training:.1f}x the training rate")
         if not args.skip_memory:
-            peaks = [peak_memory(graphs, edges, settings["batch_size"])]
-            peaks.append(peak_memory(*scored_file(Path(tmp), 10 * args.jets), settings["batch_size"]))
+            peaks = [stream_in_child([graphs, edges], settings["batch_size"], "flavour_tagging")[0],
+                     stream_in_child(list(scored_file(Path(tmp), 10 * args.jets)), settings["batch_size"],
+                                     "flavour_tagging")[0]]
             print(f"peak memory of a loader pass: {peaks[0]:.0f} MB over {args.jets} jets, "
                   f"{peaks[1]:.0f} MB over {10 * args.jets} ({peaks[1] - peaks[0]:+.0f} MB)")
 
