@@ -3,7 +3,8 @@
 
 from pathlib import Path
 
-from pipeline.config import check_pythia_settings_of, validate_config
+from pipeline.simulation.checks import check_generators
+from pipeline.run_config import resolve_config
 
 
 # A --configfile is a complete configuration on its own (defaults from the schema):
@@ -13,44 +14,34 @@ if not workflow.overwrite_configfiles:
     configfile: "config.yaml"
 
 
-# Schema validation fills in every default; an unknown key, a wrong type or a
-# negative count stops here, before any job starts, with the key and its source named.
+# Schema validation fills in every default; an unknown key, a wrong type, a negative count
+# or settings of a study that do not fit together stop here, before any job starts, with
+# the key and its source named.
 _SOURCE = ", ".join(map(str, workflow.overwrite_configfiles)) or "config.yaml"
 if workflow.config_settings.config:
     _SOURCE += " (with --config overrides)"
-config.update(validate_config(config, source=_SOURCE))
-check_pythia_settings_of(config, source=_SOURCE)
+config.update(resolve_config(config, source=_SOURCE))
+check_generators(config, source=_SOURCE)
 
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/simulation.smk"
 include: "workflow/rules/datasets.smk"
 include: "workflow/rules/validation.smk"
-include: "workflow/rules/vertexing.smk"
-include: "workflow/rules/flavour_tagging.smk"
-include: "workflow/rules/jet_images.smk"
-include: "workflow/rules/particle_flow.smk"
-include: "workflow/rules/super_resolution.smk"
+
+# One rule file per study the config runs (workflow/rules/<study>.smk), in the registry's order.
+for _study in ACTIVE_STUDIES:
+
+    include: f"workflow/rules/{_study.name}.smk"
+
 
 
 # `snakemake --report results/report.zip` after a run: every figure and table, with its caption
-# (workflow/report/), in one category per study.
-report: "workflow/report/workflow.rst"
+# (workflow/report/), in one category per study, after a front page of the run and its studies.
+report: report_page()
 
 
 rule all:
     default_target: True
     input:
-        expand("results/{sample}/split/{split}.h5", sample=TRACKING_SAMPLES, split=SPLITS),
-        expand(
-            "results/validation/{sample}/{plot}.{ext}",
-            sample=VALIDATION_SAMPLES,
-            plot=VALIDATION_PLOTS,
-            ext=["png", "pdf"],
-        ),
-        expand("results/validation/{sample}/summary.md", sample=VALIDATION_SAMPLES),
-        VERTEXING_OUTPUTS,
-        FLAVOUR_TAGGING_OUTPUTS,
-        JET_IMAGE_OUTPUTS if IMAGE_STUDY else [],
-        PARTICLE_FLOW_OUTPUTS if PARTICLE_FLOW_STUDY else [],
-        SUPER_RESOLUTION_OUTPUTS if SUPER_RESOLUTION_STUDY else [],
+        final_outputs(),

@@ -51,7 +51,7 @@ def scored_file(directory: Path, jets: int) -> tuple[Path, Path]:
     """A synthetic track_graphs file of ``jets`` jets and its baseline vertex_edges file."""
     graphs, edges = directory / f"graphs_{jets}.h5", directory / f"edges_{jets}.h5"
     write_file(graphs, jets)
-    score_edges(validate_config(tiny_config()), "baseline", {"train": graphs}, {"train": edges})
+    score_edges(resolve_config(tiny_config()), "baseline", {"train": graphs}, {"train": edges})
     return graphs, edges
 
 
@@ -68,7 +68,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if not args.unmap_freed:  # as the pipeline command does for every step
         retain_freed_memory()
-    config = validate_config(tiny_config())
+    config = resolve_config(tiny_config())
     settings = config["training"]
     study = config["flavour_tagging"]
 

@@ -92,14 +92,14 @@ def main() -> None:
 
     import torch
 
-    from pipeline.config import validate_config
+    from pipeline.run_config import resolve_config
     from pipeline.ml.memory_format import channels_last
     from pipeline.simulation.calorimeter_stage import simulate_calorimeter
     from pipeline.simulation.generation import generate_shard
     from pipeline.studies.jet_images.preparation import build_jet_images
     from pipeline.studies.jet_images.train import build_model
 
-    config = validate_config({"seed": 1, "samples": {
+    config = resolve_config({"seed": 1, "samples": {
         "top": {"process": "ttbar", "sqrt_s": 14000.0, "pthat_min": 500.0, "pthat_max": 700.0,
                 "events_per_shard": args.events, "shards": 1,
                 "pythia_settings": ["24:onMode = off", "24:onIfAny = 1 2 3 4 5"],

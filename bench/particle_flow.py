@@ -52,13 +52,13 @@ def bench_config(events: int, batch_size: int | None) -> dict:
     the study's training batch size, if given), validated (defaults filled in)."""
     import yaml
 
-    from pipeline.config import validate_config
+    from pipeline.run_config import resolve_config
 
     raw = yaml.safe_load((ROOT / "config.yaml").read_text())
     raw["samples"]["pflow"].update(events_per_shard=events, shards=1)
     if batch_size is not None:
         raw.setdefault("particle_flow", {}).setdefault("training", {})["batch_size"] = batch_size
-    return validate_config(raw, source=str(ROOT / "config.yaml"))
+    return resolve_config(raw, source=str(ROOT / "config.yaml"))
 
 
 def timed(function, *args, **kwargs) -> tuple[object, float, float]:

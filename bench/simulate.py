@@ -17,7 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.config import derive_seed, validate_config
+from pipeline.config import derive_seed
+from pipeline.run_config import resolve_config
 from pipeline.io.hdf5 import RaggedReader
 from pipeline.simulation.formats import PARTICLE_JETS
 from pipeline.simulation.generation import generate_shard
@@ -32,7 +33,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-    config = validate_config({"seed": 1, "samples": {"bench": {
+    config = resolve_config({"seed": 1, "samples": {"bench": {
         "process": args.process, "events_per_shard": args.events, "shards": 1}}})
     sample = config["samples"]["bench"]
 

@@ -46,14 +46,14 @@ def bench_config(events: int, batch_size: int | None) -> dict:
     samples (and the study's training batch size, if given), validated."""
     import yaml
 
-    from pipeline.config import validate_config
+    from pipeline.run_config import resolve_config
 
     raw = yaml.safe_load((ROOT / "config.yaml").read_text())
     for sample in SAMPLES:
         raw["samples"][sample].update(events_per_shard=events, shards=1)
     if batch_size is not None:
         raw.setdefault("super_resolution", {}).setdefault("training", {})["batch_size"] = batch_size
-    return validate_config(raw, source=str(ROOT / "config.yaml"))
+    return resolve_config(raw, source=str(ROOT / "config.yaml"))
 
 
 def loader_pass(paths: list[Path], batch_size: int) -> tuple[int, float]:

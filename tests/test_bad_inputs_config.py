@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.config import ConfigError, check_pythia_settings_of, validate_config
+from pipeline.config import ConfigError
+from pipeline.simulation.checks import check_generators
+from pipeline.run_config import resolve_config
 from pipeline.simulation.pythia import check_pythia_settings
 
 SOURCE = "bad-config.yaml"
@@ -92,7 +94,7 @@ def test_bad_input_is_refused_naming_source_key_and_value(bad, expected):
         assert message.startswith(f"{bad!r}: "), message  # the setting itself, as written
     else:
         with pytest.raises(ConfigError) as info:
-            check_pythia_settings_of(validate_config(bad, source=SOURCE), source=SOURCE)
+            check_generators(resolve_config(bad, source=SOURCE), source=SOURCE)
         message = str(info.value)
         assert message.startswith(f"{SOURCE}: invalid configuration:\n"), message
     assert expected in message, f"{expected!r} not in:\n{message}"

@@ -11,13 +11,13 @@ from pipeline.config import (
     ConfigError,
     config_hash,
     derive_seed,
-    load_config,
     snapshot_config,
     stage_config,
-    validate_config,
     without_bookkeeping,
     write_resolved_config,
 )
+from pipeline.run_config import load_config, resolve_config
+from pipeline.studies import active_studies
 
 MINIMAL = {"samples": {"ttbar": {"process": "ttbar"}}}
 
@@ -27,9 +27,9 @@ def with_sample(**settings) -> dict:
 
 
 def raises_naming(config: dict, *needles: str) -> str:
-    """validate_config(config) raises ConfigError whose message contains every needle."""
+    """resolve_config(config) raises ConfigError whose message contains every needle."""
     with pytest.raises(ConfigError) as info:
-        validate_config(config, source="my-config.yaml")
+        resolve_config(config, source="my-config.yaml")
     message = str(info.value)
     for needle in needles:
         assert needle in message, f"{needle!r} not in error message:\n{message}"
@@ -41,7 +41,7 @@ def raises_naming(config: dict, *needles: str) -> str:
 
 
 def test_defaults_are_filled_in():
-    resolved = validate_config(MINIMAL)
+    resolved = resolve_config(MINIMAL)
     assert resolved["seed"] == 20261124
     assert resolved["tracker"]["bfield"] == 2.0
     assert resolved["tracker"]["min_pt"] == 1.0
@@ -63,7 +63,7 @@ def test_defaults_are_filled_in():
 
 
 def test_given_values_are_kept_and_partial_sections_completed():
-    resolved = validate_config(
+    resolved = resolve_config(
         {"seed": 5, "tracker": {"bfield": 3.8, "resolution": {"d0": {"slope": 0.1}}},
          **with_sample(jets={"radius": 0.6}, shards=7)}
     )
@@ -78,21 +78,21 @@ def test_given_values_are_kept_and_partial_sections_completed():
 def test_validation_does_not_modify_its_input():
     config = with_sample(jets={"radius": 0.6})
     before = copy.deepcopy(config)
-    validate_config(config)
+    resolve_config(config)
     assert config == before
 
 
 def test_resolved_configs_do_not_share_default_objects():
-    first = validate_config(MINIMAL)
+    first = resolve_config(MINIMAL)
     first["tracker"]["resolution"]["d0"]["constant"] = 99.0
     first["samples"]["ttbar"]["pythia_settings"].append("Foo:bar = 1")
-    second = validate_config(MINIMAL)
+    second = resolve_config(MINIMAL)
     assert second["tracker"]["resolution"]["d0"]["constant"] == 0.010
     assert second["samples"]["ttbar"]["pythia_settings"] == []
 
 
 def test_every_sample_gets_its_own_defaults():
-    resolved = validate_config({"samples": {"a": {"process": "ttbar"}, "b": {"process": "qcd_dijet", "shards": 4}}})
+    resolved = resolve_config({"samples": {"a": {"process": "ttbar"}, "b": {"process": "qcd_dijet", "shards": 4}}})
     assert resolved["samples"]["a"]["shards"] == 2
     assert resolved["samples"]["b"]["shards"] == 4
     assert resolved["samples"]["b"]["jets"]["radius"] == 0.4
@@ -175,13 +175,13 @@ def test_split_fractions_must_add_up_to_one(split):
 
 
 def test_split_fractions_adding_up_to_one_are_accepted():
-    resolved = validate_config({**MINIMAL, "split": {"train": 0.6, "val": 0.3, "test": 0.1}})
+    resolved = resolve_config({**MINIMAL, "split": {"train": 0.6, "val": 0.3, "test": 0.1}})
     assert resolved["split"].items() >= {"train": 0.6, "val": 0.3, "test": 0.1}.items()
 
 
 def test_validation_samples_must_exist():
     raises_naming({**MINIMAL, "validation": {"samples": ["ttbar", "dijet"]}}, "validation.samples", "dijet")
-    assert validate_config({**MINIMAL, "validation": {"samples": ["ttbar"]}})["validation"]["samples"] == ["ttbar"]
+    assert resolve_config({**MINIMAL, "validation": {"samples": ["ttbar"]}})["validation"]["samples"] == ["ttbar"]
 
 
 # --- load_config ---------------------------------------------------------------------
@@ -283,11 +283,11 @@ def test_config_hash_ignores_key_order():
     b = {"tracker": {"min_pt": 1.0, "bfield": 2.0}, "vertexing": {"sample": "x"},
          "samples": {"y": {"process": "custom"}, "x": {"shards": 2, "process": "ttbar"}}, "seed": 1}
     assert config_hash(a) == config_hash(b)
-    assert config_hash(validate_config(a)) == config_hash(validate_config(b))
+    assert config_hash(resolve_config(a)) == config_hash(resolve_config(b))
 
 
 def test_config_hash_sees_value_changes():
-    a = validate_config(MINIMAL)
+    a = resolve_config(MINIMAL)
     b = copy.deepcopy(a)
     b["tracker"]["resolution"]["d0"]["constant"] = 0.011
     assert config_hash(a) != config_hash(b)
@@ -302,7 +302,7 @@ def test_sample_names_must_be_identifiers():
 
 
 def test_written_config_loads_back_identically(tmp_path):
-    resolved = validate_config(with_sample(shards=3, jets={"radius": 0.8}))
+    resolved = resolve_config(with_sample(shards=3, jets={"radius": 0.8}))
     path = write_resolved_config(resolved, tmp_path / "sub" / "resolved.yaml")
     assert path.exists()
     assert config_hash(resolved) in path.read_text().splitlines()[0]
@@ -311,8 +311,8 @@ def test_written_config_loads_back_identically(tmp_path):
 
 
 def test_snapshot_is_named_by_content(tmp_path):
-    a = validate_config(MINIMAL)
-    b = validate_config(with_sample(shards=5))
+    a = resolve_config(MINIMAL)
+    b = resolve_config(with_sample(shards=5))
     pa, pa_again, pb = snapshot_config(a, tmp_path), snapshot_config(a, tmp_path), snapshot_config(b, tmp_path)
     assert pa == pa_again and pa != pb
     assert config_hash(without_bookkeeping(a))[:12] in pa.name
@@ -320,7 +320,7 @@ def test_snapshot_is_named_by_content(tmp_path):
 
 
 def test_a_new_tracking_uri_or_resume_dir_keeps_the_snapshot_name_and_updates_its_content(tmp_path):
-    a = validate_config(MINIMAL)
+    a = resolve_config(MINIMAL)
     moved = copy.deepcopy(a)
     moved["mlflow"]["tracking_uri"] = "http://mlflow.example.org:5000"
     moved["training"]["resume_dir"] = "/scratch/resume"
@@ -334,7 +334,7 @@ def test_a_new_tracking_uri_or_resume_dir_keeps_the_snapshot_name_and_updates_it
 
 
 def test_a_snapshot_path_without_writing_leaves_the_directory_alone(tmp_path):
-    a = validate_config(with_sample(shards=4))
+    a = resolve_config(with_sample(shards=4))
     path = snapshot_config(a, tmp_path / "config", write=False)
     assert not (tmp_path / "config").exists()  # what a dry run asks for: the name only
     assert snapshot_config(a, tmp_path / "config") == path and load_config(path) == a  # then written
@@ -346,11 +346,11 @@ def test_a_snapshot_path_without_writing_leaves_the_directory_alone(tmp_path):
 
 
 def test_stage_config_is_a_valid_config_of_one_sample():
-    resolved = validate_config({"samples": {"a": {"process": "ttbar"}, "b": {"process": "qcd_dijet"}}})
+    resolved = resolve_config({"samples": {"a": {"process": "ttbar"}, "b": {"process": "qcd_dijet"}}})
     stage = stage_config(resolved, "b", "tracker")
     assert set(stage) == {"seed", "samples", "tracker"}
     assert list(stage["samples"]) == ["b"]
-    assert validate_config(stage)["samples"]["b"] == resolved["samples"]["b"]
+    assert resolve_config(stage)["samples"]["b"] == resolved["samples"]["b"]
     # A tracker change alters the tracker stage's config but not the generator stage's.
     changed = copy.deepcopy(resolved)
     changed["tracker"]["bfield"] = 3.0
@@ -364,18 +364,18 @@ def test_stage_config_is_a_valid_config_of_one_sample():
 
 
 def test_vertexing_sample_defaults_to_the_first_sample():
-    config = validate_config({"samples": {"zz": {"process": "ttbar"}, "aa": {"process": "qcd_dijet"}}})
+    config = resolve_config({"samples": {"zz": {"process": "ttbar"}, "aa": {"process": "qcd_dijet"}}})
     assert config["vertexing"]["sample"] == "zz"
 
 
 def test_vertexing_sample_must_exist():
     with pytest.raises(ConfigError, match=r"vertexing.sample: unknown sample 'ttbar', expected one of \['x'\]"):
-        validate_config({"samples": {"x": {"process": "ttbar"}}, "vertexing": {"sample": "ttbar"}})
+        resolve_config({"samples": {"x": {"process": "ttbar"}}, "vertexing": {"sample": "ttbar"}})
 
 
 def test_vertexing_track_range_must_be_ordered():
     with pytest.raises(ConfigError, match=r"vertexing.max_tracks \(3\) is below vertexing.min_tracks \(5\)"):
-        validate_config({"samples": {"x": {"process": "ttbar"}}, "vertexing": {"min_tracks": 5, "max_tracks": 3}})
+        resolve_config({"samples": {"x": {"process": "ttbar"}}, "vertexing": {"min_tracks": 5, "max_tracks": 3}})
 
 
 # --- what the stricter checks still accept ----------------------------------------------
@@ -387,18 +387,18 @@ def test_vertexing_track_range_must_be_ordered():
     "file:///scratch/mlruns", "file:mlruns", "databricks://profile",
 ])
 def test_tracking_uris_of_every_store_are_accepted(uri):
-    assert validate_config({**MINIMAL, "mlflow": {"tracking_uri": uri}})["mlflow"]["tracking_uri"] == uri
+    assert resolve_config({**MINIMAL, "mlflow": {"tracking_uri": uri}})["mlflow"]["tracking_uri"] == uri
 
 
 def test_upper_limits_may_be_absent_or_above_the_lower_ones():
-    sample = validate_config(with_sample(pthat_min=500.0, pthat_max=-1, jets={"min_pt": 20.0, "max_pt": -1.0}))["samples"]["ttbar"]
+    sample = resolve_config(with_sample(pthat_min=500.0, pthat_max=-1, jets={"min_pt": 20.0, "max_pt": -1.0}))["samples"]["ttbar"]
     assert sample["pthat_max"] == -1 and sample["jets"]["max_pt"] == -1.0
-    sample = validate_config(with_sample(pthat_min=500, pthat_max=700, jets={"min_pt": 550, "max_pt": 650}))["samples"]["ttbar"]
+    sample = resolve_config(with_sample(pthat_min=500, pthat_max=700, jets={"min_pt": 550, "max_pt": 650}))["samples"]["ttbar"]
     assert (sample["pthat_max"], sample["jets"]["max_pt"]) == (700, 650)
 
 
 def test_the_largest_counts_are_accepted():
-    sample = validate_config(with_sample(events_per_shard=1_000_000, shards=100_000, batch_size=10_000))["samples"]["ttbar"]
+    sample = resolve_config(with_sample(events_per_shard=1_000_000, shards=100_000, batch_size=10_000))["samples"]["ttbar"]
     assert (sample["events_per_shard"], sample["shards"], sample["batch_size"]) == (1_000_000, 100_000, 10_000)
 
 
@@ -409,4 +409,14 @@ def test_pythia_settings_pythia_reads_as_written_are_accepted():
                 "PhaseSpace:pTHatMin = 2.5e2", "PDF:pSet = 13", "Beams:idAList = 2212,211", "24:mayDecay = off",
                 "24:m0 = 80.4", "24:0:onMode = 1", "! a comment"]
     check_pythia_settings(settings)
-    assert validate_config(with_sample(pythia_settings=settings))["samples"]["ttbar"]["pythia_settings"] == settings
+    assert resolve_config(with_sample(pythia_settings=settings))["samples"]["ttbar"]["pythia_settings"] == settings
+
+
+def test_vertexing_is_off_without_a_tracked_sample_and_refuses_a_gun():
+    gun = {"process": "particle_gun", "gun": {"particles": [{"pdgid": 22, "energy": [1.0, 2.0], "eta": [-0.5, 0.5],
+                                                              "phi": [-1.0, 1.0]}]}}
+    config = resolve_config({"samples": {"g": gun}})
+    assert config["vertexing"]["sample"] is None
+    assert [study.name for study in active_studies(config)] == []  # nor flavour tagging, which needs it
+    with pytest.raises(ConfigError, match=r"vertexing.sample: 'g' does not go through the tracker"):
+        resolve_config({"samples": {"g": gun, "t": {"process": "ttbar"}}, "vertexing": {"sample": "g"}})

@@ -78,7 +78,7 @@ def test_a_killed_run_loses_nothing_and_resumes(tmp_path):
     # 3. Finish: only the training is left, and it resumes.
     assert run_snakemake(tmp_path, "--unlock").returncode == 0
     final = run_snakemake(tmp_path, TARGET, "--rerun-incomplete", "--configfile", str(tmp_path / "config.yaml"))
-    assert "rule train_image_model" in final.stdout + final.stderr
+    assert "rule train_jet_images" in final.stdout + final.stderr
     assert "rule generate" not in final.stdout + final.stderr
     assert "resuming jet_images.train.cnn from" in (tmp_path / "logs" / "jet_images" / "train_cnn.log").read_text()
     assert check_hdf5_outputs(results) == after_second_kill

@@ -305,7 +305,7 @@ def test_replica_summary_by_hand(tmp_path):
 
 def test_evaluation_needs_one_checkpoint_per_replica(tmp_path):
     from pipeline.studies.flavour_tagging.evaluate import evaluate_flavour_tagging
-    from pipeline.studies.flavour_tagging.methods import TAGGER_METHODS
+    from pipeline.studies.flavour_tagging.methods import METHODS as TAGGER_METHODS
 
     config = _config(tmp_path)
     config["flavour_tagging"]["seeds"] = 2

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.config import ConfigError, check_pythia_settings_of, validate_config
+from pipeline.config import ConfigError
+from pipeline.simulation.checks import check_generators
+from pipeline.run_config import resolve_config
 from pipeline.io.hdf5 import RaggedReader, parent_index, read_tree
 from pipeline.simulation.formats import GUN_EVENTS
 from pipeline.simulation.gun import generate_gun_shard
@@ -43,8 +45,8 @@ CHAINS = {
 def gun_config(gun: dict = PION_PAIR, events: int = EVENTS, batch_size: int = 500, seed: int = 5) -> dict:
     config = {"seed": seed, "samples": {"pflow": {"process": "particle_gun", "gun": gun, "events_per_shard": events,
                                                   "shards": 2, "batch_size": batch_size}}}
-    resolved = validate_config(config, source="gun-test")
-    check_pythia_settings_of(resolved, source="gun-test")
+    resolved = resolve_config(config, source="gun-test")
+    check_generators(resolved, source="gun-test")
     return resolved
 
 
@@ -251,6 +253,6 @@ BAD_GUNS = [
 @pytest.mark.parametrize("config, message", [case[1:] for case in BAD_GUNS], ids=[case[0] for case in BAD_GUNS])
 def test_a_bad_gun_is_refused_before_any_work_naming_the_key(config, message):
     with pytest.raises(ConfigError) as err:
-        check_pythia_settings_of(validate_config(config, source="bad-gun.yaml"), source="bad-gun.yaml")
+        check_generators(resolve_config(config, source="bad-gun.yaml"), source="bad-gun.yaml")
     assert str(err.value).startswith("bad-gun.yaml: invalid configuration:")
     assert message in str(err.value)

@@ -11,7 +11,8 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score, roc_auc_score
 
-from pipeline.config import config_hash, validate_config
+from pipeline.config import config_hash
+from pipeline.run_config import resolve_config
 from pipeline.io.hdf5 import RaggedWriter, provenance_attrs
 from pipeline.studies.jet_images.data import (
     NOISE_BLOCK,
@@ -79,7 +80,7 @@ def image_config(tmp_path) -> dict:
     config["training"].update(max_epochs=2, batch_size=256, threads=1)
     config["mlflow"]["tracking_uri"] = f"sqlite:///{tmp_path}/mlflow.db"
     config["training"]["resume_dir"] = str(tmp_path / "resume")
-    return validate_config(config, source="test_image_models")  # the keys are the schema's
+    return resolve_config(config, source="test_image_models")  # the keys are the schema's
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.config import ConfigError, validate_config
+from pipeline.config import ConfigError
+from pipeline.run_config import resolve_config
 from pipeline.io.hdf5 import RaggedReader
 from pipeline.simulation.calorimeter_geometry import CalorimeterGeometry
 from pipeline.simulation.calorimeter_stage import simulate_calorimeter
@@ -36,7 +37,7 @@ def image_config(**changes) -> dict:
         "qcd": {"process": "qcd_dijet", **BOOSTED},
     }}
     config.update(changes)
-    return validate_config(config, source="test")
+    return resolve_config(config, source="test")
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.config import validate_config
+from pipeline.run_config import resolve_config
 from pipeline.io.hdf5 import RaggedReader, parent_index, read_tree
 from pipeline.simulation.gun import generate_gun_shard
 from pipeline.simulation.helix import C_LIGHT
@@ -34,9 +34,9 @@ def gun_config(particles, events=120, **layers_noise) -> dict:
                                            "gun": {"particles": particles}}},
            "particle_flow": {"sample": "gun", "calibration": "gun"}}
     if layers_noise:
-        defaults = validate_config(copy.deepcopy(raw))["particle_flow"]["calorimeter"]["layers"]
+        defaults = resolve_config(copy.deepcopy(raw))["particle_flow"]["calorimeter"]["layers"]
         raw["particle_flow"]["calorimeter"] = {"layers": [{**layer, **layers_noise} for layer in defaults]}
-    return validate_config(raw)
+    return resolve_config(raw)
 
 
 def images_of(tmp_path, config, name="images"):
@@ -184,15 +184,15 @@ def test_bad_study_settings_are_refused_with_the_key():
                        "tt": {"process": "ttbar"}},
            "particle_flow": {"sample": "gun", "calibration": "tt"}}
     with pytest.raises(ValueError, match=r"particle_flow\.calibration: sample 'tt' has process 'ttbar'"):
-        validate_config(copy.deepcopy(raw))
+        resolve_config(copy.deepcopy(raw))
     raw["particle_flow"]["calibration"] = "gun"
-    layers = validate_config(copy.deepcopy(raw))["particle_flow"]["calorimeter"]["layers"]
+    layers = resolve_config(copy.deepcopy(raw))["particle_flow"]["calorimeter"]["layers"]
     raw["particle_flow"]["calorimeter"] = {"layers": [{**layers[0], "n_eta": 48}, *layers[1:]]}
     with pytest.raises(ValueError, match=r"layers\[0\] \('em1'\)\.n_eta: 48 does not divide .*fine = 64"):
-        validate_config(copy.deepcopy(raw))
+        resolve_config(copy.deepcopy(raw))
     raw["particle_flow"]["calorimeter"] = {"layers": layers[:5]}
     with pytest.raises(ValueError, match="six layers"):
-        validate_config(copy.deepcopy(raw))
+        resolve_config(copy.deepcopy(raw))
 
 
 def test_response_summary_by_hand():
@@ -230,7 +230,7 @@ def test_build_and_calibrate_run_without_torch(tmp_path):
            "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}}
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(raw))
-    generate_gun_shard(validate_config(raw), "gun", 0, tmp_path / "gen.h5", progress=False)
+    generate_gun_shard(resolve_config(raw), "gun", 0, tmp_path / "gen.h5", progress=False)
     code = (
         "import sys\n"
         "from pipeline.cli import main\n"

@@ -37,7 +37,7 @@ def test_workflow_schema_is_the_package_schema():
 
 
 def test_shipped_configs_are_valid():
-    from pipeline.config import load_config
+    from pipeline.run_config import load_config
 
     configs = [REPO / "config.yaml", REPO / ".test" / "config" / "config.yaml",
                *sorted((REPO / "workflow" / "configs").glob("*.yaml"))]

@@ -16,6 +16,7 @@ import subprocess
 import pytest
 from workflow_runs import REPO, job_counts, run_snakemake
 
+from pipeline.studies import registered
 from pipeline.tiny import TINY_WORKFLOW_CONFIG
 
 PROFILE = REPO / "workflow" / "profiles" / "slurm-ci"
@@ -90,8 +91,8 @@ def test_the_users_profile_asks_a_gpu_for_exactly_the_training_jobs(tmp_path):
         rule = block.split(":", 1)[0]
         line = next((x for x in block.splitlines() if x.strip().startswith("resources:")), "")
         resources.setdefault(rule, set()).add(line)
-    training = {"train_vertex_finder", "train_flavour_tagger", "train_image_model", "train_particle_flow",
-                "train_super_resolution"}
+    training = {study.training_rule for study in registered() if study.training_rule}
+    assert "train_vertexing" in training and len(training) == 5
     assert training < set(resources) and len(resources) > len(training) + 5
     for rule, lines in resources.items():
         for line in lines:

@@ -13,12 +13,14 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.config import ConfigError, validate_config
+from pipeline.config import ConfigError
+from pipeline.run_config import resolve_config
 from pipeline.io.hdf5 import RaggedReader
 from pipeline.simulation.gun import generate_gun_shard
 from pipeline.studies.particle_flow.batches import file_geometry
 from pipeline.studies.particle_flow.formats import PARTICLE_FLOW_IMAGES
-from pipeline.studies.super_resolution.detector import detector_config, study_samples
+from pipeline.studies.super_resolution import samples as study_samples
+from pipeline.studies.super_resolution.detector import detector_config
 
 PI_ZERO = {"pdgid": 111, "energy": [7.0, 12.0], "eta": [-0.4, 0.4], "phi": [-3.1, 3.1]}
 PI_PLUS = {"pdgid": 211, "energy": [2.0, 20.0], "eta": [-0.4, 0.4], "phi": [-3.1, 3.1]}
@@ -33,7 +35,7 @@ def raw_config(tmp_path, events=40) -> dict:
 
 
 def test_the_detector_has_the_studys_cells_and_the_particle_flow_calorimeter_otherwise(tmp_path):
-    config = validate_config(raw_config(tmp_path))
+    config = resolve_config(raw_config(tmp_path))
     derived = detector_config(config)
     layers, original = derived["particle_flow"]["calorimeter"]["layers"], config["particle_flow"]["calorimeter"]["layers"]
     assert [(layer["n_eta"], layer["n_phi"]) for layer in layers] == [(64, 32), (32, 32), (32, 32), (16, 16),
@@ -56,19 +58,19 @@ def test_bad_study_settings_are_refused_with_the_key(tmp_path):
     raw["samples"]["tt"] = {"process": "ttbar"}
     raw["super_resolution"]["pi0_sample"] = "tt"
     with pytest.raises(ConfigError, match=r"super_resolution\.pi0_sample: sample 'tt' has process 'ttbar'"):
-        validate_config(copy.deepcopy(raw))
+        resolve_config(copy.deepcopy(raw))
     raw["super_resolution"]["pi0_sample"] = "pi0"
     raw["super_resolution"]["granularity"] = [[64, 32], [24, 32], [32, 32], [16, 16], [16, 16], [8, 8]]
     with pytest.raises(ConfigError, match=r"super_resolution\.granularity\[1\] \('em2'\): n_eta = 24 does not "
                                           r"divide particle_flow\.calorimeter\.fine = 64"):
-        validate_config(copy.deepcopy(raw))
+        resolve_config(copy.deepcopy(raw))
     raw["super_resolution"]["granularity"] = [[64, 32]] * 5
     with pytest.raises(ConfigError, match="super_resolution.granularity"):
-        validate_config(copy.deepcopy(raw))
+        resolve_config(copy.deepcopy(raw))
     del raw["super_resolution"]["granularity"]
     raw["super_resolution"]["physics"] = {"layer": "em9"}
     with pytest.raises(ConfigError, match=r"super_resolution\.physics\.layer: 'em9' is not a layer"):
-        validate_config(copy.deepcopy(raw))
+        resolve_config(copy.deepcopy(raw))
 
 
 def test_images_and_split_files_hold_the_studys_detector(tmp_path):
@@ -78,7 +80,7 @@ def test_images_and_split_files_hold_the_studys_detector(tmp_path):
     raw["samples"]["pi0"]["gun"]["particles"] = [PI_PLUS, {**PI_ZERO, "energy": [2.0, 20.0]}]
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(raw))
-    config = validate_config(raw)
+    config = resolve_config(raw)
     generate_gun_shard(config, "pi0", 0, tmp_path / "gen.h5", progress=False)
     code = (
         "import sys\n"

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import validate_config
+from pipeline.run_config import resolve_config
 from pipeline.io.hdf5 import RaggedReader, parent_index, read_tree
 from pipeline.ml.checkpoints import load_module
 from pipeline.simulation.gun import generate_gun_shard
@@ -72,9 +72,9 @@ def study_config(tmp_path, noise: float | None = None, granularity=None) -> dict
     if granularity is not None:
         raw["super_resolution"]["granularity"] = granularity
     if noise is not None:
-        layers = validate_config(copy.deepcopy(raw))["particle_flow"]["calorimeter"]["layers"]
+        layers = resolve_config(copy.deepcopy(raw))["particle_flow"]["calorimeter"]["layers"]
         raw["particle_flow"]["calorimeter"] = {"layers": [{**layer, "noise": noise} for layer in layers]}
-    return validate_config(raw)
+    return resolve_config(raw)
 
 
 def images_of(directory, config, sample: str, name: str):

@@ -7,13 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.config import validate_config
+from pipeline.run_config import resolve_config
 from pipeline.simulation.helix import C_LIGHT
 from pipeline.simulation.kinematics import eta_from_theta
 from pipeline.simulation.tracker import perigee, resolutions, truth_vertices
 
 B = 2.0
-DEFAULTS = validate_config({"samples": {"s": {"process": "ttbar"}}})
+DEFAULTS = resolve_config({"samples": {"s": {"process": "ttbar"}}})
 TRACKER = DEFAULTS["tracker"]
 
 
@@ -402,7 +402,7 @@ def exact_tracker(**overrides) -> dict:
     zero = {"constant": 0.0, "slope": 0.0}
     res = {k: dict(zero) for k in ("d0", "z0", "phi", "cot_theta")}
     res["pt"] = {**zero, "eta_scale": 1.5}
-    config = validate_config({"samples": {"s": {"process": "ttbar"}},
+    config = resolve_config({"samples": {"s": {"process": "ttbar"}},
                               "tracker": {"resolution": res, **overrides}})
     return config["tracker"]
 

@@ -12,31 +12,39 @@ import yaml
 from workflow_runs import REPO, job_counts, run_snakemake, write_config
 
 from pipeline.io.hdf5 import RaggedReader
+from pipeline.run_config import load_config, resolve_config
 from pipeline.simulation.formats import TRACK_JETS
+from pipeline.studies import STUDIES, active_studies, registered, tracking_samples
 from pipeline.tiny import tiny_workflow_config
 
 TINY = tiny_workflow_config()
 
 
+def planned_jobs(config: dict) -> dict[str, int]:
+    """{rule: jobs} the workflow should plan for a resolved config: generation, the tracker,
+    the splits and validation plots of the tracked samples, then each active study's plan
+    (``Study.jobs``)."""
+    tracked = tracking_samples(config)
+    validated = config["validation"]["samples"] or tracked
+    jobs = {"generate": sum(sample["shards"] for sample in config["samples"].values()),
+            "simulate_tracker": sum(config["samples"][name]["shards"] for name in tracked),
+            "split": len(tracked), "plot_validation": len(validated), "all": 1}
+    for study in active_studies(config):
+        jobs.update(study.jobs(config))
+    jobs["total"] = sum(jobs.values())
+    return jobs
+
+
 def test_default_config_dry_run_plans_every_step(tmp_path):
     result = run_snakemake(tmp_path, "-n", "--configfile", str(REPO / "config.yaml"))
-    default = yaml.safe_load((REPO / "config.yaml").read_text())
-    shards = {name: sample["shards"] for name, sample in default["samples"].items()}
-    images = shards["top"] + shards["qcd"]
-    seeds = default["flavour_tagging"]["seeds"]
-    expected = {
-        "generate": sum(shards.values()), "simulate_tracker": shards["ttbar"], "split": 1, "plot_validation": 1,
-        "build_track_graphs": 1, "train_vertex_finder": 3, "evaluate_vertexing": 1,
-        "score_vertex_edges": 5, "train_flavour_tagger": 6 * seeds, "evaluate_flavour_tagging": 1,
-        "simulate_calorimeter": images, "build_jet_images": images, "split_jet_images": 1, "plot_jet_images": 1,
-        "train_image_model": 5, "evaluate_jet_images": 1,
-        "build_particle_flow_images": shards["pflow"] + shards["pflow_charged"], "split_particle_flow": 1,
-        "calibrate_particle_flow": 1, "train_particle_flow": 3, "evaluate_particle_flow": 1,
-        "build_super_resolution_images": shards["pflow"] + shards["pi0"], "split_super_resolution": 2,
-        "train_super_resolution": 2, "evaluate_super_resolution": 1, "all": 1,
-    }
-    expected["total"] = sum(expected.values())
-    assert job_counts(result.stdout + result.stderr) == expected
+    default = load_config(REPO / "config.yaml")
+    assert [study.name for study in active_studies(default)] == list(STUDIES)  # every study runs by default
+    planned = planned_jobs(default)
+    # The plan itself, by hand for a few rules: 8 ttbar shards, 16 top and QCD shards for the
+    # jet images, the 6 taggers trained once per seed.
+    assert planned["simulate_tracker"] == 8 and planned["build_jet_images"] == 16
+    assert planned["train_flavour_tagging"] == 6 * default["flavour_tagging"]["seeds"]
+    assert job_counts(result.stdout + result.stderr) == planned
 
 
 def test_lint_is_clean(tmp_path):
@@ -62,8 +70,8 @@ def test_a_command_line_config_file_is_the_whole_configuration(tmp_path):
     jobs = job_counts(result.stdout + result.stderr)
     assert jobs["generate"] == 3 and jobs["simulate_tracker"] == 3
     assert "simulate_calorimeter" not in jobs  # no top, no qcd: the jet-image study does not run
-    assert "build_particle_flow_images" not in jobs  # no pflow, no pflow_charged: nor does the particle flow
-    assert "build_super_resolution_images" not in jobs  # nor the super-resolution
+    assert "build_particle_flow" not in jobs  # no pflow, no pflow_charged: nor does the particle flow
+    assert "build_super_resolution" not in jobs  # nor the super-resolution
     assert "results/ttbar/" not in result.stdout and "results/top/" not in result.stdout
 
 
@@ -160,24 +168,14 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
     experiment = client.get_experiment_by_name("pipeline")
     runs = client.search_runs([experiment.experiment_id])
     names = sorted(run.info.run_name for run in runs)
+    resolved = resolve_config(TINY)
+    assert names == sorted(name for study in active_studies(resolved) for name in study.runs(resolved))
     taggers = ["no_vertex", "avr", "baseline", "track_pair", "rnn", "set2graph"]
-    image_models = ["mlp", "cnn", "autoencoder", "autoencoder_inverse", "denoising_autoencoder"]
     pf_learned = ["cnn", "graph", "cnn_no_track"]
     pf_methods = ["parametrised", *pf_learned]
     sr_learned = ["redistribute", "cnn"]
     sr_methods = ["uniform", "bicubic", *sr_learned]
-    assert names == sorted([f"vertexing.train.{m}" for m in ("track_pair", "rnn", "set2graph")]
-                           + [f"vertexing.evaluate.{m}" for m in methods]
-                           + [f"flavour_tagging.train.{m}" for m in taggers]
-                           + [f"flavour_tagging.evaluate.{m}" for m in taggers]
-                           + ["flavour_tagging.score-edges.avr", "flavour_tagging.score-edges.baseline"]
-                           + [f"jet_images.train.{m}" for m in image_models]
-                           + [f"jet_images.evaluate.{m}" for m in image_models]
-                           + ["particle_flow.calibrate.parametrised"]
-                           + [f"particle_flow.train.{m}" for m in pf_learned]
-                           + [f"particle_flow.evaluate.{m}" for m in pf_methods]
-                           + [f"super_resolution.train.{m}" for m in sr_learned]
-                           + [f"super_resolution.evaluate.{m}" for m in sr_methods])
+    assert len(names) == 3 + 7 + 6 + 6 + 2 + 5 + 5 + 1 + 3 + 4 + 2 + 4  # the plan, counted by hand
     run = {r.info.run_name: r for r in runs}
     train = run["vertexing.train.set2graph"]
     assert "val_loss" in train.data.metrics and train.data.tags["pipeline.version"]
@@ -206,14 +204,10 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
     # and the workflow rule that ran it.
     assert all(r.info.run_name == ".".join(r.data.tags[k] for k in ("study", "step", "method")) for r in runs)
     rules = set(run_snakemake(tmp_path, "--list-rules", "--configfile", str(config)).stdout.split())
-    assert {(r.data.tags["study"], r.data.tags["step"], r.data.tags["rule"]) for r in runs} == {
-        ("vertexing", "train", "train_vertex_finder"), ("vertexing", "evaluate", "evaluate_vertexing"),
-        ("flavour_tagging", "score-edges", "score_vertex_edges"), ("flavour_tagging", "train", "train_flavour_tagger"),
-        ("flavour_tagging", "evaluate", "evaluate_flavour_tagging"), ("jet_images", "train", "train_image_model"),
-        ("jet_images", "evaluate", "evaluate_jet_images"), ("particle_flow", "calibrate", "calibrate_particle_flow"),
-        ("particle_flow", "train", "train_particle_flow"), ("particle_flow", "evaluate", "evaluate_particle_flow"),
-        ("super_resolution", "train", "train_super_resolution"),
-        ("super_resolution", "evaluate", "evaluate_super_resolution")}
+    descriptors = {study.name: study for study in registered()}
+    assert all(r.data.tags["rule"] == descriptors[r.data.tags["study"]].rule(r.data.tags["step"]) for r in runs)
+    assert {r.data.tags["rule"] for r in runs} >= {"train_vertexing", "score_edges_flavour_tagging",
+                                                    "calibrate_particle_flow", "evaluate_super_resolution"}
     assert {r.data.tags["rule"] for r in runs} <= rules
 
     # The jet-image study: top and QCD through the calorimeter, images, five models, three tables.
@@ -294,8 +288,8 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
     plan = run_snakemake(tmp_path, "-n", "--configfile", str(config))
     jobs = job_counts(plan.stdout + plan.stderr)
     assert jobs.get("simulate_tracker") == 2 and jobs.get("split") == 1
-    assert jobs.get("train_vertex_finder") == 3
-    assert jobs.get("simulate_calorimeter") == 2 and jobs.get("train_image_model") == 5
+    assert jobs.get("train_vertexing") == 3
+    assert jobs.get("simulate_calorimeter") == 2 and jobs.get("train_jet_images") == 5
     assert "generate" not in jobs
 
     # The report of the run (`snakemake --report`): one category per study and the validation,

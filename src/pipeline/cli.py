@@ -25,10 +25,12 @@ def _inspect(args) -> None:
 
 
 def _config(args) -> None:
-    from pipeline.config import check_pythia_settings_of, config_hash, load_config
+    from pipeline.config import config_hash
+    from pipeline.simulation.checks import check_generators
+    from pipeline.run_config import load_config
 
     config = load_config(args.config)
-    check_pythia_settings_of(config, source=str(args.config))
+    check_generators(config, source=str(args.config))
     text = yaml.safe_dump(config, sort_keys=False)
     if args.output:
         from pipeline.config import write_resolved_config
@@ -70,7 +72,7 @@ def describe_file(path: str | Path, show_config: bool = True) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     from pipeline.simulation import commands as simulation
-    from pipeline.studies import STUDIES, study_module
+    from pipeline.studies import registered, study_module
 
     parser = argparse.ArgumentParser(
         prog="pipeline",
@@ -81,11 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     simulation.register(sub)
-    for study in STUDIES:
-        commands = study_module(study, "commands")
-        group = sub.add_parser(study, help=commands.SUMMARY, description=f"The {study} study: {commands.SUMMARY}.")
+    for study in registered():
+        group = sub.add_parser(study.name, help=study.summary, description=f"The {study.name} study: {study.summary}.")
         study_sub = group.add_subparsers(dest="step", required=True, metavar="STEP")
-        commands.register(study_sub)
+        study_module(study.name, "commands").register(study_sub)
+        for step, step_parser in study_sub.choices.items():
+            # The rule that runs the step, which its MLflow runs are tagged with.
+            step_parser.set_defaults(command=f"{study.name} {step}", rule=study.rule(step))
 
     p = add_command(sub, "inspect", _inspect, "Print a pipeline HDF5 file's schema version, counts, units, config and seed.")
     p.add_argument("file", type=Path)

@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 
-def add_command(sub, name: str, func: Callable, help_text: str, prog: str | None = None,
-                rule: str | None = None) -> argparse.ArgumentParser:
-    """A sub-command ``name`` of ``sub`` (an argparse subparsers object) that runs ``func(args)``;
-    ``prog`` (default ``name``) is how its errors name it ("jet_images train"); ``rule``: the
-    workflow rule that runs it, which its MLflow runs are tagged with (Snakemake hands a job
-    no name of its rule but ``{rule}`` in the shell command, which its linter refuses)."""
+def add_command(sub, name: str, func: Callable, help_text: str) -> argparse.ArgumentParser:
+    """A sub-command ``name`` of ``sub`` (an argparse subparsers object) that runs ``func(args)``.
+    A study's steps get, from ``pipeline.cli``, the name its errors give (``jet_images train``)
+    and ``rule``, the workflow rule that runs it, which its MLflow runs are tagged with
+    (Snakemake hands a job no name of its rule but ``{rule}`` in the shell command, which its
+    linter refuses)."""
     p = sub.add_parser(name, help=help_text, description=help_text)
-    p.set_defaults(func=func, command=prog or name, rule=rule)
+    p.set_defaults(func=func, command=name, rule=None)
     return p
 
 
@@ -105,7 +105,7 @@ def named_paths(items: list[str] | None, option: str) -> dict[str, Path]:
 def logged_config(path: Path) -> dict:
     """The config of a command that logs to MLflow, with its tracking store checked first:
     an SQLite store initialised, a tracking server answering, before any data is read."""
-    from pipeline.config import load_config
+    from pipeline.run_config import load_config
     from pipeline.ml.tracking import tracking_uri
 
     config = load_config(path)

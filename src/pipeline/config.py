@@ -10,15 +10,16 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import yaml
 
 from pipeline.config_schema import ConfigError, schema, validate_section, validated
 from pipeline.io.outputs import write_text
 
-__all__ = ["ConfigError", "schema", "validate_section", "validate_config", "load_config"]
+__all__ = ["ConfigError", "schema", "validate_section", "validate_config", "read_config_file"]
 
 #: Pythia's ``Random:seed`` accepts 0 ... 900 000 000 (0 would mean "use the time").
 PYTHIA_MAX_SEED = 900_000_000
@@ -29,8 +30,10 @@ def validate_config(config: Mapping[str, Any], source: str = "config") -> dict:
 
     Raises ConfigError naming ``source`` and the offending key for an unknown key, a
     wrong type (also 2.0 for an integer), a value out of range, split fractions that do
-    not add up to one, or a lower limit (pthat_min, jets.min_pt) not below its upper
-    limit. Pythia settings are checked by check_pythia_settings_of.
+    not add up to one, a lower limit (pthat_min, jets.min_pt) not below its upper limit or
+    an unknown validation sample. The detector's and the studies' cross-checks run on top
+    of this in ``pipeline.studies.resolve_config``, the generators' in
+    ``pipeline.simulation.checks.check_generators``.
     """
     resolved = validated(config, source)
     fractions = resolved["split"]
@@ -42,33 +45,6 @@ def validate_config(config: Mapping[str, Any], source: str = "config") -> dict:
     for name, sample in resolved["samples"].items():
         _check_below_limit(source, f"samples.{name}", sample, "pthat_min", "pthat_max")
         _check_below_limit(source, f"samples.{name}.jets", sample["jets"], "min_pt", "max_pt")
-    vertexing = resolved["vertexing"]
-    if vertexing["sample"] is None:
-        # The first sample that goes through the tracker (not the jet images' pair, not a gun).
-        tracked = tracking_samples(resolved)
-        vertexing["sample"] = (tracked or list(resolved["samples"]))[0]
-    elif vertexing["sample"] not in resolved["samples"]:
-        raise ConfigError(
-            f"{source}: invalid configuration:\n  vertexing.sample: unknown sample "
-            f"{vertexing['sample']!r}, expected one of {sorted(resolved['samples'])}"
-        )
-    if vertexing["max_tracks"] < vertexing["min_tracks"]:
-        raise ConfigError(
-            f"{source}: invalid configuration:\n  vertexing.max_tracks ({vertexing['max_tracks']}) "
-            f"is below vertexing.min_tracks ({vertexing['min_tracks']})"
-        )
-    from pipeline.simulation.calorimeter_geometry import CalorimeterGeometry
-
-    try:  # the cross-field checks (the schema checked every key)
-        CalorimeterGeometry.from_settings(resolved["calorimeter"])
-    except ValueError as err:
-        raise ConfigError(f"{source}: invalid configuration:\n  {err}") from None
-    _check_studies(source, resolved)
-    for key in ("signal", "background"):
-        name = resolved["jet_images"][key]
-        if name in resolved["samples"] and not resolved["samples"][name]["particles"]["store"]:
-            raise ConfigError(f"{source}: invalid configuration:\n  samples.{name}.particles.store: the jet-image "
-                              f"study's {key} sample needs its particles for the calorimeter; expected true")
     for name in resolved["validation"]["samples"]:
         if name not in resolved["samples"]:
             raise ConfigError(
@@ -78,39 +54,13 @@ def validate_config(config: Mapping[str, Any], source: str = "config") -> dict:
     return resolved
 
 
-def check_pythia_settings_of(config: Mapping[str, Any], source: str = "config") -> None:
-    """Raise ConfigError naming the sample and the line for a ``pythia_settings`` value
-    that Pythia would silently misread (``simulation.pythia.check_pythia_settings``), and
-    naming the key for a particle gun that cannot be generated (check_gun_of).
-
-    Apart from validate_config because it reads Pythia's settings database (half a second):
-    the Snakefile, ``pipeline config`` and the generate command ask, not every job."""
-    from pipeline.simulation.pythia import check_pythia_settings
-
-    for name, sample in config["samples"].items():
-        try:
-            check_pythia_settings(sample["pythia_settings"])
-        except ValueError as err:
-            raise ConfigError(f"{source}: invalid configuration:\n  samples.{name}.pythia_settings: {err}") from None
-    check_gun_of(config, source)
-
-
-def check_gun_of(config: Mapping[str, Any], source: str = "config") -> None:
-    """Raise ConfigError naming the key (``samples.<name>.gun.particles[1].pdgid``) for a
-    particle_gun sample whose gun ``simulation.gun.check_gun`` refuses: a PDG id Pythia
-    does not know or a coloured one, an energy not above the mass, a reversed range, an
-    offset from a particle that does not come before, both or neither of eta/phi and offset."""
-    guns = {name: sample["gun"] for name, sample in config["samples"].items() if sample["process"] == "particle_gun"}
-    if not guns:
-        return
-    from pipeline.simulation.gun import check_gun
-    from pipeline.simulation.pythia import particle_data
-
-    for name, gun in guns.items():
-        try:
-            check_gun(gun, particle_data())
-        except ValueError as err:
-            raise ConfigError(f"{source}: invalid configuration:\n  samples.{name}.gun.{err}") from None
+@contextmanager
+def config_errors(source: str) -> Iterator[None]:
+    """Turn the ValueError of a cross-check (its message naming the key) into a ConfigError naming ``source``."""
+    try:
+        yield
+    except ValueError as err:
+        raise ConfigError(f"{source}: invalid configuration:\n  {err}") from None
 
 
 def _check_below_limit(source: str, where: str, section: Mapping[str, Any], low: str, high: str) -> None:
@@ -122,48 +72,13 @@ def _check_below_limit(source: str, where: str, section: Mapping[str, Any], low:
         )
 
 
-def image_study_samples(config: Mapping[str, Any]) -> list[str]:
-    """The jet-image study's [signal, background] samples if the config defines both (the
-    study runs; they go through the calorimeter, not the tracker), else []."""
-    names = [config["jet_images"][role] for role in ("signal", "background")]
-    return names if all(name in config["samples"] for name in names) else []
-
-
 def gun_samples(config: Mapping[str, Any]) -> list[str]:
     """The particle-gun samples (they skip the tracker and the jets' studies)."""
     return [name for name, sample in config["samples"].items() if sample["process"] == "particle_gun"]
 
 
-def tracking_samples(config: Mapping[str, Any]) -> list[str]:
-    """The samples whose jets go through the tracker: all but the jet images' pair and the guns."""
-    skipped = set(image_study_samples(config)) | set(gun_samples(config))
-    return [name for name in config["samples"] if name not in skipped]
-
-
-def particle_flow_samples(config: Mapping[str, Any]) -> list[str]:
-    """The particle-flow study's [events, calibration] samples if the config defines both (the study runs), else []."""
-    names = [config["particle_flow"][role] for role in ("sample", "calibration")]
-    return names if all(name in config["samples"] for name in names) else []
-
-
-def _check_studies(source: str, resolved: Mapping[str, Any]) -> None:
-    """Each study's own cross-checks of its section (``pipeline.studies.<study>.checks.check``,
-    where the study has one): ValueErrors naming the key become ConfigErrors naming ``source``."""
-    from importlib.util import find_spec
-
-    from pipeline.studies import STUDIES, study_module
-
-    for study in STUDIES:
-        if find_spec(f"pipeline.studies.{study}.checks") is None:
-            continue
-        try:
-            study_module(study, "checks").check(resolved)
-        except ValueError as err:
-            raise ConfigError(f"{source}: invalid configuration:\n  {err}") from None
-
-
-def load_config(path: str | Path) -> dict:
-    """Read a YAML (or JSON) config file and validate it (see validate_config)."""
+def read_config_file(path: str | Path) -> dict:
+    """The mapping in a YAML (or JSON) config file, not yet validated; ConfigError naming the file otherwise."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -173,7 +88,7 @@ def load_config(path: str | Path) -> dict:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
-    return validate_config(raw, source=str(path))
+    return raw
 
 
 def config_hash(config: Mapping[str, Any]) -> str:

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.config import validate_config
+from pipeline.run_config import resolve_config
 from pipeline.simulation.generation import generate_shard
 from pipeline.simulation.tracker_stage import track_shard
 
 
 def tiny_config(events_per_shard: int = 20, shards: int = 2, seed: int = 7, process: str = "ttbar") -> dict:
     """A resolved config with one small sample named ``tiny``."""
-    return validate_config(
+    return resolve_config(
         {
             "seed": seed,
             "samples": {

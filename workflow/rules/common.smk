@@ -5,15 +5,17 @@
 # cluster nodes that share this directory.
 shell.prefix(f'export PYTHONPATH="{Path(workflow.basedir) / "src"}${{{{PYTHONPATH:+:$PYTHONPATH}}}}"; ')
 
-from pipeline.config import image_study_samples, snapshot_config, stage_config, tracking_samples
+from pipeline.config import snapshot_config, stage_config
+from pipeline.io.outputs import write_text
+from pipeline.studies import active_studies, tracking_samples
 
 SAMPLES = list(config["samples"])
 SPLITS = ["train", "val", "test"]
-# The jet-image study runs when its signal and background samples are both defined; they
-# go through the calorimeter, particle guns through the particle-flow study's images,
-# every other sample through the tracker.
-IMAGE_SAMPLES = image_study_samples(config)
-IMAGE_STUDY = bool(IMAGE_SAMPLES)
+# The studies this config runs (pipeline.studies.descriptor.Study: those whose samples it
+# defines); the Snakefile includes their rule files, in the registry's order.
+ACTIVE_STUDIES = active_studies(config)
+# The samples the tracker simulates: all but the particle guns and the samples of studies
+# that read another detector (the jet images' calorimeter pair).
 TRACKING_SAMPLES = tracking_samples(config)
 VALIDATION_SAMPLES = config["validation"]["samples"] or TRACKING_SAMPLES
 # GPUs a training job asks for (the `gpu` resource; `--executor slurm` turns it into
@@ -40,6 +42,32 @@ VALIDATION_PLOTS = ["track_multiplicity", "d0_significance", "hadron_decay_lengt
 wildcard_constraints:
     sample="[A-Za-z][A-Za-z0-9_]*",
     shard=r"\d+",
+
+
+def final_outputs():
+    """The inputs of the default target, all (the workflow catalog's get_final_output): the
+    splits and validation plots of the tracked samples, and every active study's outputs."""
+    return [
+        *expand("results/{sample}/split/{split}.h5", sample=TRACKING_SAMPLES, split=SPLITS),
+        *expand("results/validation/{sample}/{plot}.{ext}", sample=VALIDATION_SAMPLES, plot=VALIDATION_PLOTS,
+                ext=["png", "pdf"]),
+        *expand("results/validation/{sample}/summary.md", sample=VALIDATION_SAMPLES),
+        *(path for study in ACTIVE_STUDIES for path in study.outputs(config)),
+    ]
+
+
+def report_page():
+    """The report's front page: workflow/report/workflow.rst with each active study's line,
+    workflow/report/<study>.rst, in place of its ``.. studies`` line, in the registry's order.
+    Joined here because Snakemake renders the page with a Jinja2 that cannot include files;
+    written under .snakemake/ (not results/), and only when it changes."""
+    captions = Path(workflow.basedir) / "workflow" / "report"
+    page = (captions / "workflow.rst").read_text().replace(
+        ".. studies\n", "".join((captions / f"{study.name}.rst").read_text() for study in ACTIVE_STUDIES))
+    path = Path(".snakemake", "pipeline", "report.rst").resolve()
+    if not path.exists() or path.read_text() != page:
+        write_text(path, page)
+    return str(path)
 
 
 def shard_files(stage):

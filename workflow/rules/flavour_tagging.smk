@@ -3,16 +3,10 @@
 
 import itertools
 
-from pipeline.studies.flavour_tagging.methods import TAGGER_METHODS as FLAVOUR_TAGGING_METHODS
+from pipeline.studies.flavour_tagging import STUDY as FLAVOUR_TAGGING
+from pipeline.studies.flavour_tagging.methods import METHODS as FLAVOUR_TAGGING_METHODS
 
 FLAVOUR_TAGGING_REPLICAS = range(config["flavour_tagging"]["seeds"])
-FLAVOUR_TAGGING_OUTPUTS = [
-    "results/flavour_tagging/metrics.csv",
-    "results/flavour_tagging/metrics_replicas.csv",
-    "results/flavour_tagging/table.md",
-    *(f"results/flavour_tagging/{name}.{ext}" for name in
-      ["roc", *(f"confusion_{m}" for m in FLAVOUR_TAGGING_METHODS)] for ext in ("png", "pdf")),
-]
 # In the report (category flavour_tagging): {output: (caption in workflow/report/, subcategory[, labels])}.
 FLAVOUR_TAGGING_REPORT = {
     "results/flavour_tagging/table.md": ("flavour_tagging_table", "taggers"),
@@ -22,7 +16,7 @@ FLAVOUR_TAGGING_REPORT = {
 }
 
 
-rule score_vertex_edges:
+rule score_edges_flavour_tagging:
     input:
         train="results/vertexing/data/train.h5",
         val="results/vertexing/data/val.h5",
@@ -56,7 +50,7 @@ rule score_vertex_edges:
         " --out-train {output.train} --out-val {output.val} --out-test {output.test} 2> {log}"
 
 
-rule train_flavour_tagger:
+rule train_flavour_tagging:
     input:
         train="results/vertexing/data/train.h5",
         val="results/vertexing/data/val.h5",
@@ -102,7 +96,7 @@ rule evaluate_flavour_tagging:
                            method=FLAVOUR_TAGGING_METHODS, replica=FLAVOUR_TAGGING_REPLICAS),
         edges=expand("results/flavour_tagging/edges/{finder}/test.h5", finder=VERTEX_FINDERS),
     output:
-        reported(FLAVOUR_TAGGING_OUTPUTS, "flavour_tagging", FLAVOUR_TAGGING_REPORT),
+        reported(FLAVOUR_TAGGING.outputs(config), "flavour_tagging", FLAVOUR_TAGGING_REPORT),
     params:
         config=stage_config_file("vertexing", "flavour_tagging", "mlflow", sample=VERTEXING_SAMPLE),
         checkpoints=lambda wc, input: " ".join(

@@ -1,15 +1,11 @@
 # The jet-image study: jet images per shard of its signal (top) and background (QCD) samples
 # (from the calorimeter, simulation.smk), the study's train/val/test files and the average images.
 
-from pipeline.studies.jet_images.methods import IMAGE_MODELS
+from pipeline.studies.jet_images import STUDY as JET_IMAGES
+from pipeline.studies.jet_images.methods import METHODS as IMAGE_MODELS
 
-JET_IMAGE_OUTPUTS = [
-    *expand("results/jet_images/data/{split}.h5", split=SPLITS),
-    *expand("results/jet_images/{name}.{ext}", name=["average_images", "single_jets"], ext=["png", "pdf"]),
-    *expand("results/jet_images/{table}.{ext}", table=["taggers", "autoencoder", "denoising"], ext=["csv", "md"]),
-    *expand("results/jet_images/{name}.{ext}", name=["roc", "autoencoder_roc", "reconstruction", "denoising"],
-            ext=["png", "pdf"]),
-]
+IMAGE_SAMPLES = JET_IMAGES.samples(config)
+
 # In the report (category jet_images): {output: (caption in workflow/report/, subcategory)}.
 JET_IMAGE_REPORT = {
     "results/jet_images/average_images.png": ("jet_images_average_images", "images"),
@@ -33,9 +29,9 @@ rule build_jet_images:
     params:
         config=stage_config_file("calorimeter", "jet_images"),
     log:
-        "logs/build_jet_images/{sample}/shard_{shard}.log",
+        "logs/jet_images/build/{sample}/shard_{shard}.log",
     benchmark:
-        "logs/benchmarks/build_jet_images/{sample}/shard_{shard}.tsv"
+        "logs/benchmarks/jet_images/build/{sample}/shard_{shard}.tsv"
     threads: 1
     priority: DATA_PRIORITY
     resources:
@@ -50,15 +46,13 @@ rule build_jet_images:
 
 rule split_jet_images:
     input:
-        [f"results/{sample}/jet_images/shard_{shard}.h5"
-         for sample in IMAGE_SAMPLES if sample in config["samples"]
-         for shard in range(config["samples"][sample]["shards"])],
+        [path for sample in IMAGE_SAMPLES for path in sample_shard_files(sample, "jet_images")],
     output:
         train="results/jet_images/data/train.h5",
         val="results/jet_images/data/val.h5",
         test="results/jet_images/data/test.h5",
     params:
-        config=study_config_file("jet_images", IMAGE_SAMPLES if IMAGE_STUDY else [], "split", "calorimeter",
+        config=study_config_file("jet_images", IMAGE_SAMPLES, "split", "calorimeter",
                                  "jet_images"),
     log:
         "logs/jet_images/split.log",
@@ -96,7 +90,7 @@ rule plot_jet_images:
         "python -m pipeline jet_images plot --input {input} --output-dir results/jet_images 2> {log}"
 
 
-rule train_image_model:
+rule train_jet_images:
     input:
         train="results/jet_images/data/train.h5",
         val="results/jet_images/data/val.h5",
@@ -106,7 +100,7 @@ rule train_image_model:
     wildcard_constraints:
         method="|".join(IMAGE_MODELS),
     params:
-        config=study_config_file("jet_images", IMAGE_SAMPLES if IMAGE_STUDY else [], "jet_images", "training",
+        config=study_config_file("jet_images", IMAGE_SAMPLES, "jet_images", "training",
                                  "mlflow"),
     log:
         "logs/jet_images/train_{method}.log",
@@ -130,10 +124,10 @@ rule evaluate_jet_images:
         test="results/jet_images/data/test.h5",
         checkpoints=expand("results/jet_images/models/{method}.ckpt", method=IMAGE_MODELS),
     output:
-        reported([path for path in JET_IMAGE_OUTPUTS if not path.startswith("results/jet_images/data/")
+        reported([path for path in JET_IMAGES.outputs(config) if not path.startswith("results/jet_images/data/")
                   and "average_images" not in path and "single_jets" not in path], "jet_images", JET_IMAGE_REPORT),
     params:
-        config=study_config_file("jet_images", IMAGE_SAMPLES if IMAGE_STUDY else [], "jet_images", "mlflow"),
+        config=study_config_file("jet_images", IMAGE_SAMPLES, "jet_images", "mlflow"),
         checkpoints=lambda wc, input: " ".join(f"--checkpoint {m}={p}" for m, p in zip(IMAGE_MODELS, input.checkpoints)),
     log:
         "logs/jet_images/evaluate.log",

@@ -2,19 +2,12 @@
 # of the study's particle-gun samples (pi+ pi0, and single pi+ for the baseline's templates),
 # ATLAS's parametrised subtraction, the CNN and graph networks, and their evaluation.
 
-from pipeline.config import particle_flow_samples
+from pipeline.studies.particle_flow import STUDY as PARTICLE_FLOW
 from pipeline.studies.particle_flow.methods import LEARNED as PF_LEARNED
 
-# [events sample, calibration sample] when the config defines both, else [] (the study is off).
-PF_SAMPLES = particle_flow_samples(config)
-PARTICLE_FLOW_STUDY = bool(PF_SAMPLES)
-PF_EVENTS, PF_CALIBRATION = PF_SAMPLES or (None, None)
-PF_FIGURES = ["response", "resolution", *(f"event_display_{i}" for i in range(3))]
-PARTICLE_FLOW_OUTPUTS = [
-    *expand("results/particle_flow/{table}.{ext}", table=["metrics", "distance", "cell_mse"], ext=["csv"]),
-    "results/particle_flow/metrics.md",
-    *expand("results/particle_flow/{name}.{ext}", name=PF_FIGURES, ext=["png", "pdf"]),
-]
+# [events sample, calibration sample].
+PF_SAMPLES = PARTICLE_FLOW.samples(config)
+PF_EVENTS, PF_CALIBRATION = PF_SAMPLES
 # In the report (category particle_flow): {output: (caption in workflow/report/, subcategory)}.
 PARTICLE_FLOW_REPORT = {
     "results/particle_flow/metrics.md": ("particle_flow_table", "neutral energy"),
@@ -27,7 +20,7 @@ PARTICLE_FLOW_REPORT = {
 }
 
 
-rule build_particle_flow_images:
+rule build_particle_flow:
     input:
         "results/{sample}/generated/shard_{shard}.h5",
     output:
@@ -35,9 +28,9 @@ rule build_particle_flow_images:
     params:
         config=stage_config_file("tracker", "calorimeter", "particle_flow"),
     log:
-        "logs/build_particle_flow_images/{sample}/shard_{shard}.log",
+        "logs/particle_flow/build/{sample}/shard_{shard}.log",
     benchmark:
-        "logs/benchmarks/build_particle_flow_images/{sample}/shard_{shard}.tsv"
+        "logs/benchmarks/particle_flow/build/{sample}/shard_{shard}.tsv"
     threads: 1
     priority: DATA_PRIORITY
     resources:
@@ -52,7 +45,7 @@ rule build_particle_flow_images:
 
 rule split_particle_flow:
     input:
-        sample_shard_files(PF_EVENTS, "particle_flow") if PARTICLE_FLOW_STUDY else [],
+        sample_shard_files(PF_EVENTS, "particle_flow"),
     output:
         train="results/particle_flow/data/train.h5",
         val="results/particle_flow/data/val.h5",
@@ -78,7 +71,7 @@ rule split_particle_flow:
 
 rule calibrate_particle_flow:
     input:
-        sample_shard_files(PF_CALIBRATION, "particle_flow") if PARTICLE_FLOW_STUDY else [],
+        sample_shard_files(PF_CALIBRATION, "particle_flow"),
     output:
         "results/particle_flow/templates.json",
     params:
@@ -134,7 +127,7 @@ rule evaluate_particle_flow:
         templates="results/particle_flow/templates.json",
         checkpoints=expand("results/particle_flow/models/{method}.ckpt", method=PF_LEARNED),
     output:
-        reported(PARTICLE_FLOW_OUTPUTS, "particle_flow", PARTICLE_FLOW_REPORT),
+        reported(PARTICLE_FLOW.outputs(config), "particle_flow", PARTICLE_FLOW_REPORT),
     params:
         config=study_config_file("particle_flow", PF_SAMPLES, "calorimeter", "particle_flow", "mlflow"),
         checkpoints=lambda wc, input: " ".join(f"--checkpoint {m}={p}" for m, p in zip(PF_LEARNED, input.checkpoints)),

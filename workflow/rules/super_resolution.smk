@@ -3,23 +3,15 @@
 # study's detector cells; interpolations and networks from the detector's cells to the fine
 # ones, scored by image metrics and by the photon pairs and diphoton masses they recover.
 
+from pipeline.studies.super_resolution import STUDY as SUPER_RESOLUTION
+from pipeline.studies.super_resolution import downstream as super_resolution_downstream
 from pipeline.studies.super_resolution.detector import IMAGE_SECTIONS as SR_IMAGE_SECTIONS
-from pipeline.studies.super_resolution.detector import study_samples as super_resolution_samples
 from pipeline.studies.super_resolution.methods import LEARNED as SR_LEARNED
 
-# [sample, pi0 sample] when the config defines both, else [] (the study is off).
-SR_SAMPLES = super_resolution_samples(config)
-SUPER_RESOLUTION_STUDY = bool(SR_SAMPLES)
-SR_EVENTS, SR_PI0 = SR_SAMPLES or (None, None)
-# Downstream (the particle-flow CNN fed the super-resolved images) when that study runs too.
-SR_DOWNSTREAM = PARTICLE_FLOW_STUDY
-SR_FIGURES = ["psnr", "mass", *(f"event_display_{i}" for i in range(2)),
-              *(["downstream_resolution"] if SR_DOWNSTREAM else [])]
-SR_TABLES = ["metrics", "physics", "shower_shapes", *(["downstream"] if SR_DOWNSTREAM else [])]
-SUPER_RESOLUTION_OUTPUTS = [
-    *expand("results/super_resolution/{table}.{ext}", table=SR_TABLES, ext=["csv", "md"]),
-    *expand("results/super_resolution/{name}.{ext}", name=SR_FIGURES, ext=["png", "pdf"]),
-]
+# [sample, pi0 sample].
+SR_SAMPLES = SUPER_RESOLUTION.samples(config)
+# Downstream (the particle-flow CNN fed the super-resolved images) where that study runs too.
+SR_DOWNSTREAM = super_resolution_downstream(config)
 # In the report (category super_resolution): {output: (caption in workflow/report/, subcategory)}.
 SUPER_RESOLUTION_REPORT = {
     "results/super_resolution/metrics.md": ("super_resolution_metrics", "image metrics"),
@@ -37,7 +29,7 @@ SR_SPLIT_FILES = {split: [f"results/super_resolution/data/{sample}/{split}.h5" f
                   for split in SPLITS}
 
 
-rule build_super_resolution_images:
+rule build_super_resolution:
     input:
         "results/{sample}/generated/shard_{shard}.h5",
     output:
@@ -45,9 +37,9 @@ rule build_super_resolution_images:
     params:
         config=stage_config_file(*SR_IMAGE_SECTIONS),
     log:
-        "logs/build_super_resolution_images/{sample}/shard_{shard}.log",
+        "logs/super_resolution/build/{sample}/shard_{shard}.log",
     benchmark:
-        "logs/benchmarks/build_super_resolution_images/{sample}/shard_{shard}.tsv"
+        "logs/benchmarks/super_resolution/build/{sample}/shard_{shard}.tsv"
     threads: 1
     priority: DATA_PRIORITY
     resources:
@@ -68,7 +60,7 @@ rule split_super_resolution:
         val="results/super_resolution/data/{sample}/val.h5",
         test="results/super_resolution/data/{sample}/test.h5",
     wildcard_constraints:
-        sample="|".join(SR_SAMPLES) or "^$",
+        sample="|".join(SR_SAMPLES),
     params:
         config=stage_config_file("split", *SR_IMAGE_SECTIONS),
     log:
@@ -123,7 +115,7 @@ rule evaluate_super_resolution:
         particle_flow=["results/particle_flow/models/cnn.ckpt", "results/particle_flow/metrics.csv"]
         if SR_DOWNSTREAM else [],
     output:
-        reported(SUPER_RESOLUTION_OUTPUTS, "super_resolution", SUPER_RESOLUTION_REPORT),
+        reported(SUPER_RESOLUTION.outputs(config), "super_resolution", SUPER_RESOLUTION_REPORT),
     params:
         config=study_config_file("super_resolution", SR_SAMPLES, *SR_IMAGE_SECTIONS[1:], "mlflow"),
         checkpoints=lambda wc, input: " ".join(f"--checkpoint {m}={p}" for m, p in zip(SR_LEARNED, input.checkpoints)),

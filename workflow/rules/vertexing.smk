@@ -1,17 +1,11 @@
 # Secondary-vertex finding in jets: track sets, learned and classical vertex finders,
 # evaluation with the metrics of Shlomi et al. (EPJC 81 (2021) 540).
 
-from pipeline.studies.vertexing.methods import LEARNED_VERTEX_FINDERS, VERTEX_FINDERS
+from pipeline.studies.vertexing import STUDY as VERTEXING
+from pipeline.studies.vertexing.methods import LEARNED as LEARNED_VERTEX_FINDERS
+from pipeline.studies.vertexing.methods import METHODS as VERTEX_FINDERS
 
 VERTEXING_SAMPLE = config["vertexing"]["sample"]
-VERTEXING_OUTPUTS = [
-    "results/vertexing/metrics.csv",
-    "results/vertexing/table.md",
-    "results/vertexing/table.tex",
-    "results/vertexing/f1_vs_tracks.png",
-    "results/vertexing/f1_vs_tracks.pdf",
-    "results/vertexing/predictions.h5",
-]
 # In the report (category vertexing): {output: (caption in workflow/report/, subcategory)}.
 VERTEXING_REPORT = {
     "results/vertexing/metrics.csv": ("vertexing_metrics", "vertex finders"),
@@ -20,7 +14,7 @@ VERTEXING_REPORT = {
 }
 
 
-rule build_track_graphs:
+rule build_graphs_vertexing:
     input:
         train=f"results/{VERTEXING_SAMPLE}/split/train.h5",
         val=f"results/{VERTEXING_SAMPLE}/split/val.h5",
@@ -49,7 +43,7 @@ rule build_track_graphs:
         " --out-train {output.train} --out-val {output.val} --out-test {output.test} 2> {log}"
 
 
-rule train_vertex_finder:
+rule train_vertexing:
     input:
         train="results/vertexing/data/train.h5",
         val="results/vertexing/data/val.h5",
@@ -83,7 +77,7 @@ rule evaluate_vertexing:
         test="results/vertexing/data/test.h5",
         checkpoints=expand("results/vertexing/models/{method}.ckpt", method=LEARNED_VERTEX_FINDERS),
     output:
-        reported(VERTEXING_OUTPUTS, "vertexing", VERTEXING_REPORT),
+        reported(VERTEXING.outputs(config), "vertexing", VERTEXING_REPORT),
     params:
         config=stage_config_file("vertexing", "mlflow", sample=VERTEXING_SAMPLE),
         checkpoints=lambda wc, input: " ".join(

@@ -12,10 +12,12 @@ log = logging.getLogger(__name__)
 
 
 def _generate(args) -> None:
-    from pipeline.config import check_pythia_settings_of, load_config, sample_config
+    from pipeline.config import sample_config
+    from pipeline.simulation.checks import check_generators
+    from pipeline.run_config import load_config
 
     config = load_config(args.config)
-    check_pythia_settings_of(config, source=str(args.config))
+    check_generators(config, source=str(args.config))
     if sample_config(config, args.sample)["process"] == "particle_gun":
         from pipeline.simulation.gun import generate_gun_shard as generate
     else:
@@ -24,21 +26,21 @@ def _generate(args) -> None:
 
 
 def _simulate_tracker(args) -> None:
-    from pipeline.config import load_config
+    from pipeline.run_config import load_config
     from pipeline.simulation.tracker_stage import track_shard
 
     track_shard(load_config(args.config), args.input, args.output, progress=not args.quiet)
 
 
 def _simulate_calorimeter(args) -> None:
-    from pipeline.config import load_config
+    from pipeline.run_config import load_config
     from pipeline.simulation.calorimeter_stage import simulate_calorimeter
 
     simulate_calorimeter(load_config(args.config), args.input, args.output, progress=not args.quiet)
 
 
 def _split(args) -> None:
-    from pipeline.config import load_config
+    from pipeline.run_config import load_config
     from pipeline.simulation.split import split_sample
 
     counts = split_sample(load_config(args.config), args.sample, args.inputs, split_paths(args))

@@ -16,11 +16,9 @@ from pipeline.commands import (
     split_paths,
     training_arguments,
 )
-from pipeline.studies.flavour_tagging.methods import TAGGER_METHODS
-from pipeline.studies.vertexing.methods import VERTEX_FINDERS
+from pipeline.studies.flavour_tagging.methods import METHODS
+from pipeline.studies.vertexing.methods import METHODS as VERTEX_FINDERS
 
-#: The study in a line (``pipeline --help``).
-SUMMARY = "b / c / light jet tagging on each vertex finder's edges"
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +57,7 @@ def _evaluate(args) -> None:
 def register(sub) -> None:
     p = add_command(sub, "score-edges", _score_edges,
                     "Write a frozen vertex finder's same-vertex edge scores for the track_graphs splits "
-                    "(the flavour tagger's input).", prog="flavour_tagging score-edges", rule="score_vertex_edges")
+                    "(the flavour tagger's input).")
     config_argument(p)
     p.add_argument("--method", required=True, choices=VERTEX_FINDERS, help="the vertex finder whose edges to score")
     p.add_argument("--checkpoint", type=Path, help="the learned finder's checkpoint (not for avr, baseline)")
@@ -67,9 +65,8 @@ def register(sub) -> None:
     split_arguments(p, "vertex_edges file to write", prefix="out-")
 
     p = add_command(sub, "train", _train,
-                    "Train the b / c / light graph tagger on one vertex finder's edges (or none: no_vertex).",
-                    prog="flavour_tagging train", rule="train_flavour_tagger")
-    training_arguments(p, TAGGER_METHODS, "track_graphs")
+                    "Train the b / c / light graph tagger on one vertex finder's edges (or none: no_vertex).")
+    training_arguments(p, METHODS, "track_graphs")
     p.add_argument("--edges-train", type=Path, help="vertex_edges of the training file (not for no_vertex)")
     p.add_argument("--edges-val", type=Path, help="vertex_edges of the validation file (not for no_vertex)")
     p.add_argument("--replica", type=int, default=0,
@@ -77,7 +74,7 @@ def register(sub) -> None:
 
     p = add_command(sub, "evaluate", _evaluate,
                     "Evaluate the flavour taggers on the test jets: metrics.csv, the lecture-style table, ROC and "
-                    "confusion figures; logs to MLflow.", prog="flavour_tagging evaluate", rule="evaluate_flavour_tagging")
+                    "confusion figures; logs to MLflow.")
     evaluation_arguments(p, "track_graphs", "a tagger's checkpoint (repeat for no_vertex and every vertex finder, "
                                             "and for every replica: the table quotes their mean)")
     p.add_argument("--edges", required=True, action="append", metavar="METHOD=PATH",

@@ -23,7 +23,7 @@ from pipeline.ml.checkpoints import load_module
 from pipeline.studies.flavour_tagging.formats import VERTEX_EDGES
 from pipeline.studies.vertexing.classical import CLASSICAL, SETTINGS, classical_partition
 from pipeline.studies.vertexing.data import TrackGraphBatches
-from pipeline.studies.vertexing.methods import VERTEX_FINDERS
+from pipeline.studies.vertexing.methods import METHODS as VERTEX_FINDERS
 
 log = logging.getLogger(__name__)
 

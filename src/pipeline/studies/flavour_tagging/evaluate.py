@@ -25,7 +25,7 @@ from pipeline.io.outputs import atomic_output, save_figure, write_text
 from pipeline.ml.checkpoints import checkpoint_run_id, load_module
 from pipeline.ml.roc import rejection_at
 from pipeline.studies.flavour_tagging.data import CLASSES, FlavourBatches
-from pipeline.studies.flavour_tagging.methods import TAGGER_METHODS
+from pipeline.studies.flavour_tagging.methods import METHODS
 from pipeline.studies.flavour_tagging.metrics import (
     WORKING_POINTS,
     b_discriminant,
@@ -218,7 +218,7 @@ def evaluate_flavour_tagging(config: Mapping, test_graphs: str | Path,
     from pipeline.ml.tracking import run_name, run_tags, tracking_uri
 
     checkpoints = {m: [paths] if isinstance(paths, (str, Path)) else list(paths) for m, paths in checkpoints.items()}
-    missing = [m for m in TAGGER_METHODS if m not in checkpoints]
+    missing = [m for m in METHODS if m not in checkpoints]
     if missing:
         raise ValueError(f"flavour_tagging evaluate: no checkpoint for {missing}")
     seeds = config["flavour_tagging"]["seeds"]
@@ -226,13 +226,13 @@ def evaluate_flavour_tagging(config: Mapping, test_graphs: str | Path,
     if wrong:
         raise ValueError(f"flavour_tagging evaluate: flavour_tagging.seeds is {seeds}, so every method needs {seeds} "
                          f"checkpoints (one per replica); got {wrong}")
-    missing = [m for m in TAGGER_METHODS[1:] if m not in edges]
+    missing = [m for m in METHODS[1:] if m not in edges]
     if missing:
         raise ValueError(f"flavour_tagging evaluate: no test edge scores for {missing}")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     charm_fraction = config["flavour_tagging"]["charm_fraction"]
-    predictions = {m: [predict(c, test_graphs, edges.get(m)) for c in checkpoints[m]] for m in TAGGER_METHODS}
+    predictions = {m: [predict(c, test_graphs, edges.get(m)) for c in checkpoints[m]] for m in METHODS}
     replica_rows = {m: [method_metrics(p, charm_fraction) for p in replicas] for m, replicas in predictions.items()}
     rows, seed_spread = replica_summary(replica_rows)
     bootstrap_seed = derive_seed(config["seed"], "bootstrap")

@@ -10,7 +10,7 @@ import lightning.pytorch as pl
 import numpy as np
 
 from pipeline.config import derive_seed
-from pipeline.studies.flavour_tagging.methods import TAGGER_METHODS
+from pipeline.studies.flavour_tagging.methods import METHODS
 from pipeline.studies.vertexing.formats import TRACK_FEATURES
 
 
@@ -53,8 +53,8 @@ def train_flavour_tagger(
     from pipeline.studies.flavour_tagging.data import FlavourDataModule, class_counts
     from pipeline.studies.flavour_tagging.models import FlavourTagger
 
-    if method not in TAGGER_METHODS:
-        raise ValueError(f"unknown flavour-tagging method {method!r}; expected one of {TAGGER_METHODS}")
+    if method not in METHODS:
+        raise ValueError(f"unknown flavour-tagging method {method!r}; expected one of {METHODS}")
     if (method == "no_vertex") != (edges is None):
         raise ValueError(f"{method}: " + ("takes no edge scores" if method == "no_vertex"
                                           else "needs the vertex finder's train and val edge files"))

@@ -16,23 +16,21 @@ from pipeline.commands import (
     split_paths,
     training_arguments,
 )
-from pipeline.studies.jet_images.methods import AUTOENCODERS, IMAGE_MODELS, TAGGERS
+from pipeline.studies.jet_images.methods import AUTOENCODERS, METHODS, TAGGERS
 
-#: The study in a line (``pipeline --help``).
-SUMMARY = "top vs QCD jet images from the calorimeter: MLP and CNN taggers, autoencoders"
 
 log = logging.getLogger(__name__)
 
 
 def _build(args) -> None:
-    from pipeline.config import load_config
+    from pipeline.run_config import load_config
     from pipeline.studies.jet_images.preparation import build_jet_images
 
     build_jet_images(load_config(args.config), args.generated, args.cells, args.output, progress=not args.quiet)
 
 
 def _split(args) -> None:
-    from pipeline.config import load_config
+    from pipeline.run_config import load_config
     from pipeline.studies.jet_images.preparation import split_jet_images
 
     counts = split_jet_images(load_config(args.config), args.inputs,
@@ -58,9 +56,9 @@ def _evaluate(args) -> None:
 
     config = logged_config(args.config)
     checkpoints = named_paths(args.checkpoint, "--checkpoint")
-    missing = [name for name in IMAGE_MODELS if name not in checkpoints]
+    missing = [name for name in METHODS if name not in checkpoints]
     if missing:
-        raise ValueError(f"--checkpoint: no checkpoint for {missing}; expected one per method of {IMAGE_MODELS}")
+        raise ValueError(f"--checkpoint: no checkpoint for {missing}; expected one per method of {METHODS}")
     for evaluate, names in ((evaluate_taggers, TAGGERS), (evaluate_autoencoders, AUTOENCODERS),
                             (evaluate_denoising, ("denoising_autoencoder", "cnn"))):
         evaluate(config, args.test, {name: checkpoints[name] for name in names}, args.output_dir)
@@ -69,7 +67,7 @@ def _evaluate(args) -> None:
 def register(sub) -> None:
     p = add_command(sub, "build", _build,
                     "Build the preprocessed jet images of one shard of the study's signal or background sample "
-                    "into a jet_images HDF5 file.", prog="jet_images build")
+                    "into a jet_images HDF5 file.")
     config_argument(p)
     p.add_argument("--generated", required=True, type=Path, help="particle_jets file (the jets)")
     p.add_argument("--cells", required=True, type=Path, help="calorimeter_cells file of the same shard")
@@ -77,23 +75,21 @@ def register(sub) -> None:
     quiet_argument(p)
 
     p = add_command(sub, "split", _split,
-                    "Merge the signal and background jet_images shards into shuffled train/val/test files, by event.",
-                    prog="jet_images split")
+                    "Merge the signal and background jet_images shards into shuffled train/val/test files, by event.")
     config_argument(p)
     p.add_argument("--inputs", required=True, nargs="+", type=Path, help="jet_images shard files")
     split_arguments(p, "jet_images file to write")
 
-    p = add_command(sub, "plot", _plot, "Draw the average jet image of each class and a few single jets (PNG and PDF).",
-                    prog="jet_images plot")
+    p = add_command(sub, "plot", _plot, "Draw the average jet image of each class and a few single jets (PNG and PDF).")
     p.add_argument("--input", required=True, type=Path, help="jet_images file")
     p.add_argument("--output-dir", required=True, type=Path)
 
     p = add_command(sub, "train", _train,
                     "Train a model of the jet-image study (mlp, cnn taggers; autoencoder on QCD, autoencoder_inverse "
-                    "on top; denoising_autoencoder) with Lightning; logs to MLflow.", prog="jet_images train", rule="train_image_model")
-    training_arguments(p, IMAGE_MODELS, "jet_images")
+                    "on top; denoising_autoencoder) with Lightning; logs to MLflow.")
+    training_arguments(p, METHODS, "jet_images")
 
     p = add_command(sub, "evaluate", _evaluate,
                     "Evaluate the jet-image models on the test images: taggers, autoencoders (anomaly scores) and "
-                    "denoising tables and figures; logs to MLflow.", prog="jet_images evaluate", rule="evaluate_jet_images")
-    evaluation_arguments(p, "jet_images", f"a method's checkpoint (repeat for {', '.join(IMAGE_MODELS)})")
+                    "denoising tables and figures; logs to MLflow.")
+    evaluation_arguments(p, "jet_images", f"a method's checkpoint (repeat for {', '.join(METHODS)})")

@@ -5,4 +5,6 @@ workflow's wildcards and the checkpoints' names."""
 TAGGERS = ("mlp", "cnn")
 #: The autoencoders: on QCD (top as the anomaly), on top (the inverse task), and the denoiser.
 AUTOENCODERS = ("autoencoder", "autoencoder_inverse")
-IMAGE_MODELS = (*TAGGERS, *AUTOENCODERS, "denoising_autoencoder")
+METHODS = (*TAGGERS, *AUTOENCODERS, "denoising_autoencoder")
+#: Every model is trained.
+LEARNED = METHODS

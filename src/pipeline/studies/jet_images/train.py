@@ -20,7 +20,7 @@ import lightning.pytorch as pl
 
 from pipeline.config import derive_seed
 from pipeline.studies.jet_images.formats import IMAGE_CLASSES
-from pipeline.studies.jet_images.methods import IMAGE_MODELS, TAGGERS
+from pipeline.studies.jet_images.methods import METHODS, TAGGERS
 
 #: The label (0 QCD, 1 top) each autoencoder trains on; None: both classes.
 TRAINING_CLASS = {"mlp": None, "cnn": None, "autoencoder": 0, "autoencoder_inverse": 1,
@@ -41,9 +41,9 @@ def image_config(config: Mapping) -> dict:
 
 
 def check_model_name(model_name: str) -> None:
-    """ValueError naming the model unless it is one of IMAGE_MODELS."""
-    if model_name not in IMAGE_MODELS:
-        raise ValueError(f"unknown jet-image model {model_name!r}; expected one of {IMAGE_MODELS}")
+    """ValueError naming the model unless it is one of METHODS."""
+    if model_name not in METHODS:
+        raise ValueError(f"unknown jet-image model {model_name!r}; expected one of {METHODS}")
 
 
 def network_settings(study: Mapping, model_name: str) -> dict:

@@ -19,14 +19,12 @@ from pipeline.commands import (
 )
 from pipeline.studies.particle_flow.methods import LEARNED
 
-#: The study in a line (``pipeline --help``).
-SUMMARY = "computer-vision particle flow: the neutral energy of pi+ pi0 showers, CNN and graph vs ATLAS's subtraction"
 
 log = logging.getLogger(__name__)
 
 
 def _build(args) -> None:
-    from pipeline.config import load_config
+    from pipeline.run_config import load_config
     from pipeline.studies.particle_flow.images import build_image_shard
 
     rows = build_image_shard(load_config(args.config), args.generated, args.output, progress=not args.quiet)
@@ -34,7 +32,7 @@ def _build(args) -> None:
 
 
 def _split(args) -> None:
-    from pipeline.config import load_config
+    from pipeline.run_config import load_config
     from pipeline.simulation.split import split_sample
     from pipeline.studies.particle_flow.formats import PARTICLE_FLOW_IMAGES
 
@@ -66,16 +64,16 @@ def _evaluate(args) -> None:
 def register(sub) -> None:
     p = add_command(sub, "build", _build,
                     "Build the calorimeter images (detector and fine cells, truth, topo-clusters, the track) of one "
-                    "particle-gun shard into a particle_flow_images HDF5 file.", prog="particle_flow build")
+                    "particle-gun shard into a particle_flow_images HDF5 file.")
     gun_shard_arguments(p, "particle_flow_images")
 
     p = add_command(sub, "split", _split, "Merge a sample's particle_flow_images shards into train/val/test files, "
-                    "by event.", prog="particle_flow split")
+                    "by event.")
     sample_split_arguments(p, "particle_flow_images")
 
     p = add_command(sub, "calibrate", _calibrate,
                     "Measure the parametrised particle flow's templates (<E/p>, shower profiles) on single charged "
-                    "pions; logs to MLflow.", prog="particle_flow calibrate", rule="calibrate_particle_flow")
+                    "pions; logs to MLflow.")
     config_argument(p)
     p.add_argument("--inputs", required=True, nargs="+", type=Path,
                    help="particle_flow_images files of the calibration sample")
@@ -83,12 +81,11 @@ def register(sub) -> None:
     quiet_argument(p)
 
     p = add_command(sub, "train", _train,
-                    "Train a neutral-fraction network (cnn, graph, cnn_no_track) with Lightning; logs to MLflow.",
-                    prog="particle_flow train", rule="train_particle_flow")
+                    "Train a neutral-fraction network (cnn, graph, cnn_no_track) with Lightning; logs to MLflow.")
     training_arguments(p, LEARNED, "particle_flow_images")
 
     p = add_command(sub, "evaluate", _evaluate,
                     "Score the parametrised baseline and every network on the test events: metrics tables, figures; "
-                    "logs to MLflow.", prog="particle_flow evaluate", rule="evaluate_particle_flow")
+                    "logs to MLflow.")
     evaluation_arguments(p, "particle_flow_images", f"a network's checkpoint (repeat for {', '.join(LEARNED)})")
     p.add_argument("--templates", required=True, type=Path, help="the parametrised baseline's templates (JSON)")

@@ -80,9 +80,6 @@ from pipeline.studies.vertexing.models import input_blocks, mlp
 
 #: Granularity (n_eta, n_phi) of the six layers, 3 EM then 3 HAD.
 DEFAULT_LAYER_SHAPES = ((64, 32), (64, 64), (32, 32), (16, 16), (16, 16), (8, 8))
-#: The learned methods of the study (``methods.LEARNED``): the UNet with and without the
-#: track image, the graph network.
-METHODS = LEARNED
 #: Settings of FractionUNet and their defaults (the ``settings`` of ``build_network``).
 CNN_SETTINGS = {"fine": 64, "channels": (16, 32, 64), "energy_scale": 0.01}
 #: Settings of FractionGraphNet and their defaults.
@@ -401,8 +398,8 @@ def network_settings(method: str, settings: Mapping | None = None) -> dict:
     """The complete settings of ``method``'s network: its defaults (CNN_SETTINGS or
     GRAPH_SETTINGS) updated by ``settings``. Keys of the other network are ignored (one
     config section can hold both); a key of neither is a ValueError."""
-    if method not in METHODS:
-        raise ValueError(f"unknown particle-flow method {method!r}; expected one of {METHODS}")
+    if method not in LEARNED:
+        raise ValueError(f"unknown learned particle-flow method {method!r}; expected one of {LEARNED}")
     settings = dict(settings or {})
     unknown = sorted(set(settings) - set(CNN_SETTINGS) - set(GRAPH_SETTINGS))
     if unknown:

@@ -17,15 +17,12 @@ from pipeline.commands import (
 )
 from pipeline.studies.super_resolution.methods import LEARNED
 
-#: The study in a line (``pipeline --help``).
-SUMMARY = "calorimeter super-resolution: fine cells from the detector's, judged by the photon pairs they resolve"
 
 log = logging.getLogger(__name__)
 
 
-
 def _build(args) -> None:
-    from pipeline.config import load_config
+    from pipeline.run_config import load_config
     from pipeline.studies.super_resolution.detector import build_shard
 
     rows = build_shard(load_config(args.config), args.generated, args.output, progress=not args.quiet)
@@ -33,7 +30,7 @@ def _build(args) -> None:
 
 
 def _split(args) -> None:
-    from pipeline.config import load_config
+    from pipeline.run_config import load_config
     from pipeline.simulation.split import split_sample
     from pipeline.studies.particle_flow.formats import PARTICLE_FLOW_IMAGES
     from pipeline.studies.super_resolution.detector import IMAGE_SECTIONS, detector_config
@@ -67,22 +64,21 @@ def _evaluate(args) -> None:
 def register(sub) -> None:
     p = add_command(sub, "build", _build,
                     "Build the calorimeter images of one particle-gun shard with this study's detector cells "
-                    "(particle_flow_images format).", prog="super_resolution build")
+                    "(particle_flow_images format).")
     gun_shard_arguments(p, "particle_flow_images")
 
     p = add_command(sub, "split", _split, "Merge a sample's image shards of this study into train/val/test files, "
-                    "by event.", prog="super_resolution split")
+                    "by event.")
     sample_split_arguments(p, "particle_flow_images")
 
     p = add_command(sub, "train", _train,
                     "Train a super-resolution network (redistribute, cnn) with Lightning on the study's two samples; "
-                    "logs to MLflow.", prog="super_resolution train", rule="train_super_resolution")
+                    "logs to MLflow.")
     training_arguments(p, LEARNED, "particle_flow_images", several=True)
 
     p = add_command(sub, "evaluate", _evaluate,
                     "Score the interpolations and every network: image metrics per layer on the study's sample, "
-                    "photon pairs and diphoton mass on the pi0 sample; tables, figures; logs to MLflow.",
-                    prog="super_resolution evaluate", rule="evaluate_super_resolution")
+                    "photon pairs and diphoton mass on the pi0 sample; tables, figures; logs to MLflow.")
     evaluation_arguments(p, "particle_flow_images", f"a network's checkpoint (repeat for {', '.join(LEARNED)})")
     p.add_argument("--pi0-test", required=True, type=Path, help="particle_flow_images test file of the pi0 sample")
     p.add_argument("--particle-flow-checkpoint", type=Path, default=None,

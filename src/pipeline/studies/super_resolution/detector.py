@@ -65,8 +65,3 @@ def build_shard(config: Mapping, generated: str | Path, output: str | Path, prog
     stage = ShardStage(IMAGE_STAGE_NAME, IMAGE_SECTIONS, PARTICLE_FLOW_IMAGES, EVENTS_PER_CHUNK)
     return build_image_shard(detector_config(config), generated, output, progress, stage=stage)
 
-
-def study_samples(config: Mapping) -> list[str]:
-    """The study's [sample, pi0 sample] if the config defines both (the study runs), else []."""
-    names = [config["super_resolution"][role] for role in ("sample", "pi0_sample")]
-    return names if all(name in config["samples"] for name in names) else []

@@ -14,16 +14,14 @@ from pipeline.commands import (
     split_paths,
     training_arguments,
 )
-from pipeline.studies.vertexing.methods import LEARNED_VERTEX_FINDERS
+from pipeline.studies.vertexing.methods import LEARNED
 
-#: The study in a line (``pipeline --help``).
-SUMMARY = "secondary vertices in jets: track sets, Set2Graph and its baselines, the EPJC paper's metrics"
 
 log = logging.getLogger(__name__)
 
 
 def _build_graphs(args) -> None:
-    from pipeline.config import load_config
+    from pipeline.run_config import load_config
     from pipeline.studies.vertexing.features import build_track_graphs
 
     counts = build_track_graphs(load_config(args.config), args.sample,
@@ -48,20 +46,18 @@ def _evaluate(args) -> None:
 def register(sub) -> None:
     p = add_command(sub, "build-graphs", _build_graphs,
                     "Turn a sample's train/val/test track_jets files into standardised track sets "
-                    "(track_graphs files) for the vertex finders.", prog="vertexing build-graphs")
+                    "(track_graphs files) for the vertex finders.")
     config_argument(p)
     p.add_argument("--sample", required=True)
     split_arguments(p, "track_jets file")
     split_arguments(p, "track_graphs file to write", prefix="out-")
 
     p = add_command(sub, "train", _train,
-                    f"Train a learned vertex finder ({', '.join(LEARNED_VERTEX_FINDERS)}) with Lightning; logs to MLflow.",
-                    prog="vertexing train", rule="train_vertex_finder")
-    training_arguments(p, LEARNED_VERTEX_FINDERS, "track_graphs")
+                    f"Train a learned vertex finder ({', '.join(LEARNED)}) with Lightning; logs to MLflow.")
+    training_arguments(p, LEARNED, "track_graphs")
 
     p = add_command(sub, "evaluate", _evaluate,
                     "Evaluate AVR, the baseline, the learned vertex finders and the trivial partitions on "
-                    "the test jets: metrics.csv, tables, figure, predictions.h5; logs to MLflow.",
-                    prog="vertexing evaluate", rule="evaluate_vertexing")
+                    "the test jets: metrics.csv, tables, figure, predictions.h5; logs to MLflow.")
     evaluation_arguments(p, "track_graphs",
-                         f"a learned method's checkpoint (repeat for {', '.join(LEARNED_VERTEX_FINDERS)})")
+                         f"a learned method's checkpoint (repeat for {', '.join(LEARNED)})")

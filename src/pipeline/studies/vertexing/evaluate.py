@@ -24,12 +24,12 @@ from pipeline.ml.checkpoints import load_module
 from pipeline.studies.vertexing.classical import CLASSICAL, classical_partition
 from pipeline.studies.vertexing.data import TrackGraphBatches
 from pipeline.studies.vertexing.formats import VERTEX_PREDICTIONS
-from pipeline.studies.vertexing.methods import LEARNED_VERTEX_FINDERS, TRIVIAL_PARTITIONS, VERTEX_FINDERS
+from pipeline.studies.vertexing.methods import LEARNED, TRIVIAL_PARTITIONS, METHODS
 from pipeline.studies.vertexing.metrics import METRICS, jet_metrics
 
 log = logging.getLogger(__name__)
 
-METHODS = VERTEX_FINDERS
+METHODS = METHODS
 TRIVIAL = TRIVIAL_PARTITIONS
 FLAVOURS = {"b": 5, "c": 4, "light": 0}
 COLUMNS = ("method", "flavour", "n_jets", *METRICS)
@@ -45,7 +45,7 @@ def predict(test_path: str | Path, checkpoints: Mapping[str, str | Path], batch_
 
     from pipeline.studies.vertexing.models import VertexFinder
 
-    missing = [m for m in LEARNED_VERTEX_FINDERS if m not in checkpoints]
+    missing = [m for m in LEARNED if m not in checkpoints]
     if missing:
         raise ValueError(f"evaluate: no checkpoint for {missing}")
     models = {m: load_module(VertexFinder, p).eval() for m, p in checkpoints.items()}

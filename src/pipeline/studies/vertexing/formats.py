@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pipeline.io.hdf5 import Collection, Field, FileSchema, fields
 from pipeline.simulation.formats import JETS
-from pipeline.studies.vertexing.methods import TRIVIAL_PARTITIONS, VERTEX_FINDERS
+from pipeline.studies.vertexing.methods import TRIVIAL_PARTITIONS, METHODS
 
 #: Per-track features of the vertex finders, in the column order of ``features``.
 TRACK_FEATURES = (
@@ -56,7 +56,7 @@ VERTEX_PREDICTIONS = FileSchema(
         ), "the test jets"),
         Collection("tracks", "jets", (
             Field("truth", "i4", "", "true vertex label"),
-            *(Field(m, "i4", "", f"vertex label predicted by {m}") for m in (*VERTEX_FINDERS, *TRIVIAL_PARTITIONS)),
+            *(Field(m, "i4", "", f"vertex label predicted by {m}") for m in (*METHODS, *TRIVIAL_PARTITIONS)),
         ), "per track: the true and every method's vertex label"),
     ),
     "every vertex finder's partition of the test jets, with the truth",

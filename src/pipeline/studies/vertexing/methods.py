@@ -2,8 +2,8 @@
 and the tables all read them here."""
 
 #: Secondary-vertex finders trained on the track sets (Set2Graph and its baselines: Shlomi et al., EPJC 81 (2021) 540).
-LEARNED_VERTEX_FINDERS = ("track_pair", "rnn", "set2graph")
+LEARNED = ("track_pair", "rnn", "set2graph")
 #: Every vertex finder compared: the classical ones (AVR, and ours) first.
-VERTEX_FINDERS = ("avr", "baseline", *LEARNED_VERTEX_FINDERS)
+METHODS = ("avr", "baseline", *LEARNED)
 #: Partitions without a finder: the scale of the metrics.
 TRIVIAL_PARTITIONS = ("single_vertex", "all_singletons")

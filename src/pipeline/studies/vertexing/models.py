@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from pipeline.partition import partition_dense
-from pipeline.studies.vertexing.methods import LEARNED_VERTEX_FINDERS
+from pipeline.studies.vertexing.methods import LEARNED
 from pipeline.studies.vertexing.metrics import jet_metrics
 
 
@@ -212,7 +212,7 @@ def vertex_finding_loss(logits: torch.Tensor, target: torch.Tensor, pairs: torch
 
 
 def build_network(name: str, n_features: int, settings: Mapping) -> tuple[nn.Module, nn.Module]:
-    """(encoder, edge classifier) of a learned vertex finder named in LEARNED_VERTEX_FINDERS."""
+    """(encoder, edge classifier) of a learned vertex finder named in LEARNED."""
     if name == "set2graph":
         encoder = SetEncoder(n_features, settings["set_widths"])
         edges = EdgeClassifier(encoder.out_features, settings["edge_widths"], with_set_sum=True)
@@ -223,7 +223,7 @@ def build_network(name: str, n_features: int, settings: Mapping) -> tuple[nn.Mod
         encoder = RecurrentEncoder(n_features, settings["rnn_hidden"], settings["rnn_layers"])
         edges = EdgeClassifier(encoder.out_features, settings["edge_widths"])
     else:
-        raise ValueError(f"unknown vertex finder {name!r}; expected one of {LEARNED_VERTEX_FINDERS}")
+        raise ValueError(f"unknown vertex finder {name!r}; expected one of {LEARNED}")
     return encoder, edges
 
 

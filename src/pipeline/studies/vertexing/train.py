@@ -25,11 +25,11 @@ def train_vertex_finder(
     from pipeline.ml.tracking import run_name, run_tags
     from pipeline.ml.trainer import fit_and_export
     from pipeline.studies.vertexing.data import TrackGraphDataModule
-    from pipeline.studies.vertexing.methods import LEARNED_VERTEX_FINDERS
+    from pipeline.studies.vertexing.methods import LEARNED
     from pipeline.studies.vertexing.models import VertexFinder
 
-    if method not in LEARNED_VERTEX_FINDERS:
-        raise ValueError(f"unknown learned vertex finder {method!r}; expected one of {LEARNED_VERTEX_FINDERS}")
+    if method not in LEARNED:
+        raise ValueError(f"unknown learned vertex finder {method!r}; expected one of {LEARNED}")
     settings = config["training"]
     pl.seed_everything(derive_seed(config["seed"], "vertexing", method), workers=True, verbose=False)
 
