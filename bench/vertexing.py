@@ -5,8 +5,8 @@
 1. Training throughput (forward, loss, backward, Adam step) of Set2Graph at the authors'
    size (EPJC: widths 256,256,256,256,5, edge MLP 256; about 457k parameters with their
    10 features) on jets of equal track count, batch 256, beside stored figures of the
-   authors' published code measured earlier on this kind of machine (not run here):
-   4,000 / 3,000 / 2,100 / 950 / 700 jets/s at 4 / 6 / 8 / 12 / 15 tracks. Then the
+   authors' published code measured earlier on this kind of machine (not run here;
+   ``AUTHORS``, quoted in docs/benchmarks.md). Then the
    Track Pair (pair MLP 256, 256) and RNN (3 bidirectional GRUs of 128) finders the same way.
 2. Data loading throughput with the model removed: the DataModule's batches per second
    from a track_graphs file (must be >= 10x the model's training throughput).

@@ -1,21 +1,24 @@
 """Where a workflow run's time goes: every job's wall and CPU time from Snakemake's benchmark files.
 
     python bench/workflow.py [--benchmarks logs/benchmarks] [--metadata .snakemake/metadata] [--top 10]
-                             [--save run.csv] [--compare before.csv]
+                             [--save run.csv] [--compare before.csv] [--markdown docs/run_times.md]
 
 Every rule writes a benchmark file ``logs/benchmarks/<path>.tsv`` beside its log
 ``logs/<path>.log`` (Snakemake's ``benchmark:`` directive: ``s`` the job's wall time [s],
 ``cpu_time`` its processes' CPU time [s], ``max_rss`` [MB]). ``cpu_time`` is a lower bound:
 Snakemake samples a job's processes every 0.5 s for 15 s, then every 30 s, and keeps the last
-sample, so the CPU of a job's last stretch (up to 30 s per thread) is missing (the default run:
-101 CPU min in the files, 112 by /usr/bin/time with the install and Snakemake itself); the
-wall times are exact. Snakemake's metadata records (one JSON per output: the rule, the log,
+sample, so the CPU of a job's last stretch (up to 30 s per thread) is missing (for the default
+run, docs/run_times.md gives both); the wall times are exact. Snakemake's metadata records (one JSON per output: the rule, the log,
 start and end times [s since the epoch]) name each job's rule and give the run's span from its
 first job's start to its last job's end (of every run whose outputs are still there: measure a
 fresh clone). This prints the most expensive jobs by wall time, the totals per rule and over
 the run (the CPU time a 2-core laptop has to supply), and with ``--compare`` the same jobs and
-rules beside an earlier ``--save``d run, for the before/after tables of a speed-up. Reads text
-files only: it imports neither torch nor Lightning.
+rules beside an earlier ``--save``d run, for the before/after tables of a speed-up.
+``--markdown FILE`` writes the run's time per study and rule as Markdown into FILE, between the
+markers ``<!-- bench/workflow.py: begin -->`` and ``<!-- bench/workflow.py: end -->`` where FILE
+has them (the text around them stays), else as the whole file: ``docs/run_times.md``, the one
+place that carries measured run times. Reads text files only: it imports neither torch nor
+Lightning.
 """
 
 from __future__ import annotations
@@ -25,9 +28,13 @@ import csv
 import json
 import sys
 from collections import defaultdict
+from datetime import datetime, timezone
 from pathlib import Path
 
+from pipeline.studies import STUDIES
+
 COLUMNS = ("job", "rule", "wall_s", "cpu_s", "max_rss_mb")
+BEGIN, END = "<!-- bench/workflow.py: begin -->", "<!-- bench/workflow.py: end -->"
 
 
 def read_metadata(directory: Path) -> tuple[dict[str, str], tuple[float, float] | None]:
@@ -84,6 +91,56 @@ def per_rule(rows: list[dict]) -> dict[str, dict]:
     return dict(totals)
 
 
+def study_of(row: dict) -> str:
+    """The study a job belongs to: the first folder of its benchmark path or its rule, where that
+    names a study (``vertexing/train_rnn``, ``build_jet_images``), else ``simulation`` (generation,
+    the detector models, the track splits, the validation plots)."""
+    first = row["job"].split("/")[0]
+    if first in STUDIES:
+        return first
+    return next((study for study in STUDIES if study in row["rule"] or study in first), "simulation")
+
+
+def markdown(rows: list[dict], span: tuple[float, float] | None = None) -> str:
+    """The run's time per study and rule as a Markdown table, with the run's totals."""
+    studies: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        studies[study_of(row)][row["rule"]].append(row)
+    order = ["simulation", *STUDIES]
+    lines = []
+    if span:
+        start = datetime.fromtimestamp(span[0], tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        lines.append(f"The run that started {start}: {(span[1] - span[0]) / 60:.1f} min from its first job's start "
+                     "to its last job's end.")
+    wall, cpu = sum(r["wall_s"] for r in rows), sum(r["cpu_s"] for r in rows)
+    lines += [f"{len(rows)} jobs: {wall / 60:.1f} min of job wall time, {cpu / 60:.1f} CPU minutes in the benchmark "
+              f"files (a lower bound; on 2 cores at least {cpu / 120:.1f} min of wall time).", "",
+              "| study | rule | jobs | wall [min] | CPU [min] | max RSS [MB] |", "|---|---|---:|---:|---:|---:|"]
+    for study in sorted(studies, key=lambda name: order.index(name) if name in order else len(order)):
+        by_rule = studies[study]
+        for rule, jobs in sorted(by_rule.items(), key=lambda item: -sum(r["cpu_s"] for r in item[1])):
+            lines.append(f"| {study} | {rule} | {len(jobs)} | {_minutes(sum(r['wall_s'] for r in jobs))} | "
+                         f"{_minutes(sum(r['cpu_s'] for r in jobs))} | {max(r['max_rss_mb'] for r in jobs):.0f} |")
+        every = [r for jobs in by_rule.values() for r in jobs]
+        lines.append(f"| **{study}** | all | {len(every)} | {_minutes(sum(r['wall_s'] for r in every))} | "
+                     f"{_minutes(sum(r['cpu_s'] for r in every))} | {max(r['max_rss_mb'] for r in every):.0f} |")
+    return "\n".join(lines)
+
+
+def write_markdown(path: Path, table: str) -> None:
+    """``table`` between the markers of ``path`` (the text around them kept), or as the whole file."""
+    block = f"{BEGIN}\n{table}\n{END}"
+    text = path.read_text() if path.exists() else ""
+    if BEGIN in text and END in text.split(BEGIN, 1)[1]:
+        before, rest = text.split(BEGIN, 1)
+        text = before + block + rest.split(END, 1)[1]
+    else:
+        text = f"# Run times\n\nWritten by `python bench/workflow.py --markdown {path}`.\n\n{block}\n"
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
+
+
 def load_saved(path: Path) -> dict[str, dict]:
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -135,6 +192,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--top", type=int, default=10)
     parser.add_argument("--save", type=Path, help="write every job's row to this CSV")
     parser.add_argument("--compare", type=Path, help="a CSV written by --save of an earlier run")
+    parser.add_argument("--markdown", type=Path,
+                        help="write the time per study and rule as Markdown into this file (docs/run_times.md), "
+                             "between its bench/workflow.py markers where it has them")
     args = parser.parse_args(argv)
     rules, span = read_metadata(args.metadata)
     rows = read_benchmarks(args.benchmarks, rules)
@@ -148,6 +208,9 @@ def main(argv: list[str] | None = None) -> None:
             writer.writerows(rows)
         temporary.replace(args.save)
         print(f"saved {len(rows)} jobs to {args.save}", file=sys.stderr)
+    if args.markdown:
+        write_markdown(args.markdown, markdown(rows, span))
+        print(f"wrote the run-time table to {args.markdown}", file=sys.stderr)
 
 
 if __name__ == "__main__":
