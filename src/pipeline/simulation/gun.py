@@ -26,7 +26,7 @@ import numpy as np
 
 from pipeline.config import derive_seed
 from pipeline.io.hdf5 import RaggedWriter
-from pipeline.simulation.calorimeter import propagate_to_calorimeter
+from pipeline.simulation.helix import propagate_to_calorimeter
 from pipeline.simulation.formats import GUN_EVENTS
 from pipeline.simulation.generation import NEUTRINOS, ChargeTable, ShardGenerator
 from pipeline.simulation.kinematics import wrap_phi
