@@ -26,10 +26,12 @@ import numpy as np
 
 from pipeline.config import derive_seed
 from pipeline.io.hdf5 import RaggedWriter
-from pipeline.simulation.helix import propagate_to_calorimeter
 from pipeline.simulation.formats import GUN_EVENTS
-from pipeline.simulation.generation import NEUTRINOS, ChargeTable, ShardGenerator
+from pipeline.simulation.helix import propagate_to_calorimeter
 from pipeline.simulation.kinematics import wrap_phi
+from pipeline.simulation.pythia import ChargeTable
+from pipeline.simulation.record import NEUTRINOS
+from pipeline.simulation.shard_generator import ShardGenerator
 
 log = logging.getLogger(__name__)
 

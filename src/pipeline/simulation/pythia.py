@@ -1,6 +1,6 @@
 """Pythia 8's side of a sample: the setting strings of its process, beam spot and seed (or
 of a particle gun), the check that Pythia reads every user setting as written, and an
-initialised instance."""
+initialised instance; electric charges by PDG id from its particle data."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import functools
 import math
 import re
 from typing import Mapping
+
+import numpy as np
 
 #: Hard-process settings per process name; ``custom`` relies on pythia_settings alone.
 PROCESSES: dict[str, list[str]] = {
@@ -68,6 +70,22 @@ def _settings_database():
 def particle_data():
     """Pythia's particle data (masses, charges, colour types by PDG id), without initialising Pythia."""
     return _settings_database().particleData
+
+
+class ChargeTable:
+    """Electric charges by PDG id from Pythia's ParticleData, cached per id: (n,) PDG ids
+    to (n,) int8 charges [e]."""
+
+    def __init__(self, particle_data):
+        self._data = particle_data
+        self._cache: dict[int, int] = {}
+
+    def __call__(self, pdgid: np.ndarray) -> np.ndarray:
+        ids, inverse = np.unique(pdgid, return_inverse=True)
+        for i in ids.tolist():
+            if i not in self._cache:
+                self._cache[i] = int(round(self._data.charge(i)))
+        return np.array([self._cache[i] for i in ids.tolist()], np.int8)[inverse]
 
 
 def _value_rule(kind: str, name: str):
