@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Mapping
 
 import numpy as np
+from tqdm import tqdm
 
 from pipeline.config import derive_seed
 from pipeline.io.hdf5 import RaggedWriter
@@ -236,8 +237,6 @@ def generate_gun_shard(
     check_gun refuses. Returns the wall time (s) per step: init (Pythia and file set-up),
     draw (kinematics), pythia (filling, decaying and reading the records), arrays, write.
     """
-    from tqdm import tqdm
-
     started = time.perf_counter()
     generator = ShardGenerator.start(config, sample_name, shard)
     sample, pythia, charges = generator.sample, generator.pythia, generator.charges

@@ -10,6 +10,7 @@ import re
 from typing import Mapping
 
 import numpy as np
+import pythia8mc
 
 #: Hard-process settings per process name; ``custom`` relies on pythia_settings alone.
 PROCESSES: dict[str, list[str]] = {
@@ -62,8 +63,6 @@ _PARTICLE_IDS = {f"{mode}if{kind}" for mode in ("on", "off", "onpos", "onneg") f
 @functools.lru_cache(maxsize=1)
 def _settings_database():
     """A Pythia instance, uninitialised, for its settings database (kept: settings lives in it)."""
-    import pythia8mc
-
     return pythia8mc.Pythia("", False)
 
 
@@ -161,8 +160,6 @@ def check_pythia_settings(settings: list[str]) -> None:
 
 def make_pythia(settings: list[str]):
     """An initialised Pythia instance; raises ValueError naming a rejected setting."""
-    import pythia8mc
-
     pythia = pythia8mc.Pythia("", False)
     for line in settings:
         if not pythia.readString(line):
