@@ -15,11 +15,10 @@ from pipeline.simulation.calorimeter import (
     EVENTS_PER_CHUNK,
     deposit_particles,
     layer_images,
-    propagate_to_calorimeter,
     rebin,
 )
 from pipeline.simulation.calorimeter_geometry import DEFAULT_CALORIMETER, CalorimeterGeometry
-from pipeline.simulation.helix import C_LIGHT
+from pipeline.simulation.helix import C_LIGHT, propagate_to_calorimeter
 from pipeline.simulation.tracker import perigee
 
 MASS = {22: 0.0, 11: 0.000511, 13: 0.10566, 12: 0.0, 211: 0.13957, 130: 0.49761, 2112: 0.93957,

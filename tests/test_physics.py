@@ -209,7 +209,7 @@ def test_reproducibility(tmp_path):
 def hand_made_record():
     """One event: B_c+ -> B_s0 pi+ (weak, c -> s), B_s0 -> D_s- pi+, D_s- -> pi- ...;
     B*+ -> B+ gamma (electromagnetic, same point), B+ -> pi+ ...; a soft B0 (pT 2 GeV)."""
-    from pipeline.simulation.generation import EventRecord
+    from pipeline.simulation.record import EventRecord
 
     rows = [
         # pdgid, status, mother1, daughter1, pT, production x
@@ -236,7 +236,7 @@ def hand_made_record():
 
 
 def test_weak_heavy_hadrons_skip_strong_and_em_decays():
-    from pipeline.simulation.generation import weak_heavy_hadrons
+    from pipeline.simulation.jet_truth import weak_heavy_hadrons
 
     index, flavour = weak_heavy_hadrons(hand_made_record(), min_pt=5.0)
     found = dict(zip(index.tolist(), flavour.tolist()))
@@ -248,7 +248,7 @@ def test_weak_heavy_hadrons_skip_strong_and_em_decays():
 
 
 def test_weak_heavy_hadrons_keep_a_b_c_that_decays_to_a_b_s():
-    from pipeline.simulation.generation import weak_heavy_hadrons
+    from pipeline.simulation.jet_truth import weak_heavy_hadrons
 
     index, flavour = weak_heavy_hadrons(hand_made_record(), min_pt=5.0)
     assert dict(zip(index.tolist(), flavour.tolist())).get(1) == 5

@@ -7,6 +7,7 @@ output is made again.
 
 from __future__ import annotations
 
+import csv
 import errno
 import os
 import re
@@ -66,6 +67,7 @@ def write_text(target: str | Path, text: str) -> Path:
 def pyplot():
     """matplotlib's pyplot on the file-only Agg backend (no display on cluster nodes), in
     mplhep's ROOT style: every figure of the pipeline is drawn through it."""
+    # imported on use: config and every file writer import this module; matplotlib and mplhep take ~1 s
     import matplotlib
 
     matplotlib.use("Agg")
@@ -89,8 +91,6 @@ def save_figure(fig, stem: str | Path, **savefig_options) -> list[Path]:
 
 def write_csv(target: str | Path, columns: Sequence[str], rows: Iterable[Mapping]) -> Path:
     """A CSV table of ``rows`` (mappings; keys outside ``columns`` left out), floats to 6 significant digits."""
-    import csv
-
     with atomic_output(target) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, list(columns), extrasaction="ignore")
         writer.writeheader()

@@ -1,6 +1,7 @@
 """The calorimeter's layout: layers of projective (eta, phi) cells and the validated
 settings (``CalorimeterGeometry.from_settings``), without the shower physics
-(``pipeline.simulation.calorimeter``), so that validating a config stays cheap.
+(``pipeline.simulation.shower``) and the cells (``pipeline.simulation.calorimeter``), so that
+validating a config stays cheap.
 
 Cells: layer ``l`` has ``n_eta = 2 max_abs_eta / deta`` cells in eta, starting at
 -max_abs_eta, and ``nphi`` cells in phi starting at -pi. Granularities nest (every deta

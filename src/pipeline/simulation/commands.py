@@ -10,6 +10,9 @@ from pipeline.commands import add_command, config_argument, quiet_argument, spli
 
 log = logging.getLogger(__name__)
 
+# Each command imports its code when it runs: `pipeline --help` imports this module and would
+# otherwise load jsonschema, NumPy, awkward, h5py, Pythia and matplotlib (seconds, not 0.1 s).
+
 
 def _generate(args) -> None:
     from pipeline.config import sample_config

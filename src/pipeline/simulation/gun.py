@@ -23,13 +23,16 @@ from pathlib import Path
 from typing import Mapping
 
 import numpy as np
+from tqdm import tqdm
 
 from pipeline.config import derive_seed
 from pipeline.io.hdf5 import RaggedWriter
-from pipeline.simulation.calorimeter import propagate_to_calorimeter
 from pipeline.simulation.formats import GUN_EVENTS
-from pipeline.simulation.generation import NEUTRINOS, ChargeTable, ShardGenerator
+from pipeline.simulation.helix import propagate_to_calorimeter
 from pipeline.simulation.kinematics import wrap_phi
+from pipeline.simulation.pythia import ChargeTable
+from pipeline.simulation.record import NEUTRINOS
+from pipeline.simulation.shard_generator import ShardGenerator
 
 log = logging.getLogger(__name__)
 
@@ -234,8 +237,6 @@ def generate_gun_shard(
     check_gun refuses. Returns the wall time (s) per step: init (Pythia and file set-up),
     draw (kinematics), pythia (filling, decaying and reading the records), arrays, write.
     """
-    from tqdm import tqdm
-
     started = time.perf_counter()
     generator = ShardGenerator.start(config, sample_name, shard)
     sample, pythia, charges = generator.sample, generator.pythia, generator.charges

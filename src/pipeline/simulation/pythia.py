@@ -1,6 +1,6 @@
 """Pythia 8's side of a sample: the setting strings of its process, beam spot and seed (or
 of a particle gun), the check that Pythia reads every user setting as written, and an
-initialised instance."""
+initialised instance; electric charges by PDG id from its particle data."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ import functools
 import math
 import re
 from typing import Mapping
+
+import numpy as np
+import pythia8mc
 
 #: Hard-process settings per process name; ``custom`` relies on pythia_settings alone.
 PROCESSES: dict[str, list[str]] = {
@@ -60,14 +63,28 @@ _PARTICLE_IDS = {f"{mode}if{kind}" for mode in ("on", "off", "onpos", "onneg") f
 @functools.lru_cache(maxsize=1)
 def _settings_database():
     """A Pythia instance, uninitialised, for its settings database (kept: settings lives in it)."""
-    import pythia8mc
-
     return pythia8mc.Pythia("", False)
 
 
 def particle_data():
     """Pythia's particle data (masses, charges, colour types by PDG id), without initialising Pythia."""
     return _settings_database().particleData
+
+
+class ChargeTable:
+    """Electric charges by PDG id from Pythia's ParticleData, cached per id: (n,) PDG ids
+    to (n,) int8 charges [e]."""
+
+    def __init__(self, particle_data):
+        self._data = particle_data
+        self._cache: dict[int, int] = {}
+
+    def __call__(self, pdgid: np.ndarray) -> np.ndarray:
+        ids, inverse = np.unique(pdgid, return_inverse=True)
+        for i in ids.tolist():
+            if i not in self._cache:
+                self._cache[i] = int(round(self._data.charge(i)))
+        return np.array([self._cache[i] for i in ids.tolist()], np.int8)[inverse]
 
 
 def _value_rule(kind: str, name: str):
@@ -143,8 +160,6 @@ def check_pythia_settings(settings: list[str]) -> None:
 
 def make_pythia(settings: list[str]):
     """An initialised Pythia instance; raises ValueError naming a rejected setting."""
-    import pythia8mc
-
     pythia = pythia8mc.Pythia("", False)
     for line in settings:
         if not pythia.readString(line):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 import numpy as np
+from tqdm import tqdm
 
 from pipeline.config import config_hash, derive_seed, stage_config
 from pipeline.io.hdf5 import FileSchema, RaggedReader, RaggedWriter, provenance_attrs
@@ -49,8 +50,6 @@ class ShardStage:
         naming the sample and shard; ``attrs(readers, sample)``: the stage's own output
         attributes (may raise ValueError to refuse the input). Returns the rows written
         per output collection."""
-        from tqdm import tqdm
-
         with ExitStack() as stack:
             readers = {name: stack.enter_context(RaggedReader(path, schema)) for name, (path, schema) in inputs.items()}
             sample, shard, n_events = self._same_shard(readers, inputs)

@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+import mplhep
 import numpy as np
 
 from pipeline.io.hdf5 import RaggedReader, parent_index
-from pipeline.io.outputs import save_figure, write_text
+from pipeline.io.outputs import pyplot, save_figure, write_text
 from pipeline.simulation.formats import TRACK_JETS
 from pipeline.simulation.kinematics import wrap_phi
 
@@ -105,10 +106,6 @@ _LABELS = {
 
 def plot_validation(paths: Sequence[str | Path], output_dir: str | Path, title: str = "") -> list[Path]:
     """Draw the validation plots as PNG and PDF into output_dir; returns the files written."""
-    import mplhep
-
-    from pipeline.io.outputs import pyplot
-
     plt = pyplot()
     hists, sums = fill_histograms(paths)
     output_dir = Path(output_dir)

@@ -26,8 +26,9 @@ from typing import Mapping
 import numpy as np
 
 from pipeline.io.hdf5 import parent_index, read_tree
-from pipeline.simulation.calorimeter import propagate_to_calorimeter, shower_deposits
 from pipeline.simulation.formats import GUN_EVENTS
+from pipeline.simulation.helix import propagate_to_calorimeter
+from pipeline.simulation.shower import shower_deposits
 from pipeline.simulation.stage import ShardStage
 from pipeline.simulation.tracker import select_trackable
 from pipeline.studies.particle_flow.formats import PARTICLE_FLOW_IMAGES

@@ -19,8 +19,7 @@ from typing import Mapping
 
 import numpy as np
 
-from pipeline.simulation.calorimeter import propagate_to_calorimeter
-from pipeline.simulation.helix import circle_centre, curvature_radius
+from pipeline.simulation.helix import circle_centre, curvature_radius, propagate_to_calorimeter
 from pipeline.simulation.tracker import perigee, resolutions
 
 
