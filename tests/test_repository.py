@@ -65,3 +65,28 @@ def test_the_tiny_configuration_plans_every_rule_of_the_workflow(tmp_path):
     assert counts["generate"] == sum(shards.values())
     assert counts["simulate_tracker"] == shards["tiny"]
     assert counts["simulate_calorimeter"] == counts["build_jet_images"] == shards["top"] + shards["qcd"]
+
+
+def test_the_plain_install_brings_what_the_documented_commands_need():
+    # The README's first command installs `pipeline` without the test extra: what
+    # `snakemake --report` imports (pygments, which Snakemake does not declare) must come with
+    # it, not only with pytest.
+    import re
+    from importlib.metadata import distribution
+
+    def requirements(name: str, seen: set[str]) -> set[str]:
+        for requirement in distribution(name).requires or []:
+            if "extra ==" in requirement:
+                continue
+            dependency = re.match(r"[A-Za-z0-9_.\-]+", requirement).group(0).lower().replace("_", "-")
+            if dependency not in seen:
+                seen.add(dependency)
+                try:
+                    requirements(dependency, seen)
+                except Exception:  # a dependency for another platform, not installed here
+                    pass
+        return seen
+
+    plain = requirements("pipeline", set())
+    assert {"pygments", "snakemake", "mlflow", "torch"} <= plain
+    assert "pytest" not in plain

@@ -42,7 +42,7 @@ def _config(args) -> None:
 def describe_file(path: str | Path, show_config: bool = True) -> str:
     """A human-readable summary of a pipeline HDF5 file (schema, counts, units, provenance)."""
     from pipeline.io.hdf5 import DataFileError, RaggedReader, file_schema
-    from pipeline.io.inspect import file_schemas
+    from pipeline.inspect import file_schemas
 
     path = Path(path)
     name = file_schema(path)

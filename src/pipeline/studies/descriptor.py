@@ -32,8 +32,9 @@ class Study:
     category ``<name>`` and the MLflow runs ``<name>.<step>.<method>``.
 
     ``samples(config)``: the samples the study reads; none (``[]``) turns it off.
-    ``requires``: the studies whose outputs it reads (it runs only where they run; they
-    come before it in the registry). ``uses_tracker``: whether its samples go through the
+    ``requires``: the studies whose outputs it needs (it runs only where they run; they
+    come before it in the registry). ``reads``: every study whose files, readers or
+    networks it uses (``requires`` and optional ones): the only studies its modules import. ``uses_tracker``: whether its samples go through the
     tracker (False: the calorimeter or a study's own detector instead). ``derive(config)``
     fills the settings the schema leaves to the run (``null`` defaults that depend on the
     samples), in place; ``check(config)`` raises ValueError naming the key for settings
@@ -52,6 +53,7 @@ class Study:
     jobs: Callable[[Config], dict[str, int]]
     runs: Callable[[Config], list[str]]
     requires: tuple[str, ...] = ()
+    reads: tuple[str, ...] = ()
     uses_tracker: bool = True
     derive: Callable[[dict], None] = field(default=_nothing_derived)
     check: Callable[[Config], None] = field(default=_no_check)
@@ -60,6 +62,9 @@ class Study:
         unknown = sorted(set(self.learned) - set(self.methods))
         if unknown:
             raise ValueError(f"study {self.name!r}: learned methods {unknown} are not among its methods {self.methods}")
+        undeclared = sorted(set(self.requires) - set(self.reads))
+        if undeclared:
+            raise ValueError(f"study {self.name!r}: requires {undeclared} but does not list them in reads")
 
     def rule(self, step: str) -> str:
         """The workflow rule of the CLI step ``pipeline <name> <step>``: ``<step>_<name>``

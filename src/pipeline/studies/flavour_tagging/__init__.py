@@ -35,4 +35,5 @@ STUDY = Study(
                          *run_names("flavour_tagging", "evaluate", METHODS),
                          *run_names("flavour_tagging", "score-edges", _CLASSICAL_FINDERS)],
     requires=("vertexing",),
+    reads=("vertexing",),
 )

@@ -45,6 +45,8 @@ STUDY = Study(
                          "train_super_resolution": len(LEARNED), "evaluate_super_resolution": 1},
     runs=lambda config: [*run_names("super_resolution", "train", LEARNED),
                          *run_names("super_resolution", "evaluate", METHODS)],
+    # Its images are the particle-flow study's format; downstream, that study's CNN reads them.
+    reads=("particle_flow",),
     uses_tracker=False,
     check=_check,
 )
