@@ -10,19 +10,17 @@ import pytest
 import torch
 
 from pipeline.ml.checkpoints import load_module
+from pipeline.ml.layers import NeighbourEdgeConv, knn_neighbours, mlp, to_fine
 from pipeline.studies.particle_flow.models import (
     CNN_SETTINGS,
     DEFAULT_LAYER_SHAPES,
     GRAPH_SETTINGS,
     FractionGraphNet,
     FractionUNet,
-    NeighbourEdgeConv,
     ParticleFlowModule,
     build_network,
     energy_weighted_mse,
-    knn_neighbours,
     network_settings,
-    to_fine,
 )
 
 FINE = 64
@@ -165,8 +163,6 @@ def test_neighbour_edge_conv_is_pyg_edge_conv_with_max_aggregation():
     """The factorised, dense EdgeConv gives PyG's EdgeConv (aggr="max") on the same edges
     and the same MLP, values and gradients, nodes without neighbours included."""
     from torch_geometric.nn import EdgeConv
-
-    from pipeline.studies.vertexing.models import mlp
 
     torch.manual_seed(1)
     # Events of 12, 3 and 1 nodes: full, short (-1 padded) and empty neighbour rows.

@@ -16,10 +16,10 @@ import torch
 from pipeline.config import validate_config
 from pipeline.io.hdf5 import RaggedReader, parent_index, read_tree
 from pipeline.ml.checkpoints import load_module
+from pipeline.ml.layers import signed_log, to_fine
 from pipeline.simulation.gun import generate_gun_shard
 from pipeline.studies.particle_flow.formats import PARTICLE_FLOW_IMAGES
 from pipeline.studies.particle_flow.geometry import WindowGeometry
-from pipeline.studies.particle_flow.models import to_fine
 from pipeline.studies.super_resolution.batches import EVALUATION_FIELDS, SuperResolutionBatches, fine_mean_squares
 from pipeline.studies.super_resolution.data import SuperResolutionDataModule, SuperResolutionDataset
 from pipeline.studies.super_resolution.detector import build_shard, detector_config
@@ -232,7 +232,6 @@ def random_inputs(n: int, seed: int) -> tuple[list[torch.Tensor], torch.Tensor]:
 def test_trunk_is_the_concatenation_then_the_1x1_merge():
     """The trunk's folded merge is the module docstring's: every layer's 3x3 conv,
     sub-pixel maps, a(E) of the track, concatenated, then the 1x1 conv; gradients too."""
-    from pipeline.studies.particle_flow.models import signed_log
 
     coarse, track = random_inputs(2, seed=7)
     torch.manual_seed(2)

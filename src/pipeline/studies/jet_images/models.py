@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.ml.layers import dense_stack
 from pipeline.studies.jet_images.metrics import roc_auc
 
 
@@ -49,14 +50,6 @@ def conv_blocks(channels: Sequence[int], in_channels: int = 1) -> nn.Sequential:
     layers: list[nn.Module] = []
     for c_in, c_out in zip([in_channels, *channels[:-1]], channels):
         layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
-    return nn.Sequential(*layers)
-
-
-def dense_stack(widths: Sequence[int], dropout: float) -> nn.Sequential:
-    """Linear layers of the given widths, each followed by ReLU and dropout."""
-    layers: list[nn.Module] = []
-    for a, b in zip(widths[:-1], widths[1:]):
-        layers += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(dropout)]
     return nn.Sequential(*layers)
 
 

@@ -29,7 +29,7 @@ or an event whose hadronic layers are nearly empty (single pi0s) would otherwise
 stray energy there without bound.
 
 Energies enter through the signed log a(E) = asinh(E / energy_scale) of the particle-flow
-networks (``particle_flow.models.signed_log``): linear through zero, logarithmic above, so
+networks (``pipeline.ml.layers.signed_log``): linear through zero, logarithmic above, so
 inputs are O(1) from noise (~0.01 GeV) to showers (~100 GeV).
 
 ``SubPixelTrunk`` (the features both share)
@@ -64,7 +64,7 @@ inputs are O(1) from noise (~0.01 GeV) to showers (~100 GeV).
 
         Y_l = bicubic(E_l) + c_l (to_fine(|E_l|) + energy_scale)
 
-    (``particle_flow.models.to_fine``: each cell's energy spread evenly over its sub-cells): a
+    (``pipeline.ml.layers.to_fine``: each cell's energy spread evenly over its sub-cells): a
     global skip, so training starts from the ``bicubic`` interpolation; free to move energy
     between cells (and to create or remove it). Corrections in GeV instead made Adam's first
     step (the same size for every weight) put energy of order 0.05 GeV in every fine cell:
@@ -86,7 +86,7 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from pipeline.studies.particle_flow.models import block_sizes, signed_log, to_fine
+from pipeline.ml.layers import block_sizes, signed_log, to_fine
 from pipeline.studies.super_resolution.interpolation import bicubic, bicubic_shares
 from pipeline.studies.super_resolution.methods import LEARNED
 

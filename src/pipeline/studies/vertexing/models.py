@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.ml.layers import input_blocks, mlp
 from pipeline.partition import partition_dense
 from pipeline.studies.vertexing.methods import LEARNED_VERTEX_FINDERS
 from pipeline.studies.vertexing.metrics import jet_metrics
@@ -33,27 +34,6 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over the set dimension of x (B, N, D) with mask (B, N); returns (B, 1, D)."""
     weights = mask.unsqueeze(-1).to(x.dtype)
     return (x * weights).sum(1, keepdim=True) / weights.sum(1, keepdim=True).clamp(min=1)
-
-
-def mlp(widths: Sequence[int], final_activation: bool = False) -> nn.Sequential:
-    """Linear layers of the given widths with ReLU between them."""
-    layers: list[nn.Module] = []
-    for k, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-        layers.append(nn.Linear(a, b))
-        if k < len(widths) - 2 or final_activation:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
-
-
-def input_blocks(layer: nn.Linear, widths: Sequence[int]) -> list[torch.Tensor]:
-    """The (out, w_k) column blocks of ``layer``'s weight for an input concatenated from
-    parts of widths ``widths``: W [x_1, ..., x_K] = sum_k W_k x_k, which lets a layer over
-    pairs be applied per track and broadcast (the edge MLPs here, of the flavour tagger and
-    of the particle-flow graph network)."""
-    if sum(widths) != layer.in_features:
-        raise ValueError(f"input blocks of widths {list(widths)} sum to {sum(widths)}, "
-                         f"expected the layer's {layer.in_features} inputs")
-    return list(layer.weight.split(list(widths), dim=1))
 
 
 class DeepSetLayer(nn.Module):
