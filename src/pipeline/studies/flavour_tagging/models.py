@@ -105,8 +105,8 @@ class FlavourTagger(pl.LightningModule):
     in training whatever the sample's flavour mix.
     """
 
-    def __init__(self, n_features: int, width: int = 64, message_layers: int = 3,
-                 readout_widths: Sequence[int] = (64, 64), learning_rate: float = 1e-3,
+    def __init__(self, n_features: int, width: int, message_layers: int, readout_widths: Sequence[int],
+                 learning_rate: float = 1e-3,
                  class_weights: Sequence[float] = (1.0, 1.0, 1.0), lr_schedule: str = "constant"):
         super().__init__()
         self.save_hyperparameters()

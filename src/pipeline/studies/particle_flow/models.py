@@ -78,16 +78,14 @@ from torch_geometric.utils import scatter
 from pipeline.ml.layers import NeighbourEdgeConv, block_sizes, knn_neighbours, mlp, signed_log, to_fine
 from pipeline.studies.particle_flow.methods import LEARNED
 
-#: Granularity (n_eta, n_phi) of the six layers, 3 EM then 3 HAD.
-DEFAULT_LAYER_SHAPES = ((64, 32), (64, 64), (32, 32), (16, 16), (16, 16), (8, 8))
 #: The learned methods of the study (``methods.LEARNED``): the UNet with and without the
 #: track image, the graph network.
 METHODS = LEARNED
-#: Settings of FractionUNet and their defaults (the ``settings`` of ``build_network``).
-CNN_SETTINGS = {"fine": 64, "channels": (16, 32, 64), "energy_scale": 0.01}
-#: Settings of FractionGraphNet and their defaults.
-GRAPH_SETTINGS = {"window": (0.8, 0.8), "k": 10, "width": 64, "n_layers": 3, "depth_step": 0.05,
-                  "dynamic": False, "energy_scale": 0.01}
+#: The settings of FractionUNet (the ``settings`` of ``build_network``): the schema's
+#: ``particle_flow.cnn`` and ``particle_flow.calorimeter.fine``, no defaults here.
+CNN_KEYS = ("fine", "channels", "energy_scale")
+#: The settings of FractionGraphNet: the schema's ``particle_flow.graph`` and ``particle_flow.calorimeter.window``.
+GRAPH_KEYS = ("window", "k", "width", "n_layers", "depth_step", "dynamic", "energy_scale")
 
 Images = Sequence[torch.Tensor]
 
@@ -137,8 +135,8 @@ class FractionUNet(nn.Module):
     seventh input channel (False: ignored).
     """
 
-    def __init__(self, layer_shapes: Sequence[Sequence[int]] = DEFAULT_LAYER_SHAPES, fine: int = 64,
-                 channels: Sequence[int] = (16, 32, 64), use_track: bool = True, energy_scale: float = 0.01):
+    def __init__(self, layer_shapes: Sequence[Sequence[int]], *, fine: int, channels: Sequence[int], use_track: bool,
+                 energy_scale: float):
         super().__init__()
         if not channels:
             raise ValueError("FractionUNet: channels must name at least one depth")
@@ -195,9 +193,8 @@ class FractionGraphNet(nn.Module):
     after the first; ``use_track``: the track node (False: the track is ignored).
     """
 
-    def __init__(self, layer_shapes: Sequence[Sequence[int]] = DEFAULT_LAYER_SHAPES,
-                 window: Sequence[float] = (0.8, 0.8), k: int = 10, width: int = 64, n_layers: int = 3,
-                 use_track: bool = True, depth_step: float = 0.05, dynamic: bool = False, energy_scale: float = 0.01):
+    def __init__(self, layer_shapes: Sequence[Sequence[int]], *, window: Sequence[float], k: int, width: int,
+                 n_layers: int, use_track: bool, depth_step: float, dynamic: bool, energy_scale: float):
         super().__init__()
         if k < 1 or n_layers < 1 or width < 1:
             raise ValueError(f"FractionGraphNet: k, width and n_layers must be positive, got {k}, {width}, {n_layers}")
@@ -287,23 +284,26 @@ def _plain(value):
     return value
 
 
-def network_settings(method: str, settings: Mapping | None = None) -> dict:
-    """The complete settings of ``method``'s network: its defaults (CNN_SETTINGS or
-    GRAPH_SETTINGS) updated by ``settings``. Keys of the other network are ignored (one
-    config section can hold both); a key of neither is a ValueError."""
+def network_settings(method: str, settings: Mapping) -> dict:
+    """The settings of ``method``'s network (CNN_KEYS or GRAPH_KEYS) out of ``settings``, which
+    must hold every one of them (the config's values: ``train.network_config``). Keys of the
+    other network are ignored (one config section can hold both); a missing key or a key of
+    neither is a ValueError naming it."""
     if method not in METHODS:
         raise ValueError(f"unknown particle-flow method {method!r}; expected one of {METHODS}")
-    settings = dict(settings or {})
-    unknown = sorted(set(settings) - set(CNN_SETTINGS) - set(GRAPH_SETTINGS))
+    unknown = sorted(set(settings) - set(CNN_KEYS) - set(GRAPH_KEYS))
     if unknown:
         raise ValueError(f"unknown particle-flow network settings {unknown}; expected keys of "
-                         f"{sorted(set(CNN_SETTINGS) | set(GRAPH_SETTINGS))}")
-    defaults = GRAPH_SETTINGS if method == "graph" else CNN_SETTINGS
-    return _plain({key: settings.get(key, default) for key, default in defaults.items()})
+                         f"{sorted(set(CNN_KEYS) | set(GRAPH_KEYS))}")
+    keys = GRAPH_KEYS if method == "graph" else CNN_KEYS
+    missing = [key for key in keys if key not in settings]
+    if missing:
+        raise ValueError(f"particle-flow network settings of {method!r}: missing {missing}; expected every one of "
+                         f"{list(keys)}")
+    return _plain({key: settings[key] for key in keys})
 
 
-def build_network(method: str, layer_shapes: Sequence[Sequence[int]] = DEFAULT_LAYER_SHAPES,
-                  settings: Mapping | None = None) -> nn.Module:
+def build_network(method: str, layer_shapes: Sequence[Sequence[int]], settings: Mapping) -> nn.Module:
     """The network of ``method``: ``cnn`` FractionUNet with the track, ``cnn_no_track``
     without it, ``graph`` FractionGraphNet with the track node; ``settings`` as in ``network_settings``."""
     resolved = network_settings(method, settings)
@@ -320,8 +320,8 @@ class ParticleFlowModule(pl.LightningModule):
     the complete network settings) are saved, so a checkpoint rebuilds the module.
     """
 
-    def __init__(self, method: str = "cnn", layer_shapes: Sequence[Sequence[int]] = DEFAULT_LAYER_SHAPES,
-                 settings: Mapping | None = None, learning_rate: float = 1e-3, lr_schedule: str = "constant"):
+    def __init__(self, method: str, layer_shapes: Sequence[Sequence[int]], settings: Mapping,
+                 learning_rate: float = 1e-3, lr_schedule: str = "constant"):
         super().__init__()
         resolved = network_settings(method, settings)
         self.save_hyperparameters({"method": method, "layer_shapes": _plain(layer_shapes), "settings": resolved,
