@@ -21,7 +21,7 @@ def default_config() -> dict:
 
 def particle_flow_shapes() -> list[tuple[int, int]]:
     """(n_eta, n_phi) of the particle-flow layers by default (``particle_flow.calorimeter.layers``)."""
-    from pipeline.studies.particle_flow.geometry import WindowGeometry
+    from pipeline.simulation.window_geometry import WindowGeometry
 
     return WindowGeometry.from_config(_RESOLVED).shapes
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from default_config import default_config
 
-from pipeline.studies.particle_flow.geometry import WindowGeometry
+from pipeline.simulation.window_geometry import WindowGeometry
 from pipeline.studies.particle_flow.parametrised import (
     ATLAS_RING_WIDTHS,
     BRANCHES,

@@ -19,8 +19,8 @@ from pipeline.io.hdf5 import RaggedReader, parent_index, read_tree
 from pipeline.ml.checkpoints import load_module
 from pipeline.ml.layers import signed_log, to_fine
 from pipeline.simulation.gun import generate_gun_shard
+from pipeline.simulation.window_geometry import WindowGeometry
 from pipeline.studies.particle_flow.formats import PARTICLE_FLOW_IMAGES
-from pipeline.studies.particle_flow.geometry import WindowGeometry
 from pipeline.studies.super_resolution.batches import EVALUATION_FIELDS, SuperResolutionBatches, fine_mean_squares
 from pipeline.studies.super_resolution.data import SuperResolutionDataModule, SuperResolutionDataset
 from pipeline.studies.super_resolution.detector import build_shard, detector_config

@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from pipeline.studies.particle_flow.geometry import WindowGeometry
+from pipeline.simulation.window_geometry import WindowGeometry
 from pipeline.studies.particle_flow.methods import BASELINE
 
 log = logging.getLogger(__name__)

@@ -30,8 +30,8 @@ from pipeline.simulation.calorimeter import propagate_to_calorimeter, shower_dep
 from pipeline.simulation.formats import GUN_EVENTS
 from pipeline.simulation.stage import ShardStage
 from pipeline.simulation.tracker import select_trackable
+from pipeline.simulation.window_geometry import WindowGeometry
 from pipeline.studies.particle_flow.formats import PARTICLE_FLOW_IMAGES
-from pipeline.studies.particle_flow.geometry import WindowGeometry
 from pipeline.studies.particle_flow.topoclusters import topo_clusters
 from pipeline.studies.particle_flow.tracks import extrapolate, smeared_tracks
 

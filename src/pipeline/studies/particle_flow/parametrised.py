@@ -156,8 +156,8 @@ class CellGeometry:
 
     @classmethod
     def from_window_geometry(cls, geometry, ring_widths: Sequence[float]) -> "CellGeometry":
-        """The baseline's view of the study's ``geometry.WindowGeometry`` (its shapes, window
-        and depths in lambda), with ``ring_widths`` (ATLAS_RING_WIDTHS for ATLAS's)."""
+        """The baseline's view of the study's ``WindowGeometry`` (``pipeline.simulation.window_geometry``:
+        its shapes, window and depths in lambda), with ``ring_widths`` (ATLAS_RING_WIDTHS for ATLAS's)."""
         return cls(layer_shapes=tuple(geometry.shapes), window=tuple(geometry.window),
                    depth_lambda=tuple(geometry.depth_lambda()), ring_widths=tuple(ring_widths))
 
