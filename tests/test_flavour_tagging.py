@@ -10,6 +10,7 @@ import torch
 from sklearn.metrics import f1_score, recall_score, roc_curve
 
 from pipeline.io.hdf5 import DataFileError
+from pipeline.ml.layers import index_mean, index_sum
 from pipeline.ml.roc import rejection_at
 from pipeline.studies.flavour_tagging.data import FlavourBatches, FlavourDataModule, dense_to_graph, flavour_classes
 from pipeline.studies.flavour_tagging.edges import partition_scores, score_edges
@@ -19,7 +20,7 @@ from pipeline.studies.flavour_tagging.metrics import (
     bootstrap_spread,
     classification_metrics,
 )
-from pipeline.studies.flavour_tagging.models import EdgeScoreConv, FlavourTagger, index_mean, index_sum
+from pipeline.studies.flavour_tagging.models import EdgeScoreConv, FlavourTagger
 from pipeline.studies.vertexing.classical import classical_partition
 from pipeline.studies.vertexing.data import TrackGraphBatches
 from pipeline.studies.vertexing.formats import TRACK_FEATURES

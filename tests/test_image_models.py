@@ -230,7 +230,7 @@ def test_a_file_of_another_image_size_is_refused_with_its_name(tmp_path):
 @pytest.mark.parametrize("pixels", [16, 10])
 def test_autoencoder_reconstructs_images_of_the_input_size_normalised(pixels):
     torch.manual_seed(0)
-    model = ImageAutoencoder(pixels, channels=(4, 8), latent=5, input_scale=pixels**2).eval()
+    model = ImageAutoencoder(pixels, channels=(4, 8), latent=5, normalised=True, input_scale=pixels**2).eval()
     images = torch.rand(3, pixels, pixels)
     with torch.no_grad():
         out = model(images)
@@ -244,11 +244,13 @@ def test_autoencoder_reconstructs_images_of_the_input_size_normalised(pixels):
 def test_tagger_backbones_give_one_logit_per_image_and_bad_settings_are_named():
     images = torch.rand(4, PIXELS, PIXELS)
     for backbone in ("mlp", "cnn"):
-        assert ImageTagger(PIXELS, backbone, widths=(8,), channels=(4, 4), dense=8)(images).shape == (4,)
+        assert ImageTagger(PIXELS, backbone, widths=(8,), channels=(4, 4), dense=8, dropout=0.1)(images).shape == (4,)
     with pytest.raises(ValueError, match="unknown image-tagger backbone 'rnn'"):
-        ImageTagger(PIXELS, "rnn")
+        ImageTagger(PIXELS, "rnn", dropout=0.1)
+    with pytest.raises(ValueError, match=r"the cnn backbone needs \['dense'\]"):
+        ImageTagger(PIXELS, "cnn", channels=(4, 4), dropout=0.1)
     with pytest.raises(ValueError, match="5 convolution blocks .* at least 32 pixels, got 16"):
-        ImageTagger(PIXELS, "cnn", channels=(4, 4, 4, 4, 4))
+        ImageTagger(PIXELS, "cnn", channels=(4, 4, 4, 4, 4), dense=8, dropout=0.1)
 
 
 # --- training and evaluation ----------------------------------------------------------------
@@ -257,7 +259,8 @@ def test_tagger_backbones_give_one_logit_per_image_and_bad_settings_are_named():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, files) -> dict:
     """Every model of the study trained on the synthetic files: two epochs, the denoiser DENOISER_EPOCHS."""
-    from pipeline.studies.jet_images.train import IMAGE_MODELS, train_image_model
+    from pipeline.studies.jet_images.methods import METHODS as IMAGE_MODELS
+    from pipeline.studies.jet_images.train import train_image_model
 
     directory = tmp_path_factory.mktemp("image_models")
     config = image_config(directory)

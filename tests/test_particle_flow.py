@@ -17,8 +17,8 @@ from pipeline.run_config import resolve_config
 from pipeline.io.hdf5 import RaggedReader, parent_index, read_tree
 from pipeline.simulation.gun import generate_gun_shard
 from pipeline.simulation.helix import C_LIGHT
+from pipeline.simulation.window_geometry import WindowGeometry
 from pipeline.studies.particle_flow.formats import PARTICLE_FLOW_IMAGES
-from pipeline.studies.particle_flow.geometry import WindowGeometry
 from pipeline.studies.particle_flow.images import build_image_shard
 from pipeline.studies.particle_flow.metrics import barycentres, position_resolution, response_summary, weighted_mse
 from pipeline.studies.particle_flow.tracks import extrapolate

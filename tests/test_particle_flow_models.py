@@ -8,28 +8,29 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+from default_config import particle_flow_settings, particle_flow_shapes
 
 from pipeline.ml.checkpoints import load_module
+from pipeline.ml.layers import NeighbourEdgeConv, knn_neighbours, mlp, to_fine
 from pipeline.studies.particle_flow.models import (
-    CNN_SETTINGS,
-    DEFAULT_LAYER_SHAPES,
-    GRAPH_SETTINGS,
-    FractionGraphNet,
-    FractionUNet,
-    NeighbourEdgeConv,
     ParticleFlowModule,
     build_network,
     energy_weighted_mse,
-    knn_neighbours,
     network_settings,
-    to_fine,
 )
 
 FINE = 64
+#: The layers of the schema's default detector.
+SHAPES = particle_flow_shapes()
 #: Small networks: the tests train them for a few hundred steps.
 SMALL = {"channels": [8, 16, 32], "width": 32, "n_layers": 2, "k": 6}
 #: Cells within this distance [fine cells] of the track are charged (f = 0), the others neutral (f = 1).
 CHARGED_RADIUS = 20.0
+
+
+def small(method: str) -> dict:
+    """The settings of a small network of ``method``: the schema's defaults but for SMALL."""
+    return particle_flow_settings(method, **SMALL)
 
 
 def synthetic_batch(n_events: int, seed: int, occupancy: float = 0.04, tracks: bool = True) -> dict:
@@ -43,7 +44,7 @@ def synthetic_batch(n_events: int, seed: int, occupancy: float = 0.04, tracks: b
     if tracks:
         track[np.arange(n_events), where[:, 0], where[:, 1]] = rng.uniform(5, 50, n_events)
     layers, fractions, weights = [], [], []
-    for h, w in DEFAULT_LAYER_SHAPES:
+    for h, w in SHAPES:
         filled = rng.random((n_events, h, w)) < max(occupancy, 3 / (h * w))
         energy = np.where(filled, rng.uniform(0.1, 5, (n_events, h, w)), 0.0)
         energy *= np.where(rng.random((n_events, h, w)) < 0.05, -0.05, 1.0)
@@ -68,8 +69,8 @@ def select(batch: dict, events) -> dict:
 def test_output_shapes_and_range(method, settings):
     torch.manual_seed(0)
     batch = synthetic_batch(3, seed=1)
-    out = build_network(method, DEFAULT_LAYER_SHAPES, settings)(batch["layers"], batch["track"])
-    assert [tuple(x.shape) for x in out] == [(3, *shape) for shape in DEFAULT_LAYER_SHAPES]
+    out = build_network(method, SHAPES, particle_flow_settings(method, **settings))(batch["layers"], batch["track"])
+    assert [tuple(x.shape) for x in out] == [(3, *shape) for shape in SHAPES]
     for x in out:
         assert torch.isfinite(x).all() and x.min() >= 0 and x.max() <= 1
     if method == "graph":
@@ -82,12 +83,13 @@ def test_other_granularities():
     shapes = [(32, 8), (4, 16)]
     layers = [torch.rand(2, *shape) for shape in shapes]
     track = torch.zeros(2, 32, 32)
-    for net in (FractionUNet(shapes, fine=32, channels=(4, 8)), FractionGraphNet(shapes, width=8, n_layers=1)):
+    for net in (build_network("cnn", shapes, particle_flow_settings("cnn", fine=32, channels=[4, 8])),
+                build_network("graph", shapes, particle_flow_settings("graph", width=8, n_layers=1))):
         assert [tuple(x.shape) for x in net(layers, track)] == [(2, 32, 8), (2, 4, 16)]
     with pytest.raises(ValueError, match="does not divide"):
-        FractionUNet([(64, 24)])
+        build_network("cnn", [(64, 24)], particle_flow_settings("cnn"))
     with pytest.raises(ValueError, match="divisible by 8"):
-        FractionUNet(fine=36, channels=(4, 4, 4, 4), layer_shapes=[(36, 36)])
+        build_network("cnn", [(36, 36)], particle_flow_settings("cnn", fine=36, channels=[4, 4, 4, 4]))
 
 
 def test_to_fine_conserves_energy():
@@ -166,8 +168,6 @@ def test_neighbour_edge_conv_is_pyg_edge_conv_with_max_aggregation():
     and the same MLP, values and gradients, nodes without neighbours included."""
     from torch_geometric.nn import EdgeConv
 
-    from pipeline.studies.vertexing.models import mlp
-
     torch.manual_seed(1)
     # Events of 12, 3 and 1 nodes: full, short (-1 padded) and empty neighbour rows.
     batch = torch.cat([torch.zeros(12), torch.ones(3), torch.full((1,), 2)]).long()
@@ -190,7 +190,7 @@ def test_neighbour_edge_conv_is_pyg_edge_conv_with_max_aggregation():
 
 def test_graph_net_small_and_empty_events():
     torch.manual_seed(0)
-    net = FractionGraphNet(k=10, width=16, n_layers=2)
+    net = build_network("graph", SHAPES, particle_flow_settings("graph", k=10, width=16, n_layers=2))
     batch = synthetic_batch(4, seed=2)
     for energy in batch["layers"]:
         energy[0] = 0  # event 0: no cells
@@ -209,7 +209,7 @@ def test_graph_net_small_and_empty_events():
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
     # A batch without a single node.
-    empty = [torch.zeros(2, *shape) for shape in DEFAULT_LAYER_SHAPES]
+    empty = [torch.zeros(2, *shape) for shape in SHAPES]
     out = net(empty, torch.zeros(2, FINE, FINE))
     assert all((x == 0).all() for x in out)
     # One node per event (the track only): no edges, still a prediction for nothing but the track.
@@ -221,7 +221,7 @@ def test_track_ablation():
     batch = synthetic_batch(2, seed=4)
     moved = torch.roll(batch["track"], shifts=(7, -5), dims=(1, 2))
     for method, depends in (("cnn", True), ("cnn_no_track", False), ("graph", True)):
-        net = build_network(method, DEFAULT_LAYER_SHAPES, SMALL)
+        net = build_network(method, SHAPES, small(method))
         a, b = net(batch["layers"], batch["track"]), net(batch["layers"], moved)
         c = net(batch["layers"], torch.zeros_like(moved))
         differ = [not torch.equal(x, y) for x, y in zip(a, b)] + [not torch.equal(x, y) for x, y in zip(a, c)]
@@ -232,7 +232,7 @@ def test_graph_net_events_are_isolated():
     """An event's fractions are the same alone, in a batch, and with the batch permuted."""
     torch.manual_seed(0)
     batch = synthetic_batch(5, seed=5)
-    net = FractionGraphNet(width=16, n_layers=3, k=10)
+    net = build_network("graph", SHAPES, particle_flow_settings("graph", width=16, n_layers=3, k=10))
     full = net(batch["layers"], batch["track"])
     alone = net(*(lambda b: (b["layers"], b["track"]))(select(batch, [2])))
     permutation = [4, 2, 0, 3, 1]
@@ -256,7 +256,7 @@ def test_graph_net_gradients_are_the_same_bits_every_time_on_two_threads():
     torch.set_num_threads(2)
     try:
         torch.manual_seed(0)
-        net = build_network("graph")
+        net = build_network("graph", SHAPES, particle_flow_settings("graph"))
         gradients = []
         for _ in range(4):
             net.zero_grad()
@@ -281,7 +281,7 @@ def best_constant_loss(batch: dict) -> float:
 def test_networks_learn_the_track_neighbourhood(method, steps):
     torch.manual_seed(0)
     batch = synthetic_batch(4, seed=6)
-    net = build_network(method, DEFAULT_LAYER_SHAPES, SMALL)
+    net = build_network(method, SHAPES, small(method))
     optimiser = torch.optim.Adam(net.parameters(), lr=5e-3)
     baseline = best_constant_loss(batch)
     first = None
@@ -297,13 +297,18 @@ def test_networks_learn_the_track_neighbourhood(method, steps):
 
 
 def test_network_settings():
-    assert network_settings("cnn") == {**CNN_SETTINGS, "channels": [16, 32, 64]}
-    assert network_settings("graph", {"k": 4, "channels": [4]}) == {**GRAPH_SETTINGS, "window": [0.8, 0.8], "k": 4}
+    """A method's own settings out of a section that may hold the other network's too, all
+    of them required: no defaults but the schema's."""
+    cnn, graph = particle_flow_settings("cnn"), particle_flow_settings("graph")
+    assert network_settings("cnn", {**graph, **cnn}) == {key: cnn[key] for key in ("fine", "channels", "energy_scale")}
+    assert network_settings("graph", {**graph, "k": 4, "channels": [4]})["k"] == 4
     with pytest.raises(ValueError, match="unknown particle-flow network settings"):
-        network_settings("cnn", {"widht": 3})
+        network_settings("cnn", {**cnn, "widht": 3})
+    with pytest.raises(ValueError, match=r"missing \['k'\]"):
+        network_settings("graph", {key: value for key, value in graph.items() if key != "k"})
     with pytest.raises(ValueError, match="unknown particle-flow method"):
-        build_network("mlp")
-    assert not build_network("cnn_no_track").use_track and build_network("cnn").use_track
+        build_network("mlp", SHAPES, cnn)
+    assert not build_network("cnn_no_track", SHAPES, cnn).use_track and build_network("cnn", SHAPES, cnn).use_track
 
 
 @pytest.mark.parametrize("method", ["cnn", "graph"])
@@ -313,7 +318,7 @@ def test_checkpoint_round_trip(method, tmp_path):
     rows = [select(events, [i]) for i in range(6)]
     rows = [{key: [x[0] for x in v] if isinstance(v, list) else v[0] for key, v in row.items()} for row in rows]
     loader = torch.utils.data.DataLoader(rows, batch_size=3)
-    module = ParticleFlowModule(method, DEFAULT_LAYER_SHAPES, SMALL, learning_rate=1e-2)
+    module = ParticleFlowModule(method, SHAPES, small(method), learning_rate=1e-2)
     trainer = pl.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(module, loader, loader)
@@ -321,7 +326,7 @@ def test_checkpoint_round_trip(method, tmp_path):
     path = tmp_path / "model.ckpt"
     trainer.save_checkpoint(path)
     restored = load_module(ParticleFlowModule, path)  # weights-only: plain hyperparameters
-    assert restored.hparams.method == method and restored.hparams.settings == network_settings(method, SMALL)
+    assert restored.hparams.method == method and restored.hparams.settings == network_settings(method, small(method))
     module.eval()
     restored.eval()
     batch = select(events, [0, 1, 2])
@@ -329,4 +334,4 @@ def test_checkpoint_round_trip(method, tmp_path):
         for x, y in zip(module.fractions(batch), restored.fractions(batch)):
             torch.testing.assert_close(x, y)
     predicted = trainer.predict(restored, loader)
-    assert [tuple(x.shape) for x in predicted[0]] == [(3, *shape) for shape in DEFAULT_LAYER_SHAPES]
+    assert [tuple(x.shape) for x in predicted[0]] == [(3, *shape) for shape in SHAPES]

@@ -7,13 +7,19 @@ noise-free cluster (all non-zero cells). Hand-made events check the ring arithme
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from default_config import default_config
 
+from pipeline.simulation.window_geometry import WindowGeometry
 from pipeline.studies.particle_flow.parametrised import (
+    ATLAS_RING_WIDTHS,
     BRANCHES,
+    MIN_BIN_ENTRIES,
+    P_BINS,
     SOURCES,
     CellGeometry,
     Templates,
@@ -23,7 +29,8 @@ from pipeline.studies.particle_flow.parametrised import (
     subtract,
 )
 
-GEOMETRY = CellGeometry()
+#: The baseline's geometry by default: the schema's detector, ATLAS's rings.
+GEOMETRY = CellGeometry.from_window_geometry(WindowGeometry.from_config(default_config()), ATLAS_RING_WIDTHS)
 #: Lateral Gaussian width of the synthetic showers per layer, in Delta R.
 LATERAL = (0.02, 0.03, 0.04, 0.05, 0.06, 0.08)
 R_MEAN, R_SIGMA = 0.7, 0.08
@@ -90,7 +97,8 @@ def run(templates, events):
 @pytest.fixture(scope="module")
 def fitted():
     events = pion_showers(np.random.default_rng(1), 2000)
-    templates = fit_templates(events["energy"], events["labels"], events["p"], events["eta"], events["phi"])
+    templates = fit_templates(events["energy"], events["labels"], events["p"], events["eta"], events["phi"], GEOMETRY,
+                              P_BINS, MIN_BIN_ENTRIES)
     return templates, events
 
 
@@ -209,11 +217,11 @@ def test_event_without_track_is_untouched():
 
 
 def test_first_interaction_layer_is_the_largest_density_increase():
-    depth = GEOMETRY.depth_lambda  # 0.215, 0.8, 0.1, 1.5, 4.1, 1.8
+    depth = GEOMETRY.depth_lambda  # 0.18, 0.8, 0.22, 1.5, 4.1, 1.8
     energies = np.array([
-        [0.05, 0.2, 0.02, 5.0, 2.0, 0.5],   # densities 0.23, 0.25, 0.2, 3.3, ...: HAD1
-        [1.0, 5.0, 0.5, 0.5, 0.1, 0.0],     # 4.65 then +1.6: EM1
-        [-0.3, 0.0, 0.3, 0.1, 0.0, 0.0],    # negative EM1 is no deposit: EM3 (3 / lambda)
+        [0.05, 0.2, 0.02, 5.0, 2.0, 0.5],   # densities 0.28, 0.25, 0.09, 3.3, ...: HAD1
+        [1.0, 5.0, 0.5, 0.5, 0.1, 0.0],     # 5.6 then +0.7: EM1
+        [-0.3, 0.0, 0.3, 0.1, 0.0, 0.0],    # negative EM1 is no deposit: EM3 (1.4 / lambda)
         [0.0, 0.0, 0.0, 0.0, 0.0, 2.0],     # HAD3
         [-1.0, 0.0, 0.0, 0.0, 0.0, 0.0],    # nothing deposited
     ])
@@ -247,7 +255,7 @@ def test_sparse_bins_fall_back_in_the_documented_order():
     more = pion_showers(np.random.default_rng(3), 30, start=EM2, p_range=(3.0, 4.0))
     merged = {k: ([np.concatenate([a, b]) for a, b in zip(events[k], more[k])] if k in ("energy", "labels")
                   else np.concatenate([events[k], more[k]])) for k in events}
-    t = fit_templates(merged["energy"], merged["labels"], merged["p"], merged["eta"], merged["phi"],
+    t = fit_templates(merged["energy"], merged["labels"], merged["p"], merged["eta"], merged["phi"], GEOMETRY,
                       p_bins=(2.0, 3.0, 4.0, 5.0), min_entries=20)
     # Bins (p, LFI): (0, HAD1) and (1, EM2) have their own events, (2, HAD1) takes the nearest p bin's,
     # (2, EM2) likewise; (0, EM1) takes p bin 0's pooled events; (2, EM1) has no p-bin events: inclusive.
@@ -313,17 +321,17 @@ def test_far_neutral_cluster_is_never_touched(fitted):
 
 def test_match_track_and_geometry_checks(fitted):
     templates, events = fitted
-    match = match_track(events["energy"], events["labels"], events["p"], events["eta"], events["phi"])
+    match = match_track(events["energy"], events["labels"], events["p"], events["eta"], events["phi"], GEOMETRY)
     assert np.all(match.matched == 0) and np.all(match.distance < 1.64)
     assert np.allclose(match.cluster_energy, events["p"] * events["r"])
     with pytest.raises(ValueError, match="differs"):
         subtract(templates, events["energy"], events["labels"], events["p"], events["eta"], events["phi"],
-                 geometry=CellGeometry(ring_widths=(0.05,) * 6))
+                 geometry=dataclasses.replace(GEOMETRY, ring_widths=(0.05,) * 6))
     with pytest.raises(ValueError, match=r"energy\[1\]"):
         subtract(templates, [events["energy"][0]] * 6, events["labels"], events["p"], events["eta"], events["phi"])
-    window = SimpleNamespace(shapes=list(GEOMETRY.layer_shapes), window=(0.8, 0.8),
+    window = SimpleNamespace(shapes=list(GEOMETRY.layer_shapes), window=list(GEOMETRY.window),
                              depth_lambda=lambda: np.array(GEOMETRY.depth_lambda))
-    assert CellGeometry.from_window_geometry(window) == GEOMETRY
+    assert CellGeometry.from_window_geometry(window, ATLAS_RING_WIDTHS) == GEOMETRY
 
 
 def test_chunking_does_not_change_the_result(fitted):

@@ -12,20 +12,20 @@ import math
 import numpy as np
 import pytest
 import torch
+from default_config import super_resolution_settings, super_resolution_shapes
 
 from pipeline.run_config import resolve_config
 from pipeline.io.hdf5 import RaggedReader, parent_index, read_tree
 from pipeline.ml.checkpoints import load_module
+from pipeline.ml.layers import signed_log, to_fine
 from pipeline.simulation.gun import generate_gun_shard
+from pipeline.simulation.window_geometry import WindowGeometry
 from pipeline.studies.particle_flow.formats import PARTICLE_FLOW_IMAGES
-from pipeline.studies.particle_flow.geometry import WindowGeometry
-from pipeline.studies.particle_flow.models import to_fine
 from pipeline.studies.super_resolution.batches import EVALUATION_FIELDS, SuperResolutionBatches, fine_mean_squares
 from pipeline.studies.super_resolution.data import SuperResolutionDataModule, SuperResolutionDataset
 from pipeline.studies.super_resolution.detector import build_shard, detector_config
 from pipeline.studies.super_resolution.interpolation import bicubic, to_coarse
 from pipeline.studies.super_resolution.models import (
-    DEFAULT_LAYER_SHAPES,
     EnergySharing,
     SuperResolutionModule,
     build_network,
@@ -41,6 +41,10 @@ PI_ZERO_OFFSET = {"pdgid": 111, "energy": [2.0, 20.0],
 PI_ZERO = {"pdgid": 111, "energy": [7.0, 12.0], "eta": [-0.4, 0.4], "phi": [-3.1, 3.1]}
 #: The tiny networks of these tests.
 TINY = {"channels": 4, "blocks": 1}
+#: The layers of the schema's default super-resolution detector.
+SHAPES = super_resolution_shapes()
+#: The small network's complete settings: the schema's defaults but for TINY.
+NETWORK = super_resolution_settings(**TINY)
 FACTORS = [(1, 2), (2, 2), (2, 2), (4, 4), (4, 4), (8, 8)]
 #: A second detector for the noise-free file: em2 with non-square 4 x 2 cells.
 OTHER_GRANULARITY = [[64, 32], [16, 32], [32, 32], [16, 16], [16, 16], [8, 8]]
@@ -123,7 +127,7 @@ def test_batches_hold_the_files_cells(files):
     geometry = WindowGeometry.from_config(detector_config(files["config"]))
     batches = SuperResolutionBatches(files["pflow"], 10, evaluation=True)
     assert len(batches) == 3 and batches.n_events == 24 and batches.fine == 64
-    assert batches.shapes == geometry.shapes == [tuple(s) for s in DEFAULT_LAYER_SHAPES]
+    assert batches.shapes == geometry.shapes == [tuple(s) for s in SHAPES]
     assert batches.factors == FACTORS and batches.layer_names == geometry.names and batches.window == (0.8, 0.8)
     assert [len(batches[i]["row"]) for i in range(3)] == [10, 10, 4]
     batch = all_batches(batches)
@@ -201,7 +205,7 @@ def test_energy_sharing_conserves_every_cell(dtype, tolerance):
     generator = torch.Generator().manual_seed(3)
     sharing = EnergySharing(FACTORS)
     logits = 8 * torch.randn(5, 6, 64, 64, generator=generator, dtype=dtype)
-    coarse = [torch.randn(5, h, w, generator=generator, dtype=dtype) * 10 for h, w in DEFAULT_LAYER_SHAPES]
+    coarse = [torch.randn(5, h, w, generator=generator, dtype=dtype) * 10 for h, w in SHAPES]
     coarse[0][0] = 0  # an empty event
     out = sharing(logits, coarse)
     assert out.shape == (5, 6, 64, 64) and out.dtype == dtype
@@ -219,7 +223,7 @@ def random_inputs(n: int, seed: int) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Sparse random layer images (5 % of cells 0.1-5 GeV, a tenth of them slightly negative) and a track pixel."""
     generator = torch.Generator().manual_seed(seed)
     coarse = []
-    for h, w in DEFAULT_LAYER_SHAPES:
+    for h, w in SHAPES:
         energy = torch.rand(n, h, w, generator=generator) * 4.9 + 0.1
         energy = torch.where(torch.rand(n, h, w, generator=generator) < 0.1, -0.02 * energy, energy)
         coarse.append(torch.where(torch.rand(n, h, w, generator=generator) < 0.05, energy, torch.zeros(())))
@@ -232,11 +236,10 @@ def random_inputs(n: int, seed: int) -> tuple[list[torch.Tensor], torch.Tensor]:
 def test_trunk_is_the_concatenation_then_the_1x1_merge():
     """The trunk's folded merge is the module docstring's: every layer's 3x3 conv,
     sub-pixel maps, a(E) of the track, concatenated, then the 1x1 conv; gradients too."""
-    from pipeline.studies.particle_flow.models import signed_log
 
     coarse, track = random_inputs(2, seed=7)
     torch.manual_seed(2)
-    trunk = build_network("cnn", DEFAULT_LAYER_SHAPES, 64, TINY).trunk
+    trunk = build_network("cnn", SHAPES, 64, NETWORK).trunk
     for parameter in trunk.parameters():  # away from the zero-ish start, every block matters
         torch.nn.init.normal_(parameter, std=0.3)
     maps = [sub_pixel(conv(signed_log(e, trunk.energy_scale)[:, None]), f)
@@ -257,7 +260,7 @@ def test_networks_shapes_start_and_conservation():
     interpolated = torch.stack([bicubic(e, f) for e, f in zip(coarse, FACTORS)], dim=1)
     for method, tolerance in (("redistribute", 2e-3), ("cnn", 1e-6)):
         torch.manual_seed(1)
-        network = build_network(method, DEFAULT_LAYER_SHAPES, 64, TINY)
+        network = build_network(method, SHAPES, 64, NETWORK)
         with torch.no_grad():
             out = network(coarse, track)
             assert out.shape == (3, 6, 64, 64)
@@ -277,9 +280,11 @@ def test_networks_shapes_start_and_conservation():
     with pytest.raises(ValueError, match=r"layer 1: image of shape \(3, 64, 64\), expected \(3, 32, 32\)"):
         network([coarse[0], torch.zeros(3, 64, 64), *coarse[2:]], track)
     with pytest.raises(ValueError, match="unknown learned super-resolution method 'unet'"):
-        build_network("unet")
+        build_network("unet", SHAPES, 64, NETWORK)
     with pytest.raises(ValueError, match=r"unknown super-resolution network settings \['depth'\]"):
-        build_network("cnn", settings={"depth": 3})
+        build_network("cnn", SHAPES, 64, {**NETWORK, "depth": 3})
+    with pytest.raises(ValueError, match=r"super-resolution network settings: missing \['energy_scale'\]"):
+        build_network("cnn", SHAPES, 64, TINY)
 
 
 def test_loss_weighs_every_layer_by_its_scale(tmp_path, files):
@@ -303,7 +308,7 @@ def test_loss_weighs_every_layer_by_its_scale(tmp_path, files):
     np.testing.assert_allclose(fine_mean_squares([files["pi0"]] * 2, 6, 64), (dense**2).mean(axis=(0, 2, 3)),
                                rtol=1e-6)
     with pytest.raises(ValueError, match="loss_scales .* expected one positive number"):
-        SuperResolutionModule("cnn", DEFAULT_LAYER_SHAPES, 64, TINY, loss_scales=[1.0, 0.0, 1, 1, 1, 1])
+        SuperResolutionModule("cnn", SHAPES, 64, NETWORK, loss_scales=[1.0, 0.0, 1, 1, 1, 1])
 
 
 @pytest.mark.parametrize("method", ["redistribute", "cnn"])
@@ -311,7 +316,7 @@ def test_loss_goes_down_on_one_batch(files, method):
     torch.manual_seed(0)
     batch = SuperResolutionDataset(files["pflow"], 12)[0]
     scales = batch["fine"].double().square().mean(dim=(0, 2, 3)).clamp(min=1e-8)
-    module = SuperResolutionModule(method, DEFAULT_LAYER_SHAPES, 64, TINY, loss_scales=scales.tolist())
+    module = SuperResolutionModule(method, SHAPES, 64, NETWORK, loss_scales=scales.tolist())
     optimiser = torch.optim.Adam(module.parameters(), lr=3e-3)
     losses = []
     for _ in range(60):
@@ -374,8 +379,8 @@ def test_training_writes_a_checkpoint_that_rebuilds_the_module(files, tmp_path, 
     assert run.info.run_name == "super_resolution.train.redistribute"
     restored = load_module(SuperResolutionModule, checkpoint)
     assert restored.hparams.method == "redistribute" and restored.hparams.fine == 64
-    assert restored.hparams.settings == {**TINY, "energy_scale": 0.01}
-    assert restored.hparams.layer_shapes == [list(s) for s in DEFAULT_LAYER_SHAPES]
+    assert restored.hparams.settings == NETWORK
+    assert restored.hparams.layer_shapes == [list(s) for s in SHAPES]
     np.testing.assert_allclose(restored.hparams.loss_scales, fine_mean_squares(data["train"], 6, 64))
     (trained,) = built
     trained.eval()

@@ -184,19 +184,27 @@ def test_inputs_of_the_same_name_keep_their_own_checksum_tags(tmp_path):
 
 
 def _conv_networks():
+    from default_config import (
+        particle_flow_settings,
+        particle_flow_shapes,
+        super_resolution_settings,
+        super_resolution_shapes,
+    )
+
     from pipeline.studies.jet_images.models import ImageAutoencoder
-    from pipeline.studies.particle_flow.models import DEFAULT_LAYER_SHAPES as PF_SHAPES
     from pipeline.studies.particle_flow.models import build_network as particle_flow_network
-    from pipeline.studies.super_resolution.models import DEFAULT_LAYER_SHAPES as SR_SHAPES
     from pipeline.studies.super_resolution.models import build_network as super_resolution_network
 
     def calorimeter(shapes):
         return [torch.rand(3, h, w) * (torch.rand(3, h, w) < 0.3) for h, w in shapes]
 
-    yield "particle_flow cnn", particle_flow_network("cnn"), (calorimeter(PF_SHAPES), torch.rand(3, 64, 64))
-    yield "super_resolution redistribute", super_resolution_network("redistribute"), (calorimeter(SR_SHAPES),
-                                                                                     torch.rand(3, 64, 64))
-    yield "jet_images autoencoder", ImageAutoencoder(16, (4, 8), 6), (torch.rand(3, 16, 16),)
+    pf_shapes, sr_shapes = particle_flow_shapes(), super_resolution_shapes()
+    yield ("particle_flow cnn", particle_flow_network("cnn", pf_shapes, particle_flow_settings("cnn")),
+           (calorimeter(pf_shapes), torch.rand(3, 64, 64)))
+    yield ("super_resolution redistribute",
+           super_resolution_network("redistribute", sr_shapes, 64, super_resolution_settings()),
+           (calorimeter(sr_shapes), torch.rand(3, 64, 64)))
+    yield "jet_images autoencoder", ImageAutoencoder(16, (4, 8), 6, normalised=True), (torch.rand(3, 16, 16),)
 
 
 @pytest.mark.parametrize("index", range(3))

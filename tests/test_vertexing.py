@@ -7,6 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
 
+from pipeline.ml.layers import input_blocks
 from pipeline.partition import partition_dense
 from pipeline.simulation.tracker import perigee
 from pipeline.studies.vertexing.classical import avr_partition, baseline_partition
@@ -16,7 +17,6 @@ from pipeline.studies.vertexing.models import (
     DeepSetLayer,
     EdgeClassifier,
     VertexFinder,
-    input_blocks,
     masked_mean,
     pair_targets,
     vertex_finding_loss,

@@ -21,26 +21,8 @@ import torch
 from torch import nn
 from torch_geometric.nn import MessagePassing
 
+from pipeline.ml.layers import index_mean, index_sum, input_blocks, mlp
 from pipeline.studies.flavour_tagging.data import CLASSES, JET_FEATURES
-from pipeline.studies.vertexing.models import input_blocks, mlp
-
-
-def index_sum(x: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
-    """Rows of x (E, W) summed by index (E,) in [0, size): out[k] = sum_{e: index_e = k} x_e,
-    (size, W); the sum over each jet's tracks or each track's edges.
-
-    ``index_add_``, whose backward is an ``index_select`` of whole rows: PyG's ``scatter``
-    sums through ``scatter_add_`` over the index broadcast to x's shape, whose backward
-    gathers single elements, a tenth of the tagger's training step. The same sums in the
-    same order (rows added one after the other, on any number of threads).
-    """
-    return x.new_zeros((size, *x.shape[1:])).index_add_(0, index, x)
-
-
-def index_mean(x: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
-    """Rows of x (E, W) averaged by index (E,): (size, W), 0 where no row has that index."""
-    count = torch.bincount(index, minlength=size).clamp(min=1).to(x.dtype)
-    return index_sum(x, index, size) / count.unsqueeze(-1)
 
 
 class SetEmbedding(nn.Module):
@@ -123,8 +105,8 @@ class FlavourTagger(pl.LightningModule):
     in training whatever the sample's flavour mix.
     """
 
-    def __init__(self, n_features: int, width: int = 64, message_layers: int = 3,
-                 readout_widths: Sequence[int] = (64, 64), learning_rate: float = 1e-3,
+    def __init__(self, n_features: int, width: int, message_layers: int, readout_widths: Sequence[int],
+                 learning_rate: float = 1e-3,
                  class_weights: Sequence[float] = (1.0, 1.0, 1.0), lr_schedule: str = "constant"):
         super().__init__()
         self.save_hyperparameters()

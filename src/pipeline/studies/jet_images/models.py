@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.ml.layers import dense_stack
 from pipeline.studies.jet_images.metrics import roc_auc
 
 
@@ -52,29 +53,26 @@ def conv_blocks(channels: Sequence[int], in_channels: int = 1) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def dense_stack(widths: Sequence[int], dropout: float) -> nn.Sequential:
-    """Linear layers of the given widths, each followed by ReLU and dropout."""
-    layers: list[nn.Module] = []
-    for a, b in zip(widths[:-1], widths[1:]):
-        layers += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(dropout)]
-    return nn.Sequential(*layers)
-
-
 class ImageTagger(pl.LightningModule):
     """Top-vs-QCD classifier of jet images: one logit, binary cross-entropy.
 
     backbone ``mlp``: dense layers of ``widths`` on the flattened image; ``cnn``:
-    conv_blocks of ``channels``, then one dense layer of ``dense`` units. Both end in
-    dropout and a linear layer to the logit. Logs train_loss, val_loss, val_accuracy
+    conv_blocks of ``channels``, then one dense layer of ``dense`` units (the settings of
+    the other backbone are not used and may be None). Both end in dropout and a linear
+    layer to the logit. Logs train_loss, val_loss, val_accuracy
     (score threshold 0.5) and val_auc (over the whole validation set). ``input_scale``:
     the factor applied to the images first (see the module docstring).
     """
 
-    def __init__(self, pixels: int, backbone: str = "cnn", widths: Sequence[int] = (128, 64, 32),
-                 channels: Sequence[int] = (16, 32, 32), dense: int = 64, dropout: float = 0.1,
+    def __init__(self, pixels: int, backbone: str, *, widths: Sequence[int] | None = None,
+                 channels: Sequence[int] | None = None, dense: int | None = None, dropout: float,
                  learning_rate: float = 1e-3, lr_schedule: str = "constant", input_scale: float = 1.0):
         super().__init__()
         self.save_hyperparameters()
+        needed = {"mlp": {"widths": widths}, "cnn": {"channels": channels, "dense": dense}}.get(backbone, {})
+        missing = [key for key, value in needed.items() if value is None]
+        if missing:
+            raise ValueError(f"ImageTagger: the {backbone} backbone needs {missing}")
         if backbone == "mlp":
             self.backbone = nn.Sequential(nn.Flatten(), dense_stack([pixels * pixels, *widths], dropout))
             width = widths[-1]
@@ -141,8 +139,8 @@ class ImageAutoencoder(pl.LightningModule):
     next to Adam's epsilon).
     """
 
-    def __init__(self, pixels: int, channels: Sequence[int] = (16, 32, 32), latent: int = 16,
-                 denoising: bool = False, normalised: bool = True, trained_on: str = "all",
+    def __init__(self, pixels: int, channels: Sequence[int], latent: int, *, normalised: bool,
+                 denoising: bool = False, trained_on: str = "all",
                  learning_rate: float = 1e-3, lr_schedule: str = "constant", input_scale: float = 1.0):
         super().__init__()
         self.save_hyperparameters()

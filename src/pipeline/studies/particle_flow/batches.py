@@ -42,7 +42,7 @@ _TRUTH_FIELDS = ("charged_energy", "neutral_energy", "charged_eta", "charged_phi
 def file_geometry(reader: RaggedReader) -> tuple[list[tuple[int, int]], int, tuple[float, float]]:
     """(layer shapes, fine cells per side, window) of an open particle_flow_images file,
     from the config it was written with (image shards and split files both store it)."""
-    from pipeline.studies.particle_flow.geometry import WindowGeometry
+    from pipeline.simulation.window_geometry import WindowGeometry
 
     try:
         geometry = WindowGeometry.from_config(reader.config)

@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from pipeline.studies.particle_flow.geometry import WindowGeometry
+from pipeline.simulation.window_geometry import WindowGeometry
 from pipeline.studies.particle_flow.methods import BASELINE
 
 log = logging.getLogger(__name__)
@@ -38,13 +38,15 @@ def calibrate(config: Mapping, inputs: Sequence[str | Path], output: str | Path,
     from pipeline.ml.tracking import log_run, run_name, run_tags
     from pipeline.studies.particle_flow.batches import ImageBatches
     from pipeline.studies.particle_flow.parametrised import (
-        DEFAULT_P_BINS,
+        ATLAS_RING_WIDTHS,
+        MIN_BIN_ENTRIES,
+        P_BINS,
         CellGeometry,
         template_statistics,
         templates_from_statistics,
     )
 
-    geometry = CellGeometry.from_window_geometry(WindowGeometry.from_config(config))
+    geometry = CellGeometry.from_window_geometry(WindowGeometry.from_config(config), ATLAS_RING_WIDTHS)
     totals = None
     n_events = 0
     for path in inputs:
@@ -57,12 +59,12 @@ def calibrate(config: Mapping, inputs: Sequence[str | Path], output: str | Path,
             if np.any(batch["events"]["neutral_energy"] > 0):
                 raise ValueError(f"{path}: events with a neutral gun particle; the calibration sample "
                                  f"(particle_flow.calibration) must hold single charged pions")
-            stats = template_statistics(*baseline_inputs(batch), geometry, DEFAULT_P_BINS)
+            stats = template_statistics(*baseline_inputs(batch), geometry, P_BINS)
             totals = stats if totals is None else [a + b for a, b in zip(totals, stats)]
             n_events += len(batch["row"])
     if totals is None:
         raise ValueError("particle_flow calibrate: no calibration files given")
-    templates = templates_from_statistics(totals, geometry, DEFAULT_P_BINS)
+    templates = templates_from_statistics(totals, geometry, P_BINS, MIN_BIN_ENTRIES)
     templates.save(output)
     stage = {key: config[key] for key in ("seed", "particle_flow")}
     metrics = {"inclusive_mean": templates.inclusive_mean, "inclusive_sigma": templates.inclusive_sigma,

@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 def check(config: Mapping[str, Any]) -> None:
     """ValueError naming the key: the study's samples must be particle guns, its window's cells nest (WindowGeometry)."""
-    from pipeline.studies.particle_flow.geometry import WindowGeometry
+    from pipeline.simulation.window_geometry import WindowGeometry
 
     for role in ("sample", "calibration"):
         name = config["particle_flow"][role]

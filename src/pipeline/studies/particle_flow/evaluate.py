@@ -17,7 +17,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from pipeline.io.outputs import write_csv, write_text
-from pipeline.studies.particle_flow.geometry import WindowGeometry
+from pipeline.simulation.window_geometry import WindowGeometry
 from pipeline.studies.particle_flow.methods import BASELINE, LEARNED, METHODS
 from pipeline.studies.particle_flow.metrics import (
     DISTANCE_BINS,

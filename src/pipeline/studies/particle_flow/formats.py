@@ -6,7 +6,7 @@ its fields or their meaning change.
 Cells are stored sparsely (a calorimeter event lights up a few hundred of the window's
 ~7700 detector and 24576 fine cells): ``cells`` only the detector cells of topo-clusters
 (the readout after the clustering's zero suppression), ``fine_cells`` every fine cell
-with a deposit. Indices are window-relative (``geometry.WindowGeometry``), energies GeV.
+with a deposit. Indices are window-relative (``simulation.window_geometry``), energies GeV.
 """
 
 from __future__ import annotations

@@ -31,8 +31,8 @@ from pipeline.simulation.helix import propagate_to_calorimeter
 from pipeline.simulation.shower import shower_deposits
 from pipeline.simulation.stage import ShardStage
 from pipeline.simulation.tracker import select_trackable
+from pipeline.simulation.window_geometry import WindowGeometry
 from pipeline.studies.particle_flow.formats import PARTICLE_FLOW_IMAGES
-from pipeline.studies.particle_flow.geometry import WindowGeometry
 from pipeline.studies.particle_flow.topoclusters import topo_clusters
 from pipeline.studies.particle_flow.tracks import extrapolate, smeared_tracks
 

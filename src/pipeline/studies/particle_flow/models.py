@@ -75,16 +75,14 @@ import torch
 from torch import nn
 from torch_geometric.utils import scatter
 
+from pipeline.ml.layers import NeighbourEdgeConv, block_sizes, knn_neighbours, mlp, signed_log, to_fine
 from pipeline.studies.particle_flow.methods import LEARNED
-from pipeline.studies.vertexing.models import input_blocks, mlp
 
-#: Granularity (n_eta, n_phi) of the six layers, 3 EM then 3 HAD.
-DEFAULT_LAYER_SHAPES = ((64, 32), (64, 64), (32, 32), (16, 16), (16, 16), (8, 8))
-#: Settings of FractionUNet and their defaults (the ``settings`` of ``build_network``).
-CNN_SETTINGS = {"fine": 64, "channels": (16, 32, 64), "energy_scale": 0.01}
-#: Settings of FractionGraphNet and their defaults.
-GRAPH_SETTINGS = {"window": (0.8, 0.8), "k": 10, "width": 64, "n_layers": 3, "depth_step": 0.05,
-                  "dynamic": False, "energy_scale": 0.01}
+#: The settings of FractionUNet (the ``settings`` of ``build_network``): the schema's
+#: ``particle_flow.cnn`` and ``particle_flow.calorimeter.fine``, no defaults here.
+CNN_KEYS = ("fine", "channels", "energy_scale")
+#: The settings of FractionGraphNet: the schema's ``particle_flow.graph`` and ``particle_flow.calorimeter.window``.
+GRAPH_KEYS = ("window", "k", "width", "n_layers", "depth_step", "dynamic", "energy_scale")
 
 Images = Sequence[torch.Tensor]
 
@@ -104,30 +102,6 @@ def energy_weighted_mse(pred: Images | torch.Tensor, target: Images | torch.Tens
     denominator = sum(w.sum() for w in weight)
     # Where every weight is 0 the numerator is exactly 0 too: divide by 1 instead of 0.
     return numerator / torch.where(denominator > 0, denominator, torch.ones_like(denominator))
-
-
-def signed_log(energy: torch.Tensor, scale: float) -> torch.Tensor:
-    """asinh(E / scale): E / scale near 0, sign(E) log(2 |E| / scale) for |E| >> scale."""
-    return torch.asinh(energy / scale)
-
-
-def block_sizes(layer_shapes: Sequence[Sequence[int]], fine: int) -> list[tuple[int, int]]:
-    """(fine / h_l, fine / w_l) fine cells per detector cell of each layer; ValueError if a
-    layer does not divide the fine grid."""
-    blocks = []
-    for l, (h, w) in enumerate(layer_shapes):
-        if h < 1 or w < 1 or fine % h or fine % w:
-            raise ValueError(f"layer {l}: granularity {h} x {w} does not divide the fine {fine} x {fine} grid")
-        blocks.append((fine // h, fine // w))
-    return blocks
-
-
-def to_fine(energy: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
-    """A layer image (B, h, w) on the fine grid (B, h * block[0], w * block[1]): every
-    cell's energy repeated over its block of fine cells and divided by their number, so
-    the fine image has the layer's total energy."""
-    bh, bw = block
-    return energy.repeat_interleave(bh, dim=1).repeat_interleave(bw, dim=2) / (bh * bw)
 
 
 #: The UNet's activation, after a group normalisation (``_norm``). Without the normalisation
@@ -158,8 +132,8 @@ class FractionUNet(nn.Module):
     seventh input channel (False: ignored).
     """
 
-    def __init__(self, layer_shapes: Sequence[Sequence[int]] = DEFAULT_LAYER_SHAPES, fine: int = 64,
-                 channels: Sequence[int] = (16, 32, 64), use_track: bool = True, energy_scale: float = 0.01):
+    def __init__(self, layer_shapes: Sequence[Sequence[int]], *, fine: int, channels: Sequence[int], use_track: bool,
+                 energy_scale: float):
         super().__init__()
         if not channels:
             raise ValueError("FractionUNet: channels must name at least one depth")
@@ -204,92 +178,6 @@ class FractionUNet(nn.Module):
         return [torch.sigmoid(head(x)).squeeze(1) for head in self.heads]
 
 
-#: The bit pattern of float32 +inf read as an int32: distances of padding and self.
-_FLOAT32_INFINITY_BITS = 0x7F800000
-
-
-@torch.no_grad()
-def knn_neighbours(pos: torch.Tensor, batch: torch.Tensor, k: int, n_events: int | None = None) -> torch.Tensor:
-    """Each node's k nearest other nodes of the same event: (N, k') node indices, nearest
-    first, k' = min(k, largest event's size - 1), -1 where the node's event has fewer than
-    k' other nodes; ``pos`` (N, D), ``batch`` (N,) event of each node (need not be sorted).
-
-    Plain torch: events are padded to (n_events, N_max, D), distances by torch.cdist
-    (the exact pairwise formula, not the matrix-product one: each distance depends on its
-    pair alone), +inf for padding and self. Ties, exact on a cell grid, go to the lower
-    node slot, so an event's graph never depends on the other events: the selection runs
-    on the integer key (bits of the float32 distance) * 2^b + slot, whose order is the
-    distance's (the bit pattern of a non-negative float is monotonic in its value) with
-    ties broken by slot, and whose k' smallest ``torch.topk`` finds without sorting the
-    N_max columns (a full stable sort was 16% of a training step of the default network).
-    """
-    n, device = len(pos), pos.device
-    n_events = (int(batch.max()) + 1 if n else 0) if n_events is None else n_events
-    counts = torch.bincount(batch, minlength=n_events) if n else torch.zeros(n_events, dtype=torch.long)
-    n_max = int(counts.max()) if n else 0
-    kk = min(int(k), n_max - 1)
-    if kk <= 0:
-        return torch.empty(n, 0, dtype=torch.long, device=device)
-    order = torch.argsort(batch, stable=True)
-    event = batch[order]
-    slot = torch.arange(n, device=device) - (torch.cumsum(counts, 0) - counts)[event]
-    padded = pos.new_zeros(n_events, n_max, pos.shape[1], dtype=torch.float32)
-    padded[event, slot] = pos[order].to(torch.float32)
-    node = torch.full((n_events, n_max), -1, dtype=torch.long, device=device)
-    node[event, slot] = order
-    distance = torch.cdist(padded, padded, compute_mode="donot_use_mm_for_euclid_dist")
-    distance.masked_fill_(node[:, None, :] < 0, float("inf"))
-    distance.diagonal(dim1=1, dim2=2).fill_(float("inf"))
-    bits = max(int(n_max - 1).bit_length(), 1)
-    key = distance.view(torch.int32).to(torch.int64).bitwise_left_shift_(bits)
-    key += torch.arange(n_max, device=device)
-    key, column = torch.topk(key, kk, dim=-1, largest=False, sorted=True)
-    finite = (key[event, slot] >> bits) < _FLOAT32_INFINITY_BITS
-    neighbours = torch.empty(n, kk, dtype=torch.long, device=device)
-    neighbours[order] = torch.where(finite, node[event[:, None], column[event, slot]], -1)
-    return neighbours
-
-
-class NeighbourEdgeConv(nn.Module):
-    """EdgeConv (Wang et al., ACM TOG 38 (2019) 146) on a fixed number of neighbours per node:
-
-        h_i <- max_{j in N(i)} MLP([h_i, h_j - h_i])      (0 for a node without neighbours)
-
-    ``neighbours`` (N, k) node indices, -1 for none (``knn_neighbours``). The MLP's first
-    layer is linear, so it is applied per node, not per edge:
-    W [h_i, h_j - h_i] + b = ((W_a - W_b) h_i + b) + W_b h_j, with the (N, width) products
-    gathered onto the (N, k) pairs, and the max is a dense reduction over the k slots. The
-    same function and parameters (``self.nn``, the keys of ``torch_geometric.nn.EdgeConv``)
-    as PyG's EdgeConv with max aggregation on the same edges (tested against it). With
-    ``knn_neighbours`` the default graph network trains at 84.8 events/s against 34.7
-    with PyG's EdgeConv on a sorted kNN (2.4x, bench/particle_flow.py, 2 threads): PyG's
-    scatter-max backward and the (E, 2 d) concatenation were a third of a training step.
-    """
-
-    def __init__(self, network: nn.Sequential):
-        super().__init__()
-        if not isinstance(network[0], nn.Linear):
-            raise ValueError("NeighbourEdgeConv: the MLP must start with an nn.Linear")
-        self.nn = network
-
-    def forward(self, h: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
-        """h (N, d), neighbours (N, k) -> (N, width)."""
-        first = self.nn[0]
-        own, other = input_blocks(first, [h.shape[-1]] * 2)
-        receiver = torch.addmm(first.bias, h, (own - other).t())  # (N, width)
-        sender = h @ other.t()
-        # A missing neighbour repeats the nearest one, which leaves the max as it is; a node
-        # without any gets 0, as PyG's max aggregation gives it.
-        if neighbours.shape[1] == 0:  # no event with two nodes
-            neighbours = neighbours.new_full((len(h), 1), -1)
-        filled = torch.where(neighbours < 0, neighbours[:, :1], neighbours)
-        isolated = filled[:, :1] < 0
-        # index_select: its backward is index_add_, several times faster than advanced indexing's
-        pairs = sender.index_select(0, filled.clamp(min=0).flatten()).view(*filled.shape, sender.shape[1])
-        messages = self.nn[1:](receiver[:, None, :] + pairs)  # (N, k, width')
-        return messages.max(dim=1).values.masked_fill(isolated, 0.0)
-
-
 class FractionGraphNet(nn.Module):
     """The DGCNN of the module docstring: cells with energy (and the track) as nodes, kNN
     EdgeConvs, a global event feature, a per-node sigmoid head, scattered back to images.
@@ -302,9 +190,8 @@ class FractionGraphNet(nn.Module):
     after the first; ``use_track``: the track node (False: the track is ignored).
     """
 
-    def __init__(self, layer_shapes: Sequence[Sequence[int]] = DEFAULT_LAYER_SHAPES,
-                 window: Sequence[float] = (0.8, 0.8), k: int = 10, width: int = 64, n_layers: int = 3,
-                 use_track: bool = True, depth_step: float = 0.05, dynamic: bool = False, energy_scale: float = 0.01):
+    def __init__(self, layer_shapes: Sequence[Sequence[int]], *, window: Sequence[float], k: int, width: int,
+                 n_layers: int, use_track: bool, depth_step: float, dynamic: bool, energy_scale: float):
         super().__init__()
         if k < 1 or n_layers < 1 or width < 1:
             raise ValueError(f"FractionGraphNet: k, width and n_layers must be positive, got {k}, {width}, {n_layers}")
@@ -394,23 +281,26 @@ def _plain(value):
     return value
 
 
-def network_settings(method: str, settings: Mapping | None = None) -> dict:
-    """The complete settings of ``method``'s network: its defaults (CNN_SETTINGS or
-    GRAPH_SETTINGS) updated by ``settings``. Keys of the other network are ignored (one
-    config section can hold both); a key of neither is a ValueError."""
+def network_settings(method: str, settings: Mapping) -> dict:
+    """The settings of ``method``'s network (CNN_KEYS or GRAPH_KEYS) out of ``settings``, which
+    must hold every one of them (the config's values: ``train.network_config``). Keys of the
+    other network are ignored (one config section can hold both); a missing key or a key of
+    neither is a ValueError naming it."""
     if method not in LEARNED:
         raise ValueError(f"unknown learned particle-flow method {method!r}; expected one of {LEARNED}")
-    settings = dict(settings or {})
-    unknown = sorted(set(settings) - set(CNN_SETTINGS) - set(GRAPH_SETTINGS))
+    unknown = sorted(set(settings) - set(CNN_KEYS) - set(GRAPH_KEYS))
     if unknown:
         raise ValueError(f"unknown particle-flow network settings {unknown}; expected keys of "
-                         f"{sorted(set(CNN_SETTINGS) | set(GRAPH_SETTINGS))}")
-    defaults = GRAPH_SETTINGS if method == "graph" else CNN_SETTINGS
-    return _plain({key: settings.get(key, default) for key, default in defaults.items()})
+                         f"{sorted(set(CNN_KEYS) | set(GRAPH_KEYS))}")
+    keys = GRAPH_KEYS if method == "graph" else CNN_KEYS
+    missing = [key for key in keys if key not in settings]
+    if missing:
+        raise ValueError(f"particle-flow network settings of {method!r}: missing {missing}; expected every one of "
+                         f"{list(keys)}")
+    return _plain({key: settings[key] for key in keys})
 
 
-def build_network(method: str, layer_shapes: Sequence[Sequence[int]] = DEFAULT_LAYER_SHAPES,
-                  settings: Mapping | None = None) -> nn.Module:
+def build_network(method: str, layer_shapes: Sequence[Sequence[int]], settings: Mapping) -> nn.Module:
     """The network of ``method``: ``cnn`` FractionUNet with the track, ``cnn_no_track``
     without it, ``graph`` FractionGraphNet with the track node; ``settings`` as in ``network_settings``."""
     resolved = network_settings(method, settings)
@@ -427,8 +317,8 @@ class ParticleFlowModule(pl.LightningModule):
     the complete network settings) are saved, so a checkpoint rebuilds the module.
     """
 
-    def __init__(self, method: str = "cnn", layer_shapes: Sequence[Sequence[int]] = DEFAULT_LAYER_SHAPES,
-                 settings: Mapping | None = None, learning_rate: float = 1e-3, lr_schedule: str = "constant"):
+    def __init__(self, method: str, layer_shapes: Sequence[Sequence[int]], settings: Mapping,
+                 learning_rate: float = 1e-3, lr_schedule: str = "constant"):
         super().__init__()
         resolved = network_settings(method, settings)
         self.save_hyperparameters({"method": method, "layer_shapes": _plain(layer_shapes), "settings": resolved,

@@ -99,17 +99,13 @@ import numpy as np
 
 from pipeline.io.outputs import write_text
 
-#: Detector cells (n_eta, n_phi) of EM1, EM2, EM3, HAD1, HAD2, HAD3 (the paper's table).
-DEFAULT_LAYER_SHAPES = ((64, 32), (64, 64), (32, 32), (16, 16), (16, 16), (8, 8))
-#: Radiation lengths per interaction length assumed to turn the EM depths into lambda.
-X0_PER_LAMBDA = 20.0
-#: Depths [lambda]: EM 4.3, 16, 2 X0; HAD 1.5, 4.1, 1.8 lambda.
-DEFAULT_DEPTH_LAMBDA = (4.3 / X0_PER_LAMBDA, 16.0 / X0_PER_LAMBDA, 2.0 / X0_PER_LAMBDA, 1.5, 4.1, 1.8)
 #: ATLAS's ring widths in Delta R: EM1, EM2, EM3, HAD1, HAD2, HAD3.
 ATLAS_RING_WIDTHS = (0.049, 0.018, 0.028, 0.070, 0.070, 0.111)
 #: Momentum bin edges [GeV]; momenta below the first edge fall in the first bin, above the
 #: last in the last (the study's pions are 2-20 GeV).
-DEFAULT_P_BINS = (2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 12.5, 15.0, 17.5, 20.0)
+P_BINS = (2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 12.5, 15.0, 17.5, 20.0)
+#: The fewest calibration events a template bin needs to use its own statistics.
+MIN_BIN_ENTRIES = 20
 #: Eligible clusters for the match have E_c > this fraction of p (ATLAS).
 MIN_CLUSTER_FRACTION = 0.1
 #: Largest track-cluster distance Delta R' for a match, in units of the cluster width (ATLAS).
@@ -136,12 +132,13 @@ class CellGeometry:
     layers cover [rad]; depth_lambda: every layer's depth [interaction lengths], for the
     layer of first interaction; ring_widths: the rings' width in Delta R per layer.
     Sequences are stored as tuples of Python numbers, so two geometries compare equal by value.
+    No defaults: the study's geometry is the config's (``from_window_geometry``).
     """
 
-    layer_shapes: tuple[tuple[int, int], ...] = DEFAULT_LAYER_SHAPES
-    window: tuple[float, float] = (0.8, 0.8)
-    depth_lambda: tuple[float, ...] = DEFAULT_DEPTH_LAMBDA
-    ring_widths: tuple[float, ...] = ATLAS_RING_WIDTHS
+    layer_shapes: tuple[tuple[int, int], ...]
+    window: tuple[float, float]
+    depth_lambda: tuple[float, ...]
+    ring_widths: tuple[float, ...]
 
     def __post_init__(self):
         set_ = object.__setattr__  # frozen: normalise the fields once, here
@@ -158,9 +155,9 @@ class CellGeometry:
             raise ValueError("CellGeometry: depths, ring widths and window sizes must be > 0")
 
     @classmethod
-    def from_window_geometry(cls, geometry, ring_widths: Sequence[float] = ATLAS_RING_WIDTHS) -> "CellGeometry":
-        """The baseline's view of the study's ``geometry.WindowGeometry`` (its shapes, window
-        and depths in lambda), with ``ring_widths``."""
+    def from_window_geometry(cls, geometry, ring_widths: Sequence[float]) -> "CellGeometry":
+        """The baseline's view of the study's ``WindowGeometry`` (``pipeline.simulation.window_geometry``:
+        its shapes, window and depths in lambda), with ``ring_widths`` (ATLAS_RING_WIDTHS for ATLAS's)."""
         return cls(layer_shapes=tuple(geometry.shapes), window=tuple(geometry.window),
                    depth_lambda=tuple(geometry.depth_lambda()), ring_widths=tuple(ring_widths))
 
@@ -458,7 +455,7 @@ def _match(table: dict, n_events: int) -> TrackMatch:
                       layer_energy=np.where(ok[:, None], table["layer_energy"][rows, best], 0.0))
 
 
-def match_track(energy, labels, track_p, track_eta, track_phi, geometry: CellGeometry = CellGeometry()) -> TrackMatch:
+def match_track(energy, labels, track_p, track_eta, track_phi, geometry: CellGeometry) -> TrackMatch:
     """Match every event's track to its closest eligible topo-cluster (step 1 of the module
     docstring). Shapes and units as in ``subtract``."""
     n = _check_inputs(energy, labels, track_p, track_eta, track_phi, geometry)
@@ -472,9 +469,8 @@ def _has_track(track_p: np.ndarray) -> np.ndarray:
         return np.isfinite(p) & (p > 0)
 
 
-def fit_templates(energy, labels, track_p, track_eta, track_phi, geometry: CellGeometry = CellGeometry(),
-                  p_bins: Sequence[float] = DEFAULT_P_BINS, min_entries: int = 20,
-                  chunk_events: int = 4096) -> Templates:
+def fit_templates(energy, labels, track_p, track_eta, track_phi, geometry: CellGeometry,
+                  p_bins: Sequence[float], min_entries: int, chunk_events: int = 4096) -> Templates:
     """The templates from single charged pions (module docstring, "The templates").
 
     energy, labels: lists of the layers' (N, h_l, w_l) arrays [GeV], labels -1 outside
@@ -491,8 +487,8 @@ def fit_templates(energy, labels, track_p, track_eta, track_phi, geometry: CellG
     return templates_from_statistics(stats, geometry, p_bins, min_entries)
 
 
-def template_statistics(energy, labels, track_p, track_eta, track_phi, geometry: CellGeometry = CellGeometry(),
-                        p_bins: Sequence[float] = DEFAULT_P_BINS, chunk_events: int = 4096) -> list[np.ndarray]:
+def template_statistics(energy, labels, track_p, track_eta, track_phi, geometry: CellGeometry,
+                        p_bins: Sequence[float], chunk_events: int = 4096) -> list[np.ndarray]:
     """The sums the templates are made of, for a chunk of calibration events (arguments as
     ``fit_templates``): per (p bin, LFI) the events, sum r, sum r^2 (r = E_dep / p), and
     per ring the energy / p and the area. The sums of two chunks are those of both."""
@@ -546,8 +542,8 @@ def _check_p_bins(p_bins: Sequence[float]) -> np.ndarray:
     return edges
 
 
-def templates_from_statistics(stats: list[np.ndarray], geometry: CellGeometry = CellGeometry(),
-                              p_bins: Sequence[float] = DEFAULT_P_BINS, min_entries: int = 20) -> Templates:
+def templates_from_statistics(stats: list[np.ndarray], geometry: CellGeometry,
+                              p_bins: Sequence[float], min_entries: int) -> Templates:
     """The Templates of summed ``template_statistics`` (the empty bins resolved as the
     module docstring says). ValueError when fewer than 2 events were usable."""
     edges = _check_p_bins(p_bins)

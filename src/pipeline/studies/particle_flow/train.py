@@ -36,7 +36,7 @@ def network_config(config: Mapping, method: str) -> dict:
 
 def build_model(config: Mapping, method: str):
     """The untrained ParticleFlowModule of ``method`` (config with the study's training overrides)."""
-    from pipeline.studies.particle_flow.geometry import WindowGeometry
+    from pipeline.simulation.window_geometry import WindowGeometry
     from pipeline.studies.particle_flow.models import ParticleFlowModule
 
     settings = network_config(config, method)

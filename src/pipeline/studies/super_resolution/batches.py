@@ -53,7 +53,7 @@ class SuperResolutionBatches(ImageBatches):
     """
 
     def __init__(self, path: str | Path, batch_size: int, evaluation: bool = False):
-        from pipeline.studies.particle_flow.geometry import WindowGeometry
+        from pipeline.simulation.window_geometry import WindowGeometry
 
         super().__init__(path, batch_size, evaluation)  # the schema, the geometry, the cell offsets
         with RaggedReader(self.path, PARTICLE_FLOW_IMAGES) as reader:

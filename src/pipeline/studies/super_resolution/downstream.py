@@ -85,7 +85,7 @@ def downstream_rows(batches, factors: Sequence[tuple[int, int]], network, pf_geo
 
     batches: evaluation batches of this study's sample (``data.SuperResolutionDataset``);
     fine_images(batch) -> {method: (B, L, F, F)} the methods' super-resolved images;
-    pf_geometry: the particle-flow detector (``particle_flow.geometry.WindowGeometry``)."""
+    pf_geometry: the particle-flow detector (``simulation.window_geometry.WindowGeometry``)."""
     import torch
 
     from pipeline.studies.particle_flow.evaluate import per_event

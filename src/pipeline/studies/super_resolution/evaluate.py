@@ -95,7 +95,7 @@ def evaluate_super_resolution(config: Mapping, test: str | Path, pi0_test: str |
     particle-flow study's cnn, "metrics": its metrics.csv}) also downstream.csv/.md and
     downstream_resolution.png/pdf: that CNN fed every method's images (``downstream``).
     Returns the tables' rows."""
-    from pipeline.studies.particle_flow.geometry import WindowGeometry
+    from pipeline.simulation.window_geometry import WindowGeometry
     from pipeline.studies.super_resolution.data import SuperResolutionDataset
     from pipeline.studies.super_resolution.detector import detector_config
 

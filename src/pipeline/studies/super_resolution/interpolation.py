@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.studies.particle_flow.models import to_fine
+from pipeline.ml.layers import to_fine
 from pipeline.studies.super_resolution.methods import INTERPOLATIONS
 
 

@@ -29,7 +29,7 @@ or an event whose hadronic layers are nearly empty (single pi0s) would otherwise
 stray energy there without bound.
 
 Energies enter through the signed log a(E) = asinh(E / energy_scale) of the particle-flow
-networks (``particle_flow.models.signed_log``): linear through zero, logarithmic above, so
+networks (``pipeline.ml.layers.signed_log``): linear through zero, logarithmic above, so
 inputs are O(1) from noise (~0.01 GeV) to showers (~100 GeV).
 
 ``SubPixelTrunk`` (the features both share)
@@ -64,7 +64,7 @@ inputs are O(1) from noise (~0.01 GeV) to showers (~100 GeV).
 
         Y_l = bicubic(E_l) + c_l (to_fine(|E_l|) + energy_scale)
 
-    (``particle_flow.models.to_fine``: each cell's energy spread evenly over its sub-cells): a
+    (``pipeline.ml.layers.to_fine``: each cell's energy spread evenly over its sub-cells): a
     global skip, so training starts from the ``bicubic`` interpolation; free to move energy
     between cells (and to create or remove it). Corrections in GeV instead made Adam's first
     step (the same size for every weight) put energy of order 0.05 GeV in every fine cell:
@@ -86,14 +86,12 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from pipeline.studies.particle_flow.models import block_sizes, signed_log, to_fine
+from pipeline.ml.layers import block_sizes, signed_log, to_fine
 from pipeline.studies.super_resolution.interpolation import bicubic, bicubic_shares
 from pipeline.studies.super_resolution.methods import LEARNED
 
-#: Granularity (n_eta, n_phi) of the six layers (``super_resolution.granularity``'s default).
-DEFAULT_LAYER_SHAPES = ((64, 32), (32, 32), (32, 32), (16, 16), (16, 16), (8, 8))
-#: Settings of the networks and their defaults (``super_resolution.network``).
-NETWORK_SETTINGS = {"channels": 16, "blocks": 2, "energy_scale": 0.01}
+#: The settings of the networks: the schema's ``super_resolution.network``, no defaults here.
+NETWORK_KEYS = ("channels", "blocks", "energy_scale")
 
 Images = Sequence[torch.Tensor]
 
@@ -141,8 +139,8 @@ def check_inputs(coarse: Images, track: torch.Tensor, layer_shapes: Sequence[tup
 class SubPixelTrunk(nn.Module):
     """The shared trunk of the module docstring: (coarse layers, track) -> (B, channels, fine, fine)."""
 
-    def __init__(self, layer_shapes: Sequence[Sequence[int]] = DEFAULT_LAYER_SHAPES, fine: int = 64,
-                 channels: int = 32, blocks: int = 4, energy_scale: float = 0.01):
+    def __init__(self, layer_shapes: Sequence[Sequence[int]], fine: int, *, channels: int, blocks: int,
+                 energy_scale: float):
         super().__init__()
         if channels < 1 or blocks < 0:
             raise ValueError(f"SubPixelTrunk: channels must be positive and blocks not negative, "
@@ -208,10 +206,10 @@ class RedistributionNet(nn.Module):
     """Method ``redistribute``: the trunk, a 1x1 conv to L logit maps added to the log
     bicubic shares, ``EnergySharing`` (module docstring); every detector cell's energy kept exactly."""
 
-    def __init__(self, layer_shapes: Sequence[Sequence[int]] = DEFAULT_LAYER_SHAPES, fine: int = 64,
-                 channels: int = 32, blocks: int = 4, energy_scale: float = 0.01):
+    def __init__(self, layer_shapes: Sequence[Sequence[int]], fine: int, *, channels: int, blocks: int,
+                 energy_scale: float):
         super().__init__()
-        self.trunk = SubPixelTrunk(layer_shapes, fine, channels, blocks, energy_scale)
+        self.trunk = SubPixelTrunk(layer_shapes, fine, channels=channels, blocks=blocks, energy_scale=energy_scale)
         self.head = _zero_head(self.trunk.channels, len(self.trunk.layer_shapes))
         self.sharing = EnergySharing(self.trunk.factors)
 
@@ -228,10 +226,10 @@ class CorrectionNet(nn.Module):
     energy density, added to the bicubic interpolation of every layer (module docstring);
     free to move energy."""
 
-    def __init__(self, layer_shapes: Sequence[Sequence[int]] = DEFAULT_LAYER_SHAPES, fine: int = 64,
-                 channels: int = 32, blocks: int = 4, energy_scale: float = 0.01):
+    def __init__(self, layer_shapes: Sequence[Sequence[int]], fine: int, *, channels: int, blocks: int,
+                 energy_scale: float):
         super().__init__()
-        self.trunk = SubPixelTrunk(layer_shapes, fine, channels, blocks, energy_scale)
+        self.trunk = SubPixelTrunk(layer_shapes, fine, channels=channels, blocks=blocks, energy_scale=energy_scale)
         self.head = _zero_head(self.trunk.channels, len(self.trunk.layer_shapes))
 
     def forward(self, coarse: Images, track: torch.Tensor) -> torch.Tensor:
@@ -268,20 +266,22 @@ def fine_loss(predicted: torch.Tensor, target: torch.Tensor, scales: torch.Tenso
 _NETWORKS = {"redistribute": RedistributionNet, "cnn": CorrectionNet}
 
 
-def network_settings(settings: Mapping | None = None) -> dict:
-    """The complete network settings: NETWORK_SETTINGS updated by ``settings``; an unknown key is a ValueError."""
-    settings = dict(settings or {})
-    unknown = sorted(set(settings) - set(NETWORK_SETTINGS))
+def network_settings(settings: Mapping) -> dict:
+    """The network settings (NETWORK_KEYS) of ``settings``, which must hold every one of them
+    (the config's ``super_resolution.network``); a missing or an unknown key is a ValueError naming it."""
+    unknown = sorted(set(settings) - set(NETWORK_KEYS))
     if unknown:
         raise ValueError(f"unknown super-resolution network settings {unknown}; expected keys of "
-                         f"{sorted(NETWORK_SETTINGS)}")
-    resolved = {key: settings.get(key, default) for key, default in NETWORK_SETTINGS.items()}
-    return {"channels": int(resolved["channels"]), "blocks": int(resolved["blocks"]),
-            "energy_scale": float(resolved["energy_scale"])}
+                         f"{sorted(NETWORK_KEYS)}")
+    missing = [key for key in NETWORK_KEYS if key not in settings]
+    if missing:
+        raise ValueError(f"super-resolution network settings: missing {missing}; expected every one of "
+                         f"{list(NETWORK_KEYS)}")
+    return {"channels": int(settings["channels"]), "blocks": int(settings["blocks"]),
+            "energy_scale": float(settings["energy_scale"])}
 
 
-def build_network(method: str, layer_shapes: Sequence[Sequence[int]] = DEFAULT_LAYER_SHAPES, fine: int = 64,
-                  settings: Mapping | None = None) -> nn.Module:
+def build_network(method: str, layer_shapes: Sequence[Sequence[int]], fine: int, settings: Mapping) -> nn.Module:
     """The network of ``method``: ``redistribute`` RedistributionNet, ``cnn`` CorrectionNet;
     ``settings`` as in ``network_settings``."""
     if method not in LEARNED:
@@ -300,9 +300,8 @@ class SuperResolutionModule(pl.LightningModule):
     the module (``pipeline.ml.checkpoints.load_module``).
     """
 
-    def __init__(self, method: str = "redistribute", layer_shapes: Sequence[Sequence[int]] = DEFAULT_LAYER_SHAPES,
-                 fine: int = 64, settings: Mapping | None = None, learning_rate: float = 1e-3,
-                 lr_schedule: str = "constant", loss_scales: Sequence[float] | None = None):
+    def __init__(self, method: str, layer_shapes: Sequence[Sequence[int]], fine: int, settings: Mapping,
+                 learning_rate: float = 1e-3, lr_schedule: str = "constant", loss_scales: Sequence[float] | None = None):
         super().__init__()
         resolved = network_settings(settings)
         scales = [1.0] * len(layer_shapes) if loss_scales is None else [float(s) for s in loss_scales]

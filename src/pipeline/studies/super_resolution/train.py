@@ -24,7 +24,7 @@ def study_config(config: Mapping) -> dict:
 
 def detector_geometry(config: Mapping) -> tuple[list[tuple[int, int]], int, tuple[float, float]]:
     """(layer shapes, fine, window) of the study's detector (``detector.detector_config``)."""
-    from pipeline.studies.particle_flow.geometry import WindowGeometry
+    from pipeline.simulation.window_geometry import WindowGeometry
     from pipeline.studies.super_resolution.detector import detector_config
 
     geometry = WindowGeometry.from_config(detector_config(config))

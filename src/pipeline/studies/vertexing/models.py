@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.ml.layers import input_blocks, mlp
 from pipeline.partition import partition_dense
 from pipeline.studies.vertexing.methods import LEARNED
 from pipeline.studies.vertexing.metrics import jet_metrics
@@ -33,27 +34,6 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over the set dimension of x (B, N, D) with mask (B, N); returns (B, 1, D)."""
     weights = mask.unsqueeze(-1).to(x.dtype)
     return (x * weights).sum(1, keepdim=True) / weights.sum(1, keepdim=True).clamp(min=1)
-
-
-def mlp(widths: Sequence[int], final_activation: bool = False) -> nn.Sequential:
-    """Linear layers of the given widths with ReLU between them."""
-    layers: list[nn.Module] = []
-    for k, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-        layers.append(nn.Linear(a, b))
-        if k < len(widths) - 2 or final_activation:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
-
-
-def input_blocks(layer: nn.Linear, widths: Sequence[int]) -> list[torch.Tensor]:
-    """The (out, w_k) column blocks of ``layer``'s weight for an input concatenated from
-    parts of widths ``widths``: W [x_1, ..., x_K] = sum_k W_k x_k, which lets a layer over
-    pairs be applied per track and broadcast (the edge MLPs here, of the flavour tagger and
-    of the particle-flow graph network)."""
-    if sum(widths) != layer.in_features:
-        raise ValueError(f"input blocks of widths {list(widths)} sum to {sum(widths)}, "
-                         f"expected the layer's {layer.in_features} inputs")
-    return list(layer.weight.split(list(widths), dim=1))
 
 
 class DeepSetLayer(nn.Module):
@@ -105,7 +85,7 @@ class SetEncoder(nn.Module):
     """Set2Graph's set-to-set encoder: DeepSet layers with ReLU between them; the last
     layer (the per-track embedding, width 5 in the EPJC model) is not normalised."""
 
-    def __init__(self, n_features: int, widths: Sequence[int] = (256, 256, 256, 256, 5)):
+    def __init__(self, n_features: int, widths: Sequence[int]):
         super().__init__()
         sizes = [n_features, *widths]
         last = len(widths) - 1
@@ -136,7 +116,7 @@ class IdentityEncoder(nn.Module):
 class RecurrentEncoder(nn.Module):
     """Stacked bidirectional GRUs over the tracks in pT order (padding at the end)."""
 
-    def __init__(self, n_features: int, hidden: int = 128, layers: int = 3):
+    def __init__(self, n_features: int, hidden: int, layers: int):
         super().__init__()
         self.gru = nn.GRU(n_features, hidden, num_layers=layers, batch_first=True, bidirectional=True)
         self.out_features = 2 * hidden
@@ -162,7 +142,7 @@ class EdgeClassifier(nn.Module):
     the (B, N, N, 2 D or 3 D) edge tensor and N - 1 of every N first-layer products.
     """
 
-    def __init__(self, node_features: int, hidden: Sequence[int] = (256,), with_set_sum: bool = False):
+    def __init__(self, node_features: int, hidden: Sequence[int], *, with_set_sum: bool):
         super().__init__()
         self.with_set_sum = with_set_sum
         width = node_features * (3 if with_set_sum else 2)
@@ -211,19 +191,28 @@ def vertex_finding_loss(logits: torch.Tensor, target: torch.Tensor, pairs: torch
     return bce - soft_f1.mean()
 
 
+#: The settings each learned vertex finder reads (the schema's ``vertexing.network``, no defaults here).
+NETWORK_KEYS = {"set2graph": ("set_widths", "edge_widths"), "track_pair": ("pair_widths",),
+                "rnn": ("rnn_hidden", "rnn_layers", "edge_widths")}
+
+
 def build_network(name: str, n_features: int, settings: Mapping) -> tuple[nn.Module, nn.Module]:
-    """(encoder, edge classifier) of a learned vertex finder named in LEARNED."""
+    """(encoder, edge classifier) of a learned vertex finder named in LEARNED;
+    ``settings`` must hold the finder's NETWORK_KEYS (ValueError naming a missing one)."""
+    if name not in NETWORK_KEYS:
+        raise ValueError(f"unknown vertex finder {name!r}; expected one of {LEARNED}")
+    missing = [key for key in NETWORK_KEYS[name] if key not in settings]
+    if missing:
+        raise ValueError(f"vertex finder {name!r}: network settings missing {missing}")
     if name == "set2graph":
         encoder = SetEncoder(n_features, settings["set_widths"])
         edges = EdgeClassifier(encoder.out_features, settings["edge_widths"], with_set_sum=True)
     elif name == "track_pair":
         encoder = IdentityEncoder(n_features)
-        edges = EdgeClassifier(encoder.out_features, settings["pair_widths"])
-    elif name == "rnn":
-        encoder = RecurrentEncoder(n_features, settings["rnn_hidden"], settings["rnn_layers"])
-        edges = EdgeClassifier(encoder.out_features, settings["edge_widths"])
+        edges = EdgeClassifier(encoder.out_features, settings["pair_widths"], with_set_sum=False)
     else:
-        raise ValueError(f"unknown vertex finder {name!r}; expected one of {LEARNED}")
+        encoder = RecurrentEncoder(n_features, settings["rnn_hidden"], settings["rnn_layers"])
+        edges = EdgeClassifier(encoder.out_features, settings["edge_widths"], with_set_sum=False)
     return encoder, edges
 
 

@@ -1,5 +1,7 @@
-"""The particle-flow study's calorimeter: an (eta, phi) window around the charged pion's
-track, six layers at the detector's granularity and every layer at one fine granularity.
+"""A calorimeter window: an (eta, phi) window around a charged pion's track, layers at the
+detector's granularity and every layer at one fine granularity. Configured by the
+``particle_flow.calorimeter`` section: the particle-flow study's detector, and, with its
+own granularity (``super_resolution.detector``), the super-resolution study's.
 
 Conventions
 -----------
@@ -15,7 +17,7 @@ Conventions
   lambda ``depth * lambda_length`` mm. ``radii`` are the layers' mid-depth radii, where
   the track is extrapolated and where each particle's shower is centred in that layer.
 * The shower physics (profiles, sampling, hadronic response) is the project's
-  calorimeter model (``pipeline.simulation.calorimeter``) with this study's layer depths
+  calorimeter model (``pipeline.simulation.calorimeter``) with the window's layer depths
   and sampling terms and the ``calorimeter`` section's material constants.
 """
 
@@ -139,7 +141,7 @@ class WindowGeometry:
 
     @cached_property
     def shower(self) -> CalorimeterGeometry:
-        """The project's calorimeter model with this study's layers, for the shower physics.
+        """The project's calorimeter model with the window's layers, for the shower physics.
 
         Only the layers' kind, depth and sampling terms and the material constants enter
         the showers; the cells here (deta, nphi) are the window's, unused by the physics.
