@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from pipeline.io.outputs import pyplot, save_figure, write_csv, write_text
-from pipeline.ml.checkpoints import checkpoint_run_id, load_module
+from pipeline.ml.checkpoints import check_checkpoint_names, checkpoint_run_id, load_module
 from pipeline.studies.jet_images.data import ROWS_PER_READ, iterate_images, normalise_images
 from pipeline.studies.jet_images.formats import IMAGE_CLASSES
 from pipeline.studies.jet_images.methods import AUTOENCODERS, TAGGERS
@@ -73,14 +73,6 @@ def _study_settings(study: Mapping) -> dict:
     from pipeline.studies.jet_images.models import input_scale_for
 
     return {"pixels": study["pixels"], "input_scale": input_scale_for(study["pixels"], study["normalise"])}
-
-
-def _check_names(checkpoints: Mapping[str, object], names: Sequence[str], command: str) -> None:
-    missing = [n for n in names if n not in checkpoints]
-    extra = sorted(set(checkpoints) - set(names))
-    if missing or extra:
-        raise ValueError(f"{command}: needs a checkpoint for exactly {list(names)}; missing {missing}, "
-                         f"unexpected {extra}")
 
 
 def _both_classes(labels: Sequence[np.ndarray], test: str | Path) -> np.ndarray:
@@ -191,7 +183,7 @@ def evaluate_taggers(config: Mapping, test: str | Path, checkpoints: Mapping[str
     Returns the rows of taggers.csv."""
     from pipeline.studies.jet_images.models import ImageTagger
 
-    _check_names(checkpoints, TAGGERS, "evaluate_taggers")
+    check_checkpoint_names(checkpoints, TAGGERS, "evaluate_taggers")
     study = config["jet_images"]
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -237,7 +229,7 @@ def evaluate_autoencoders(config: Mapping, test: str | Path, checkpoints: Mappin
     to MLflow. Returns the rows of autoencoder.csv."""
     from pipeline.studies.jet_images.models import ImageAutoencoder
 
-    _check_names(checkpoints, AUTOENCODERS, "evaluate_autoencoders")
+    check_checkpoint_names(checkpoints, AUTOENCODERS, "evaluate_autoencoders")
     study = config["jet_images"]
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -303,7 +295,7 @@ def evaluate_denoising(config: Mapping, test: str | Path, checkpoints: Mapping[s
     MLflow (tagged with the CNN's training run). Returns the rows of denoising.csv."""
     from pipeline.studies.jet_images.models import ImageAutoencoder, ImageTagger
 
-    _check_names(checkpoints, ("denoising_autoencoder", "cnn"), "evaluate_denoising")
+    check_checkpoint_names(checkpoints, ("denoising_autoencoder", "cnn"), "evaluate_denoising")
     study = config["jet_images"]
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
