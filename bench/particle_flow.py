@@ -16,7 +16,7 @@ events of the shard (``--events``) and, if given, the training batch size change
    ``ParticleFlowBatches`` through ``ParticleFlowDataModule``, no workers) over the file,
    events/s.
 3. Training throughput of ``cnn``, ``cnn_no_track`` and ``graph`` with the config's network
-   settings (``build_model(study_config(config), method)``): forward, energy-weighted MSE,
+   settings (``build_model(study_training_config(config, "particle_flow"), method)``): forward, energy-weighted MSE,
    backward, Adam step on real batches of the file, ``--threads`` torch threads, the
    first (warm-up) step excluded; events/s. Target: the loader >= 10x the fastest model.
 4. Peak memory of a loader pass over the file and over a 10x larger one (the same events
@@ -129,9 +129,10 @@ def training_throughput(config: dict, method: str, path: Path, batch_size: int, 
     from pipeline.ml.memory_format import channels_last
     from pipeline.studies.particle_flow.data import ParticleFlowBatches
     from pipeline.studies.particle_flow.models import energy_weighted_mse
-    from pipeline.studies.particle_flow.train import build_model, study_config
+    from pipeline.ml.trainer import study_training_config
+    from pipeline.studies.particle_flow.train import build_model
 
-    config = study_config(config)
+    config = study_training_config(config, "particle_flow")
     torch.manual_seed(0)
     model = build_model(config, method)
     if not contiguous:
@@ -178,10 +179,10 @@ def main() -> None:
 
     from pipeline.simulation.gun import generate_gun_shard
     from pipeline.studies.particle_flow.images import build_image_shard
-    from pipeline.studies.particle_flow.train import study_config
+    from pipeline.ml.trainer import study_training_config
 
     config = bench_config(args.events, args.batch_size)
-    batch_size = study_config(config)["training"]["batch_size"]
+    batch_size = study_training_config(config, "particle_flow")["training"]["batch_size"]
     sample = config["particle_flow"]["sample"]
     rows: list[tuple[str, str, str]] = []  # (what, result, target) for the table
 

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.config import derive_seed
+from pipeline.seeds import derive_seed
 from pipeline.run_config import resolve_config
 from pipeline.io.hdf5 import RaggedReader
 from pipeline.simulation.formats import PARTICLE_JETS

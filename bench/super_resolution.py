@@ -80,9 +80,10 @@ def network_throughput(config: dict, method: str, paths: list[Path], batch_size:
     from pipeline.studies.super_resolution.batches import fine_mean_squares
     from pipeline.studies.super_resolution.data import SuperResolutionDataset
     from pipeline.studies.super_resolution.models import fine_loss
-    from pipeline.studies.super_resolution.train import build_model, study_config
+    from pipeline.ml.trainer import study_training_config
+    from pipeline.studies.super_resolution.train import build_model
 
-    config = study_config(config)
+    config = study_training_config(config, "super_resolution")
     torch.manual_seed(0)
     datasets = [SuperResolutionDataset(path, batch_size) for path in paths]
     model = build_model(config, method, fine_mean_squares(paths, len(datasets[0].shapes), datasets[0].fine).tolist())

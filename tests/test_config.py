@@ -7,15 +7,14 @@ import copy
 import pytest
 
 from pipeline.config import (
-    PYTHIA_MAX_SEED,
     ConfigError,
     config_hash,
-    derive_seed,
     snapshot_config,
     stage_config,
     without_bookkeeping,
     write_resolved_config,
 )
+from pipeline.seeds import PYTHIA_MAX_SEED, derive_seed
 from pipeline.run_config import load_config, resolve_config
 from pipeline.studies import active_studies
 

@@ -269,7 +269,7 @@ def test_training_writes_checkpoint_history_and_links_the_finder_run(track_graph
 
 
 def test_replica_zero_keeps_the_single_training_seeds_and_replicas_differ():
-    from pipeline.config import derive_seed
+    from pipeline.seeds import derive_seed
     from pipeline.studies.flavour_tagging.train import replica_seed
 
     assert replica_seed(7, 0) == derive_seed(7, "flavour_tagging")

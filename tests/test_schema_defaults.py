@@ -33,9 +33,10 @@ def linear_widths(module: nn.Module) -> list[int]:
 
 
 def test_particle_flow_networks_are_the_schemas():
-    from pipeline.studies.particle_flow.train import build_model, study_config
+    from pipeline.ml.trainer import study_training_config
+    from pipeline.studies.particle_flow.train import build_model
 
-    config = study_config(default_config())
+    config = study_training_config(default_config(), "particle_flow")
     shapes = [(layer["n_eta"], layer["n_phi"]) for layer in written("particle_flow", "calorimeter", "layers")]
     cnn = build_model(config, "cnn")
     assert cnn.hparams.settings == {"fine": written("particle_flow", "calorimeter", "fine"),
@@ -57,9 +58,10 @@ def test_particle_flow_networks_are_the_schemas():
 
 
 def test_super_resolution_networks_are_the_schemas():
-    from pipeline.studies.super_resolution.train import build_model, study_config
+    from pipeline.ml.trainer import study_training_config
+    from pipeline.studies.super_resolution.train import build_model
 
-    config = study_config(default_config())
+    config = study_training_config(default_config(), "super_resolution")
     for method in ("redistribute", "cnn"):
         module = build_model(config, method)
         trunk = module.network.trunk
@@ -97,9 +99,10 @@ def test_flavour_tagger_is_the_schemas():
 
 
 def test_jet_image_models_are_the_schemas():
-    from pipeline.studies.jet_images.train import build_model, image_config
+    from pipeline.ml.trainer import study_training_config
+    from pipeline.studies.jet_images.train import build_model
 
-    config = image_config(default_config())
+    config = study_training_config(default_config(), "jet_images")
     pixels = written("jet_images", "pixels")
     mlp = build_model(config, "mlp")
     assert linear_widths(mlp.backbone) == [pixels * pixels, *written("jet_images", "mlp", "widths")]

@@ -14,7 +14,7 @@ import torch
 from workflow_runs import free_port
 
 from pipeline.ml.checkpoints import CheckpointError, checkpoint_run_id
-from pipeline.ml.trainer import adam_with_schedule, with_training_overrides
+from pipeline.ml.trainer import adam_with_schedule, study_training_config
 
 
 def module(max_epochs: int):
@@ -41,10 +41,12 @@ def test_constant_schedule_is_plain_adam_and_unknown_ones_are_refused():
 
 
 def test_training_overrides_replace_only_the_given_keys():
-    config = {"seed": 1, "training": {"max_epochs": 30, "batch_size": 256}}
-    merged = with_training_overrides(config, {"max_epochs": 5})
+    config = {"seed": 1, "training": {"max_epochs": 30, "batch_size": 256},
+              "jet_images": {"training": {"max_epochs": 5}}, "vertexing": {}}
+    merged = study_training_config(config, "jet_images")
     assert merged["training"] == {"max_epochs": 5, "batch_size": 256}
     assert config["training"]["max_epochs"] == 30  # the original is untouched
+    assert study_training_config(config, "vertexing")["training"] == config["training"]  # no overrides of its own
 
 
 def test_a_checkpoint_without_a_run_id_is_named(tmp_path):

@@ -21,10 +21,6 @@ from pipeline.io.outputs import write_text
 
 __all__ = ["ConfigError", "schema", "validate_section", "validate_config", "read_config_file"]
 
-#: Pythia's ``Random:seed`` accepts 0 ... 900 000 000 (0 would mean "use the time").
-PYTHIA_MAX_SEED = 900_000_000
-
-
 def validate_config(config: Mapping[str, Any], source: str = "config") -> dict:
     """Validate ``config`` against the schema and return a copy with defaults filled in.
 
@@ -95,17 +91,6 @@ def config_hash(config: Mapping[str, Any]) -> str:
     """SHA-256 of the canonical JSON form of a (resolved) config."""
     canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def derive_seed(global_seed: int, *names: object, maximum: int = PYTHIA_MAX_SEED) -> int:
-    """A seed in [1, maximum] derived from the global seed and a stream's names.
-
-    ``derive_seed(seed, "ttbar", 3, "pythia")`` is stable across runs and machines and
-    differs between samples, shards and streams.
-    """
-    key = ":".join([str(global_seed), *map(str, names)])
-    digest = hashlib.sha256(key.encode()).digest()
-    return int.from_bytes(digest[:8], "little") % maximum + 1
 
 
 def sample_config(config: Mapping[str, Any], sample: str) -> dict:

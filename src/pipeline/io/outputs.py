@@ -89,10 +89,11 @@ def save_figure(fig, stem: str | Path, **savefig_options) -> list[Path]:
     return written
 
 
-def write_csv(target: str | Path, columns: Sequence[str], rows: Iterable[Mapping]) -> Path:
-    """A CSV table of ``rows`` (mappings; keys outside ``columns`` left out), floats to 6 significant digits."""
+def write_csv(target: str | Path, columns: Sequence[str], rows: Iterable[Mapping], floats: str = ".6g") -> Path:
+    """A CSV table of ``rows`` (mappings; keys outside ``columns`` left out), floats in the
+    format ``floats`` (default 6 significant digits; ".4f": 4 decimals)."""
     with atomic_output(target) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, list(columns), extrasaction="ignore")
         writer.writeheader()
-        writer.writerows({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()} for row in rows)
+        writer.writerows({k: (format(v, floats) if isinstance(v, float) else v) for k, v in row.items()} for row in rows)
     return Path(target)

@@ -12,6 +12,7 @@ command that trains nothing stays cheap.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable, Sequence
 
 from pipeline.io.outputs import atomic_output
 from pipeline.ml.memory_format import channels_last
@@ -39,6 +40,15 @@ def _unreadable(path: Path, err: Exception) -> CheckpointError:
             "`pipeline train-*` never do: use one of those, or retrain")
     return CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): "
                            f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+
+
+def check_checkpoint_names(checkpoints: Iterable[str], names: Sequence[str], command: str) -> None:
+    """ValueError naming ``command`` unless ``checkpoints`` (their methods) are exactly ``names``."""
+    missing = [n for n in names if n not in checkpoints]
+    extra = sorted(set(checkpoints) - set(names))
+    if missing or extra:
+        raise ValueError(f"{command}: needs a checkpoint for exactly {list(names)}; missing {missing}, "
+                         f"unexpected {extra}")
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict:

@@ -217,10 +217,11 @@ def mlflow_logger(config: Mapping, run_name: str, tags: Mapping[str, str], run_i
 
 def log_run(config: Mapping, name: str, tags: Mapping[str, str], metrics: Mapping[str, float],
             artifacts: Iterable[str | Path] = (), params: Mapping[str, object] | None = None,
-            stage: Mapping | None = None) -> str:
+            stage: Mapping | None = None, checkpoint: str | Path | None = None) -> str:
     """One finished MLflow run (an evaluation, a fit without Lightning): its finite
-    ``metrics``, ``params``, the files ``artifacts`` and ``stage`` (the config it ran
-    with) as config.json. Returns the run id."""
+    ``metrics``, ``params``, the files ``artifacts``, ``checkpoint`` (the evaluated
+    network's) under ``model/`` as its training run has it, and ``stage`` (the config it
+    ran with) as config.json. Returns the run id."""
     import math
 
     import mlflow
@@ -233,6 +234,8 @@ def log_run(config: Mapping, name: str, tags: Mapping[str, str], metrics: Mappin
             mlflow.log_params(dict(params))
         for path in artifacts:
             mlflow.log_artifact(str(path))
+        if checkpoint is not None:
+            mlflow.log_artifact(str(checkpoint), artifact_path="model")
         if stage is not None:
             mlflow.log_dict(json.loads(json.dumps(stage)), "config.json")
         return run.info.run_id

@@ -14,16 +14,17 @@ from __future__ import annotations
 import csv
 import logging
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Sequence
 
 import lightning.pytorch as pl
 
 from pipeline.allocator import retain_freed_memory
+from pipeline.seeds import derive_seed
 from pipeline.io.outputs import atomic_output
 from pipeline.ml.checkpoints import RUN_ID_KEY, load_checkpoint, save_checkpoint
 from pipeline.ml.memory_format import channels_last
 from pipeline.ml.resume import ResumeState
-from pipeline.ml.tracking import mlflow_logger
+from pipeline.ml.tracking import mlflow_logger, run_name, run_tags
 
 log = logging.getLogger(__name__)
 
@@ -116,9 +117,11 @@ def adam_with_schedule(module: pl.LightningModule, learning_rate: float, schedul
     raise ValueError(f"unknown learning-rate schedule {schedule!r}; expected constant or cosine")
 
 
-def with_training_overrides(config: Mapping, overrides: Mapping | None) -> dict:
-    """The config with some ``training`` settings replaced (a study's own epochs, batch size)."""
-    return {**config, "training": {**config["training"], **(overrides or {})}}
+def study_training_config(config: Mapping, study: str) -> dict:
+    """The config whose ``training`` section has the study's own overrides
+    (``config[study]["training"]``: its epochs, batch size...) applied; a study without
+    that section trains with the shared one. ``config`` itself is left as it is."""
+    return {**config, "training": {**config["training"], **config[study].get("training", {})}}
 
 
 class EpochHistory(pl.Callback):
@@ -203,3 +206,39 @@ def fit_and_export(
     final = recorder.rows[-1] if recorder.rows else {}
     log.info("trained %s: best checkpoint %s, last epoch %s", run_name, checkpoint, final)
     return final, logger.run_id
+
+
+def train_method(
+    config: Mapping,
+    study: str,
+    method: str,
+    data: Callable[[Mapping], pl.LightningDataModule],
+    model: Callable[[Mapping], pl.LightningModule],
+    inputs: Sequence[str | Path],
+    sections: Sequence[str],
+    params: Mapping[str, object],
+    checkpoint: str | Path,
+    history: str | Path,
+    progress: bool = True,
+    tags: Mapping[str, str] | None = None,
+    seed: int | None = None,
+) -> dict[str, float]:
+    """Train ``method`` of ``study``, every study's recipe: the config with the study's
+    training overrides (``study_training_config``); the global random streams seeded with
+    ``seed`` (default derive_seed(config seed, study, method)), then ``data(config)`` and
+    ``model(config)`` built from that config, so their initial draws follow the seed; fitted
+    and exported by ``fit_and_export`` as the MLflow run ``<study>.train.<method>``, whose
+    tags are ``run_tags`` of ``inputs`` and of the config's seed, ``sections`` and training,
+    then ``tags``, and whose params the method, every training setting and ``params``.
+    Returns the last epoch's metrics."""
+    config = study_training_config(config, study)
+    pl.seed_everything(derive_seed(config["seed"], study, method) if seed is None else seed,
+                       workers=True, verbose=False)
+    datamodule, module = data(config), model(config)
+    stage = {key: config[key] for key in ("seed", *sections, "training")}
+    final, _ = fit_and_export(
+        config, module, datamodule, run_name(study, "train", method),
+        {**run_tags(stage, inputs, study, "train", method), **(tags or {})},
+        {"method": method, **{f"training.{k}": v for k, v in config["training"].items()}, **params},
+        checkpoint, history, progress)
+    return final

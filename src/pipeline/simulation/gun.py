@@ -25,7 +25,7 @@ from typing import Mapping
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.config import derive_seed
+from pipeline.seeds import derive_seed
 from pipeline.io.hdf5 import RaggedWriter
 from pipeline.simulation.formats import GUN_EVENTS
 from pipeline.simulation.helix import propagate_to_calorimeter

@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-from pipeline.config import config_hash, derive_seed, sample_config, stage_config
+from pipeline.config import config_hash, sample_config, stage_config
+from pipeline.seeds import derive_seed
 from pipeline.io.hdf5 import provenance_attrs
 from pipeline.simulation.pythia import ChargeTable, make_pythia, pythia_settings, pythia_version
 

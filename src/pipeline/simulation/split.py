@@ -14,7 +14,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from pipeline.config import config_hash, derive_seed, stage_config
+from pipeline.config import config_hash, stage_config
+from pipeline.seeds import derive_seed
 from pipeline.io.hdf5 import FileSchema, RaggedReader, RaggedWriter, provenance_attrs, read_tree, select_tree
 from pipeline.simulation.formats import TRACK_JETS
 

@@ -19,7 +19,8 @@ from typing import Callable, Mapping
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.config import config_hash, derive_seed, stage_config
+from pipeline.config import config_hash, stage_config
+from pipeline.seeds import derive_seed
 from pipeline.io.hdf5 import FileSchema, RaggedReader, RaggedWriter, provenance_attrs
 
 #: process(readers {input name: reader}, first event, end event, rng) -> (arrays, counts) for RaggedWriter.append

@@ -60,17 +60,11 @@ def jet_edge_scores(finder: str, batch: Mapping[str, torch.Tensor], model=None,
 def classical_finder_run(config: Mapping, finder: str) -> str:
     """An MLflow run recording a classical finder's settings: what the flavour-tagging runs
     link to for AVR and the baseline, which have no training run. Returns its id."""
-    import mlflow
+    from pipeline.ml.tracking import log_run, run_name, run_tags
 
-    from pipeline.ml.tracking import run_name, run_tags, tracking_uri
-
-    mlflow.set_tracking_uri(tracking_uri(config["mlflow"]))
-    mlflow.set_experiment(config["mlflow"]["experiment"])
     stage = {key: config[key] for key in ("seed", "vertexing")}
-    with mlflow.start_run(run_name=run_name("flavour_tagging", "score-edges", finder),
-                          tags=run_tags(stage, [], "flavour_tagging", "score-edges", finder)) as run:
-        mlflow.log_params(SETTINGS[finder])
-    return run.info.run_id
+    return log_run(config, run_name("flavour_tagging", "score-edges", finder),
+                   run_tags(stage, [], "flavour_tagging", "score-edges", finder), {}, params=SETTINGS[finder])
 
 
 def score_edges(config: Mapping, finder: str, graphs: Mapping[str, str | Path], outputs: Mapping[str, str | Path],

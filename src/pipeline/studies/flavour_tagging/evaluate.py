@@ -11,8 +11,6 @@ rejections do not depend on the balance.
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -20,8 +18,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from pipeline.config import derive_seed
-from pipeline.io.outputs import atomic_output, save_figure, write_text
+from pipeline.seeds import derive_seed
+from pipeline.io.outputs import save_figure, write_csv, write_text
 from pipeline.ml.checkpoints import checkpoint_run_id, load_module
 from pipeline.ml.roc import rejection_at
 from pipeline.studies.flavour_tagging.data import CLASSES, FlavourBatches
@@ -97,19 +95,11 @@ def write_tables(rows: list[dict], output_dir: Path, spread: Mapping[str, Mappin
     metrics_replicas.csv (every training). ``spread`` {method: {"accuracy": std, "f1_macro":
     std}}: the bootstrap uncertainty; ``seed_spread`` {method: {metric: std}}: the spread
     between trainings with different seeds."""
-    def csv_row(row: Mapping) -> dict:
-        return {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()}
-
-    with atomic_output(output_dir / "metrics.csv") as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(csv_row(row) for row in rows)
+    write_csv(output_dir / "metrics.csv", COLUMNS, rows, floats=".4f")
     if replica_rows is not None:
-        with atomic_output(output_dir / "metrics_replicas.csv") as tmp, open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, ("method", "replica", *COLUMNS[1:]), extrasaction="ignore")
-            writer.writeheader()
-            for method, replicas in replica_rows.items():
-                writer.writerows(csv_row({"method": method, "replica": r, **row}) for r, row in enumerate(replicas))
+        write_csv(output_dir / "metrics_replicas.csv", ("method", "replica", *COLUMNS[1:]),
+                  ({"method": method, "replica": r, **row} for method, replicas in replica_rows.items()
+                   for r, row in enumerate(replicas)), floats=".4f")
     md = ["| method | Accuracy | F1 | b | c | light | light rej. @70% | c rej. @70% | light rej. @77% | c rej. @77% "
           "| Acc. - no_vertex |",
           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -215,7 +205,7 @@ def evaluate_flavour_tagging(config: Mapping, test_graphs: str | Path,
     ``flavour_tagging.seeds`` of them; ``edges``: the test edge file of every vertex
     finder) on the test jets; write the tables and figures; log to MLflow. Returns the
     table's rows (means over replicas)."""
-    from pipeline.ml.tracking import run_name, run_tags, tracking_uri
+    from pipeline.ml.tracking import log_run, run_name, run_tags
 
     checkpoints = {m: [paths] if isinstance(paths, (str, Path)) else list(paths) for m, paths in checkpoints.items()}
     missing = [m for m in METHODS if m not in checkpoints]
@@ -244,11 +234,6 @@ def evaluate_flavour_tagging(config: Mapping, test_graphs: str | Path,
     plot_roc(predictions, charm_fraction, output_dir)
     for method, replicas in predictions.items():
         plot_confusion(method, replicas, output_dir)
-
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri(config["mlflow"]))
-    mlflow.set_experiment(config["mlflow"]["experiment"])
     stage = {key: config[key] for key in ("seed", "vertexing", "flavour_tagging")}
     for row in rows:
         method = row["method"]
@@ -258,11 +243,8 @@ def evaluate_flavour_tagging(config: Mapping, test_graphs: str | Path,
                 "flavour_tagger.run_id": ",".join(checkpoint_run_id(c) for c in checkpoints[method])}
         metrics = {k: v for k, v in row.items() if k != "method"}
         metrics.update({f"{k}_seed_std": v for k, v in seed_spread.get(method, {}).items()})
-        with mlflow.start_run(run_name=run_name("flavour_tagging", "evaluate", method), tags=tags):
-            mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
-            mlflow.log_artifact(str(output_dir / "metrics.csv"))
-            mlflow.log_artifact(str(output_dir / f"confusion_{method}.png"))
-            mlflow.log_dict(json.loads(json.dumps(stage)), "config.json")
+        log_run(config, run_name("flavour_tagging", "evaluate", method), tags, metrics,
+                [output_dir / "metrics.csv", output_dir / f"confusion_{method}.png"], stage=stage)
     log.info("evaluated %d flavour taggers (%d replicas each) on %d jets", len(rows), seeds,
              len(predictions["no_vertex"][0]["labels"]))
     return rows

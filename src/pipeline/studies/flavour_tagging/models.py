@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from typing import Mapping, Optional, Sequence
 
-import lightning.pytorch as pl
 import torch
 from torch import nn
 from torch_geometric.nn import MessagePassing
 
 from pipeline.ml.layers import index_mean, index_sum, input_blocks, mlp
+from pipeline.ml.module import StudyModule
 from pipeline.studies.flavour_tagging.data import CLASSES, JET_FEATURES
 
 
@@ -98,7 +98,7 @@ class EdgeScoreConv(MessagePassing):
         return index_sum(inputs, index, dim_size)
 
 
-class FlavourTagger(pl.LightningModule):
+class FlavourTagger(StudyModule):
     """b / c / light classifier of jets given as graph batches (see ``pipeline.studies.flavour_tagging.data``).
 
     ``class_weights`` (3,) weight the cross-entropy so that each flavour counts equally
@@ -114,8 +114,6 @@ class FlavourTagger(pl.LightningModule):
         self.layers = nn.ModuleList(EdgeScoreConv(width) for _ in range(message_layers))
         self.readout = mlp([width + len(JET_FEATURES), *readout_widths, len(CLASSES)])
         self.register_buffer("class_weights", torch.tensor(list(class_weights), dtype=torch.float32))
-        self.learning_rate = learning_rate
-        self.lr_schedule = lr_schedule
 
     def forward(self, graph: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Class logits (n_jets, 3) in the order of ``CLASSES``."""
@@ -126,25 +124,15 @@ class FlavourTagger(pl.LightningModule):
         pooled = index_sum(h, graph["batch"], n_jets)
         return self.readout(torch.cat([pooled, graph["jet"]], dim=-1))
 
-    def _step(self, graph, stage: str) -> torch.Tensor:
+    def loss(self, graph, stage: str) -> torch.Tensor:
+        """The class-weighted cross-entropy; at validation also the class-weighted accuracy."""
         logits = self(graph)
         loss = nn.functional.cross_entropy(logits, graph["label"], weight=self.class_weights)
         n = len(graph["label"])
-        self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=n)
+        self.log_loss(stage, loss, n)
         if stage == "val":
             weights = self.class_weights[graph["label"]]
             correct = (logits.argmax(-1) == graph["label"]).to(weights.dtype)
             # Class-weighted accuracy: the accuracy on a flavour-balanced sample.
             self.log("val_accuracy", (weights * correct).sum() / weights.sum(), prog_bar=True, batch_size=n)
         return loss
-
-    def training_step(self, graph, batch_idx):
-        return self._step(graph, "train")
-
-    def validation_step(self, graph, batch_idx):
-        return self._step(graph, "val")
-
-    def configure_optimizers(self):
-        from pipeline.ml.trainer import adam_with_schedule
-
-        return adam_with_schedule(self, self.learning_rate, self.lr_schedule)

@@ -25,7 +25,7 @@ from typing import Iterator, Mapping
 import numpy as np
 import torch
 
-from pipeline.config import derive_seed
+from pipeline.seeds import derive_seed
 from pipeline.io.hdf5 import RaggedReader
 from pipeline.ml.data import EpochShuffle, FileBatches, PrebatchedDataModule
 from pipeline.studies.jet_images.formats import jet_images_schema

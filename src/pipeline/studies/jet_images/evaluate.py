@@ -21,17 +21,15 @@ Figures are PNG and PDF. Every evaluated model gets an MLflow run
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 
-from pipeline.io.outputs import atomic_output, pyplot, save_figure, write_text
-from pipeline.ml.checkpoints import checkpoint_run_id, load_module
+from pipeline.io.outputs import pyplot, save_figure, write_csv, write_text
+from pipeline.ml.checkpoints import check_checkpoint_names, checkpoint_run_id, load_module
 from pipeline.studies.jet_images.data import ROWS_PER_READ, iterate_images, normalise_images
 from pipeline.studies.jet_images.formats import IMAGE_CLASSES
 from pipeline.studies.jet_images.methods import AUTOENCODERS, TAGGERS
@@ -77,14 +75,6 @@ def _study_settings(study: Mapping) -> dict:
     return {"pixels": study["pixels"], "input_scale": input_scale_for(study["pixels"], study["normalise"])}
 
 
-def _check_names(checkpoints: Mapping[str, object], names: Sequence[str], command: str) -> None:
-    missing = [n for n in names if n not in checkpoints]
-    extra = sorted(set(checkpoints) - set(names))
-    if missing or extra:
-        raise ValueError(f"{command}: needs a checkpoint for exactly {list(names)}; missing {missing}, "
-                         f"unexpected {extra}")
-
-
 def _both_classes(labels: Sequence[np.ndarray], test: str | Path) -> np.ndarray:
     """The test labels (n,) joined; ValueError unless both classes are there."""
     labels = np.concatenate(labels)
@@ -110,13 +100,6 @@ def _probabilities(tagger, images: np.ndarray) -> np.ndarray:
     return _apply(lambda x: torch.sigmoid(tagger(x)), images)
 
 
-def _write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping]) -> None:
-    with atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()} for row in rows)
-
-
 def _table(rows: Sequence[Mapping], first: str) -> list[str]:
     """Markdown rows of the metrics (AUC and accuracy to 3 decimals, rejections to 1)."""
     lines = [f"| {first} | AUC | accuracy | 1/eps_B @ eps_S=0.3 | 1/eps_B @ eps_S=0.5 |",
@@ -132,21 +115,13 @@ def _log_runs(config: Mapping, test: str | Path, checkpoints: Mapping[str, str |
               extra_tags: Mapping[str, Mapping[str, str]] | None = None) -> None:
     """One MLflow run ``jet_images.evaluate.<model>`` per entry of ``metrics``, tagged with the
     model's training run id, with ``artifacts`` (the tables) attached."""
-    import mlflow
+    from pipeline.ml.tracking import log_run, run_name, run_tags
 
-    from pipeline.ml.tracking import run_name, run_tags, tracking_uri
-
-    mlflow.set_tracking_uri(tracking_uri(config["mlflow"]))
-    mlflow.set_experiment(config["mlflow"]["experiment"])
     stage = {key: config[key] for key in ("seed", "jet_images")}
     for model, values in metrics.items():
         tags = {**run_tags(stage, [test, checkpoints[model]], "jet_images", "evaluate", model),
                 "training.run_id": checkpoint_run_id(checkpoints[model]), **(extra_tags or {}).get(model, {})}
-        with mlflow.start_run(run_name=run_name("jet_images", "evaluate", model), tags=tags):
-            mlflow.log_metrics({k: float(v) for k, v in values.items() if np.isfinite(v)})
-            for path in artifacts:
-                mlflow.log_artifact(str(path))
-            mlflow.log_dict(json.loads(json.dumps(stage)), "config.json")
+        log_run(config, run_name("jet_images", "evaluate", model), tags, values, artifacts, stage=stage)
 
 
 def _plot_rejection(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, xlabel: str,
@@ -208,7 +183,7 @@ def evaluate_taggers(config: Mapping, test: str | Path, checkpoints: Mapping[str
     Returns the rows of taggers.csv."""
     from pipeline.studies.jet_images.models import ImageTagger
 
-    _check_names(checkpoints, TAGGERS, "evaluate_taggers")
+    check_checkpoint_names(checkpoints, TAGGERS, "evaluate_taggers")
     study = config["jet_images"]
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -224,7 +199,7 @@ def evaluate_taggers(config: Mapping, test: str | Path, checkpoints: Mapping[str
     probabilities = {name: np.concatenate(parts) for name, parts in scores.items()}
     rows = [{"model": name, **tagger_metrics(labels, probabilities[name], threshold=0.5)} for name in TAGGERS]
 
-    _write_csv(output_dir / "taggers.csv", COLUMNS, rows)
+    write_csv(output_dir / "taggers.csv", COLUMNS, rows)
     md = _table(rows, "model")
     for name, (theirs, auc, accuracy, rejection) in LANDSCAPE.items():
         md.append(f"| {theirs} (landscape paper, theirs, on their data) | {auc:.3f} | {accuracy:.3f} | "
@@ -254,7 +229,7 @@ def evaluate_autoencoders(config: Mapping, test: str | Path, checkpoints: Mappin
     to MLflow. Returns the rows of autoencoder.csv."""
     from pipeline.studies.jet_images.models import ImageAutoencoder
 
-    _check_names(checkpoints, AUTOENCODERS, "evaluate_autoencoders")
+    check_checkpoint_names(checkpoints, AUTOENCODERS, "evaluate_autoencoders")
     study = config["jet_images"]
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -275,7 +250,7 @@ def evaluate_autoencoders(config: Mapping, test: str | Path, checkpoints: Mappin
     rows = [{"model": name, **tagger_metrics((labels == anomaly[name]).astype(np.int64), errors[name],
                                              threshold=None)} for name in AUTOENCODERS]
 
-    _write_csv(output_dir / "autoencoder.csv", COLUMNS, rows)
+    write_csv(output_dir / "autoencoder.csv", COLUMNS, rows)
     direct, inverse = rows[0]["auc"], rows[1]["auc"]
     fails = inverse < 0.5 + CHANCE_MARGIN
     note = (f"\nAnomaly score: the reconstruction error (mean squared error per pixel) on {len(labels)} test jets. "
@@ -320,7 +295,7 @@ def evaluate_denoising(config: Mapping, test: str | Path, checkpoints: Mapping[s
     MLflow (tagged with the CNN's training run). Returns the rows of denoising.csv."""
     from pipeline.studies.jet_images.models import ImageAutoencoder, ImageTagger
 
-    _check_names(checkpoints, ("denoising_autoencoder", "cnn"), "evaluate_denoising")
+    check_checkpoint_names(checkpoints, ("denoising_autoencoder", "cnn"), "evaluate_denoising")
     study = config["jet_images"]
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -348,7 +323,7 @@ def evaluate_denoising(config: Mapping, test: str | Path, checkpoints: Mapping[s
     rows = [{"images": v, "mse": sums[v]["mse"] / len(labels), "psnr": sums[v]["psnr"] / len(labels),
              "cnn_auc": tagger_metrics(labels, np.concatenate(scores[v]))["auc"]} for v in versions]
 
-    _write_csv(output_dir / "denoising.csv", DENOISING_COLUMNS, rows)
+    write_csv(output_dir / "denoising.csv", DENOISING_COLUMNS, rows)
     noise = study["denoising"]
     units = "normalised images (each sums to 1)" if study["normalise"] else "GeV"
     md = ["| images | MSE per pixel | PSNR [dB] | CNN AUC |", "| --- | ---: | ---: | ---: |"]

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch import nn
 
 from pipeline.ml.layers import dense_stack
+from pipeline.ml.module import StudyModule
 from pipeline.studies.jet_images.metrics import roc_auc
 
 
@@ -53,7 +53,7 @@ def conv_blocks(channels: Sequence[int], in_channels: int = 1) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class ImageTagger(pl.LightningModule):
+class ImageTagger(StudyModule):
     """Top-vs-QCD classifier of jet images: one logit, binary cross-entropy.
 
     backbone ``mlp``: dense layers of ``widths`` on the flattened image; ``cnn``:
@@ -84,8 +84,6 @@ class ImageTagger(pl.LightningModule):
         else:
             raise ValueError(f"unknown image-tagger backbone {backbone!r}; expected mlp or cnn")
         self.head = nn.Linear(width, 1)
-        self.learning_rate = learning_rate
-        self.lr_schedule = lr_schedule
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -94,19 +92,14 @@ class ImageTagger(pl.LightningModule):
         x = x.unsqueeze(1) if self.hparams.backbone == "cnn" else x
         return self.head(self.backbone(x)).squeeze(-1)
 
-    def _step(self, batch: Mapping[str, torch.Tensor], stage: str) -> torch.Tensor:
+    def loss(self, batch: Mapping[str, torch.Tensor], stage: str) -> torch.Tensor:
+        """The binary cross-entropy; at validation the logits are kept for the epoch's accuracy and AUC."""
         logits = self(batch["image"])
         loss = nn.functional.binary_cross_entropy_with_logits(logits, batch["label"])
-        self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=len(logits))
+        self.log_loss(stage, loss, len(logits))
         if stage == "val":
             self._val_outputs.append((logits.detach().float().cpu(), batch["label"].cpu()))
         return loss
-
-    def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        return self._step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
         if not self._val_outputs:
@@ -117,13 +110,8 @@ class ImageTagger(pl.LightningModule):
         if 0 < labels.sum() < len(labels):
             self.log("val_auc", roc_auc(labels, logits), prog_bar=True)
 
-    def configure_optimizers(self):
-        from pipeline.ml.trainer import adam_with_schedule
 
-        return adam_with_schedule(self, self.learning_rate, self.lr_schedule)
-
-
-class ImageAutoencoder(pl.LightningModule):
+class ImageAutoencoder(StudyModule):
     """Convolutional autoencoder of jet images; mean squared error per pixel as the loss.
 
     Encoder: conv_blocks of ``channels``, flattened, a linear map to ``latent`` units.
@@ -157,8 +145,6 @@ class ImageAutoencoder(pl.LightningModule):
                         nn.Conv2d(channels[depth], outputs[depth], 3, padding=1), nn.ReLU()]
         decoder.append(nn.Conv2d(channels[0], 1, 3, padding=1))
         self.decoder = nn.Sequential(*decoder)
-        self.learning_rate = learning_rate
-        self.lr_schedule = lr_schedule
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Reconstructions (B, pixels, pixels) of images (B, pixels, pixels)."""
@@ -174,19 +160,9 @@ class ImageAutoencoder(pl.LightningModule):
         target = images if target is None else target
         return ((self(images) - target) * self.hparams.input_scale).pow(2).flatten(1).mean(dim=1)
 
-    def _step(self, batch: Mapping[str, torch.Tensor], stage: str) -> torch.Tensor:
+    def loss(self, batch: Mapping[str, torch.Tensor], stage: str) -> torch.Tensor:
+        """The mean reconstruction error of the batch (of its clean ``target`` when denoising)."""
         target = batch["target"] if self.hparams.denoising else batch["image"]
         loss = self.reconstruction_error(batch["image"], target).mean()
-        self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=len(target))
+        self.log_loss(stage, loss, len(target))
         return loss
-
-    def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        return self._step(batch, "val")
-
-    def configure_optimizers(self):
-        from pipeline.ml.trainer import adam_with_schedule
-
-        return adam_with_schedule(self, self.learning_rate, self.lr_schedule)

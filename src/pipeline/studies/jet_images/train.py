@@ -6,7 +6,7 @@
   task, which Finke et al. found to fail: simpler images reconstruct better anyway);
 * ``denoising_autoencoder``: noisy images in, clean images out, on both classes.
 
-Every model is trained by the shared Trainer (``pipeline.ml.trainer.fit_and_export``) with
+Every model is trained by the shared recipe (``pipeline.ml.trainer.train_method``) with
 the study's ``jet_images.training`` overrides, seeded from the config's global seed and
 the model's name.
 """
@@ -18,7 +18,6 @@ from typing import Mapping
 
 import lightning.pytorch as pl
 
-from pipeline.config import derive_seed
 from pipeline.studies.jet_images.formats import IMAGE_CLASSES
 from pipeline.studies.jet_images.methods import METHODS, TAGGERS
 
@@ -31,13 +30,6 @@ def trained_on(model_name: str) -> str:
     """The class a model trains on: "qcd", "top" or "all"."""
     label = TRAINING_CLASS[model_name]
     return "all" if label is None else IMAGE_CLASSES[label]
-
-
-def image_config(config: Mapping) -> dict:
-    """The config whose ``training`` section has the study's own overrides applied."""
-    from pipeline.ml.trainer import with_training_overrides
-
-    return with_training_overrides(config, config["jet_images"]["training"])
 
 
 def check_model_name(model_name: str) -> None:
@@ -58,7 +50,7 @@ def network_settings(study: Mapping, model_name: str) -> dict:
 
 def build_model(config: Mapping, model_name: str) -> pl.LightningModule:
     """The untrained network of ``model_name`` from the resolved config (its ``training``
-    section already carrying the study's overrides, see ``image_config``)."""
+    section already carrying the study's overrides, see ``study_training_config``)."""
     from pipeline.studies.jet_images.models import ImageAutoencoder, ImageTagger, input_scale_for
 
     check_model_name(model_name)
@@ -83,29 +75,24 @@ def train_image_model(config: Mapping, model_name: str, data: Mapping[str, str |
     files); write the best checkpoint (lowest val_loss, with its MLflow run id) and the
     per-epoch history CSV; log the run ``images-<model>`` to MLflow. Returns the last
     epoch's metrics."""
-    from pipeline.ml.tracking import run_name, run_tags
-    from pipeline.ml.trainer import fit_and_export
+    from pipeline.ml.trainer import train_method
     from pipeline.studies.jet_images.data import JetImageDataModule
 
     settings = network_settings(config["jet_images"], model_name)
     missing = {"train", "val"} - set(data)
     if missing:
         raise ValueError(f"jet_images train {model_name}: no jet_images file for {sorted(missing)}")
-    config = image_config(config)
-    study, training = config["jet_images"], config["training"]
-    pl.seed_everything(derive_seed(config["seed"], "jet_images", model_name), workers=True, verbose=False)
-    datamodule = JetImageDataModule(
-        {"train": data["train"], "val": data["val"]}, study["pixels"], training["batch_size"],
-        training["num_workers"], seed=config["seed"], name=model_name, normalise=study["normalise"],
-        select=TRAINING_CLASS[model_name],
-        noise=study["denoising"] if model_name == "denoising_autoencoder" else None)
-    model = build_model(config, model_name)
-    stage = {key: config[key] for key in ("seed", "jet_images", "training")}
-    tags = {**run_tags(stage, [data["train"], data["val"]], "jet_images", "train", model_name),
-            "trained_on": trained_on(model_name)}
-    params = {"method": model_name, "trained_on": trained_on(model_name),
-              **{f"training.{k}": v for k, v in training.items()},
-              **{f"network.{k}": v for k, v in settings.items()}}
-    final, _ = fit_and_export(config, model, datamodule, run_name("jet_images", "train", model_name), tags, params, checkpoint,
-                              history, progress)
-    return final
+    study = config["jet_images"]
+
+    def datamodule(resolved: Mapping) -> JetImageDataModule:
+        training = resolved["training"]
+        return JetImageDataModule(
+            {"train": data["train"], "val": data["val"]}, study["pixels"], training["batch_size"],
+            training["num_workers"], seed=config["seed"], name=model_name, normalise=study["normalise"],
+            select=TRAINING_CLASS[model_name],
+            noise=study["denoising"] if model_name == "denoising_autoencoder" else None)
+
+    params = {"trained_on": trained_on(model_name), **{f"network.{k}": v for k, v in settings.items()}}
+    return train_method(config, "jet_images", model_name, datamodule, lambda resolved: build_model(resolved, model_name),
+                        [data["train"], data["val"]], ("jet_images",), params, checkpoint, history, progress,
+                        tags={"trained_on": trained_on(model_name)})

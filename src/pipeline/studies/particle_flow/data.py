@@ -9,7 +9,7 @@ from typing import Mapping
 import torch
 from torch.utils.data import Dataset
 
-from pipeline.config import derive_seed
+from pipeline.seeds import derive_seed
 from pipeline.ml.data import EpochShuffle, PrebatchedDataModule
 from pipeline.studies.particle_flow.batches import ImageBatches
 

@@ -17,6 +17,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from pipeline.io.outputs import write_csv, write_text
+from pipeline.ml.checkpoints import check_checkpoint_names
 from pipeline.simulation.window_geometry import WindowGeometry
 from pipeline.studies.particle_flow.methods import BASELINE, LEARNED, METHODS
 from pipeline.studies.particle_flow.metrics import (
@@ -115,11 +116,7 @@ def evaluate_particle_flow(config: Mapping, test: str | Path, checkpoints: Mappi
     from pipeline.studies.particle_flow.figures import plot_event_displays, plot_resolution, plot_responses
     from pipeline.studies.particle_flow.parametrised import Templates
 
-    missing = [m for m in LEARNED if m not in checkpoints]
-    extra = sorted(set(checkpoints) - set(LEARNED))
-    if missing or extra:
-        raise ValueError(f"particle_flow evaluate: needs a checkpoint for exactly {list(LEARNED)}; "
-                         f"missing {missing}, unexpected {extra}")
+    check_checkpoint_names(checkpoints, LEARNED, "particle_flow evaluate")
     output_dir = Path(output_dir)
     geometry = WindowGeometry.from_config(config)
     fitted = Templates.load(templates)

@@ -70,12 +70,12 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-import lightning.pytorch as pl
 import torch
 from torch import nn
 from torch_geometric.utils import scatter
 
 from pipeline.ml.layers import NeighbourEdgeConv, block_sizes, knn_neighbours, mlp, signed_log, to_fine
+from pipeline.ml.module import StudyModule
 from pipeline.studies.particle_flow.methods import LEARNED
 
 #: The settings of FractionUNet (the ``settings`` of ``build_network``): the schema's
@@ -287,7 +287,7 @@ def network_settings(method: str, settings: Mapping) -> dict:
     other network are ignored (one config section can hold both); a missing key or a key of
     neither is a ValueError naming it."""
     if method not in LEARNED:
-        raise ValueError(f"unknown learned particle-flow method {method!r}; expected one of {LEARNED}")
+        raise ValueError(f"unknown particle-flow method {method!r}; expected one of {LEARNED}")
     unknown = sorted(set(settings) - set(CNN_KEYS) - set(GRAPH_KEYS))
     if unknown:
         raise ValueError(f"unknown particle-flow network settings {unknown}; expected keys of "
@@ -309,7 +309,7 @@ def build_network(method: str, layer_shapes: Sequence[Sequence[int]], settings: 
     return FractionUNet(layer_shapes, use_track=method == "cnn", **resolved)
 
 
-class ParticleFlowModule(pl.LightningModule):
+class ParticleFlowModule(StudyModule):
     """Training of a neutral-fraction network (``build_network``) on batch dicts:
     ``layers`` and ``fraction`` and ``weight`` (lists of six (B, h_l, w_l)), ``track``
     (B, 64, 64). Loss ``energy_weighted_mse``; logs train_loss (per step) and val_loss (per
@@ -324,8 +324,6 @@ class ParticleFlowModule(pl.LightningModule):
         self.save_hyperparameters({"method": method, "layer_shapes": _plain(layer_shapes), "settings": resolved,
                                    "learning_rate": float(learning_rate), "lr_schedule": lr_schedule})
         self.network = build_network(method, layer_shapes, resolved)
-        self.learning_rate = learning_rate
-        self.lr_schedule = lr_schedule
 
     def forward(self, layers: Images, track: torch.Tensor) -> list[torch.Tensor]:
         """Neutral fractions, one (B, h_l, w_l) image per layer."""
@@ -335,21 +333,11 @@ class ParticleFlowModule(pl.LightningModule):
         """The network's fractions for a batch dict (what evaluation reads)."""
         return self(batch["layers"], batch["track"])
 
-    def _step(self, batch: Mapping, stage: str) -> torch.Tensor:
+    def loss(self, batch: Mapping, stage: str) -> torch.Tensor:
+        """``energy_weighted_mse`` of the batch's fractions."""
         loss = energy_weighted_mse(self.fractions(batch), batch["fraction"], batch["weight"])
-        self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=len(batch["track"]))
+        self.log_loss(stage, loss, len(batch["track"]))
         return loss
-
-    def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        return self._step(batch, "val")
 
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
         return self.fractions(batch)
-
-    def configure_optimizers(self):
-        from pipeline.ml.trainer import adam_with_schedule
-
-        return adam_with_schedule(self, self.learning_rate, self.lr_schedule)

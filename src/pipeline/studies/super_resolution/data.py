@@ -10,7 +10,7 @@ from typing import Mapping, Sequence
 import torch
 from torch.utils.data import ConcatDataset, Dataset
 
-from pipeline.config import derive_seed
+from pipeline.seeds import derive_seed
 from pipeline.ml.data import EpochShuffle, PrebatchedDataModule
 from pipeline.studies.super_resolution.batches import SuperResolutionBatches
 

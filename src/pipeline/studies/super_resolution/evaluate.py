@@ -25,6 +25,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from pipeline.io.outputs import write_csv, write_text
+from pipeline.ml.checkpoints import check_checkpoint_names
 from pipeline.studies.super_resolution.methods import INTERPOLATIONS, LEARNED, METHODS, REFERENCES
 
 log = logging.getLogger(__name__)
@@ -99,11 +100,7 @@ def evaluate_super_resolution(config: Mapping, test: str | Path, pi0_test: str |
     from pipeline.studies.super_resolution.data import SuperResolutionDataset
     from pipeline.studies.super_resolution.detector import detector_config
 
-    missing = [m for m in LEARNED if m not in checkpoints]
-    extra = sorted(set(checkpoints) - set(LEARNED))
-    if missing or extra:
-        raise ValueError(f"super_resolution evaluate: needs a checkpoint for exactly {list(LEARNED)}; "
-                         f"missing {missing}, unexpected {extra}")
+    check_checkpoint_names(checkpoints, LEARNED, "super_resolution evaluate")
     output_dir = Path(output_dir)
     geometry = WindowGeometry.from_config(detector_config(config))
     physics_layer = geometry.names.index(config["super_resolution"]["physics"]["layer"])

@@ -82,11 +82,11 @@ from __future__ import annotations
 import math
 from typing import Mapping, Sequence
 
-import lightning.pytorch as pl
 import torch
 from torch import nn
 
 from pipeline.ml.layers import block_sizes, signed_log, to_fine
+from pipeline.ml.module import StudyModule
 from pipeline.studies.super_resolution.interpolation import bicubic, bicubic_shares
 from pipeline.studies.super_resolution.methods import LEARNED
 
@@ -289,7 +289,7 @@ def build_network(method: str, layer_shapes: Sequence[Sequence[int]], fine: int,
     return _NETWORKS[method](layer_shapes, fine, **network_settings(settings))
 
 
-class SuperResolutionModule(pl.LightningModule):
+class SuperResolutionModule(StudyModule):
     """Training of a super-resolution network (``build_network``) on batch dicts of
     ``data.SuperResolutionDataset``: ``coarse`` (list of six (B, h_l, w_l)), ``track``
     (B, F, F), ``fine`` (B, 6, F, F) [GeV]. Loss: every layer's mean squared error of the fine
@@ -313,8 +313,6 @@ class SuperResolutionModule(pl.LightningModule):
                                    "fine": int(fine), "settings": resolved, "learning_rate": float(learning_rate),
                                    "lr_schedule": lr_schedule, "loss_scales": scales})
         self.network = build_network(method, layer_shapes, fine, resolved)
-        self.learning_rate = learning_rate
-        self.lr_schedule = lr_schedule
         self.register_buffer("loss_scales", torch.tensor(scales), persistent=False)
 
     def forward(self, coarse: Images, track: torch.Tensor) -> torch.Tensor:
@@ -327,22 +325,11 @@ class SuperResolutionModule(pl.LightningModule):
         coarse = [torch.as_tensor(image, device=self.device) for image in batch["coarse"]]
         return self(coarse, torch.as_tensor(batch["track"], device=self.device))
 
-    def _step(self, batch: Mapping, stage: str) -> torch.Tensor:
-        predicted = self.fine_images(batch)
-        loss = fine_loss(predicted, batch["fine"], self.loss_scales)
-        self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=len(batch["track"]))
+    def loss(self, batch: Mapping, stage: str) -> torch.Tensor:
+        """``fine_loss`` of the batch's fine images over ``loss_scales``."""
+        loss = fine_loss(self.fine_images(batch), batch["fine"], self.loss_scales)
+        self.log_loss(stage, loss, len(batch["track"]))
         return loss
-
-    def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        return self._step(batch, "val")
 
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
         return self.fine_images(batch)
-
-    def configure_optimizers(self):
-        from pipeline.ml.trainer import adam_with_schedule
-
-        return adam_with_schedule(self, self.learning_rate, self.lr_schedule)

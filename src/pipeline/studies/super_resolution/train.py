@@ -1,6 +1,6 @@
 """Training the learned models of the super-resolution study (``redistribute``, ``cnn``).
 
-Each is trained by the shared Trainer (``pipeline.ml.trainer.fit_and_export``: MLflow,
+Each is trained by the shared recipe (``pipeline.ml.trainer.train_method``: MLflow,
 checkpoints, resuming) with the study's ``super_resolution.training`` overrides, on the
 train files of both of the study's samples together (the pflow and the pi0 gun), validated
 on their val files, seeded from the global seed and the method.
@@ -11,15 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from pipeline.config import derive_seed
 from pipeline.studies.super_resolution.methods import LEARNED
-
-
-def study_config(config: Mapping) -> dict:
-    """The config whose ``training`` section has the study's own overrides applied."""
-    from pipeline.ml.trainer import with_training_overrides
-
-    return with_training_overrides(config, config["super_resolution"]["training"])
 
 
 def detector_geometry(config: Mapping) -> tuple[list[tuple[int, int]], int, tuple[float, float]]:
@@ -50,7 +42,8 @@ def check_files(config: Mapping, paths: Sequence[str | Path]) -> None:
 
 def build_model(config: Mapping, method: str, loss_scales: Sequence[float] | None = None):
     """The untrained SuperResolutionModule of ``method`` (config with the study's training
-    overrides), its loss over ``loss_scales`` [GeV^2] per layer (``models.fine_loss``)."""
+    overrides, ``study_training_config``), its loss over ``loss_scales`` [GeV^2] per layer
+    (``models.fine_loss``)."""
     from pipeline.studies.super_resolution.models import SuperResolutionModule
 
     if method not in LEARNED:
@@ -72,12 +65,10 @@ def train_super_resolution(config: Mapping, method: str, data: Mapping[str, Sequ
     files of this study's detector, several per split); write the best checkpoint (lowest
     val_loss, with its MLflow run id) and the per-epoch history; log the run
     ``super_resolution.train.<method>``. Returns the last epoch's metrics."""
-    import lightning.pytorch as pl
-
-    from pipeline.ml.tracking import run_name, run_tags
-    from pipeline.ml.trainer import fit_and_export
+    from pipeline.ml.trainer import train_method
     from pipeline.studies.super_resolution.batches import fine_mean_squares
     from pipeline.studies.super_resolution.data import SuperResolutionDataModule
+    from pipeline.studies.super_resolution.models import network_settings
 
     if method not in LEARNED:
         raise ValueError(f"unknown learned super-resolution method {method!r}; expected one of {LEARNED}")
@@ -87,20 +78,18 @@ def train_super_resolution(config: Mapping, method: str, data: Mapping[str, Sequ
     files = {split: _listed(data[split]) for split in ("train", "val")}
     inputs = [*files["train"], *files["val"]]
     check_files(config, inputs)
-    config = study_config(config)
-    training = config["training"]
-    pl.seed_everything(derive_seed(config["seed"], "super_resolution", method), workers=True, verbose=False)
-    datamodule = SuperResolutionDataModule(files, training["batch_size"], training["num_workers"],
-                                           seed=config["seed"], name=method)
     shapes, fine, _ = detector_geometry(config)
     # The loss's per-layer scales: the training set's mean squared fine truth (a pass over its fine cells).
-    model = build_model(config, method, fine_mean_squares(files["train"], len(shapes), fine).tolist())
-    stage = {key: config[key] for key in ("seed", "particle_flow", "super_resolution", "training")}
-    tags = run_tags(stage, inputs, "super_resolution", "train", method)
+    scales = fine_mean_squares(files["train"], len(shapes), fine).tolist()
+
+    def datamodule(resolved: Mapping) -> SuperResolutionDataModule:
+        training = resolved["training"]
+        return SuperResolutionDataModule(files, training["batch_size"], training["num_workers"],
+                                         seed=config["seed"], name=method)
+
     layer_names = [layer["name"] for layer in config["particle_flow"]["calorimeter"]["layers"]]
-    params = {"method": method, **{f"training.{k}": v for k, v in training.items()},
-              **{f"network.{k}": v for k, v in model.hparams.settings.items()},
-              **{f"loss_scale.{name}": s for name, s in zip(layer_names, model.hparams.loss_scales)}}
-    final, _ = fit_and_export(config, model, datamodule, run_name("super_resolution", "train", method), tags, params,
-                              checkpoint, history, progress)
-    return final
+    params = {**{f"network.{k}": v for k, v in network_settings(config["super_resolution"]["network"]).items()},
+              **{f"loss_scale.{name}": s for name, s in zip(layer_names, scales)}}
+    return train_method(config, "super_resolution", method, datamodule,
+                        lambda resolved: build_model(resolved, method, scales), inputs,
+                        ("particle_flow", "super_resolution"), params, checkpoint, history, progress)

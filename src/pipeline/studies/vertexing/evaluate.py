@@ -9,8 +9,6 @@ light rows, so it does not depend on the sample's flavour mix.
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 from pathlib import Path
 from typing import Mapping
@@ -19,7 +17,7 @@ import numpy as np
 
 from pipeline.config import config_hash
 from pipeline.io.hdf5 import RaggedWriter, provenance_attrs
-from pipeline.io.outputs import atomic_output, save_figure, write_text
+from pipeline.io.outputs import save_figure, write_csv, write_text
 from pipeline.ml.checkpoints import load_module
 from pipeline.studies.vertexing.classical import CLASSICAL, classical_partition
 from pipeline.studies.vertexing.data import TrackGraphBatches
@@ -96,11 +94,7 @@ def summarise(predictions: Mapping[str, np.ndarray]) -> tuple[list[dict], dict[s
 
 def write_tables(rows: list[dict], output_dir: Path) -> None:
     """metrics.csv, table.md and table.tex."""
-    with atomic_output(output_dir / "metrics.csv") as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
+    write_csv(output_dir / "metrics.csv", COLUMNS, rows, floats=".4f")
 
     def paper(row):
         values = PAPER_F1.get(row["method"])
@@ -161,7 +155,7 @@ def write_predictions(predictions: Mapping[str, np.ndarray], path: Path, attrs: 
 def evaluate_vertexing(config: Mapping, test_path: str | Path, checkpoints: Mapping[str, str | Path],
                        output_dir: str | Path) -> list[dict]:
     """Evaluate all methods on the test file; write the tables, figure and predictions."""
-    from pipeline.ml.tracking import run_name, run_tags, tracking_uri
+    from pipeline.ml.tracking import log_run, run_name, run_tags
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -172,19 +166,10 @@ def evaluate_vertexing(config: Mapping, test_path: str | Path, checkpoints: Mapp
     stage = {key: config[key] for key in ("seed", "vertexing")}
     write_predictions(predictions, output_dir / "predictions.h5",
                       {**provenance_attrs(stage, config_hash(stage), config["seed"]), "test_file": str(test_path)})
-
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri(config["mlflow"]))
-    mlflow.set_experiment(config["mlflow"]["experiment"])
     tags = run_tags(stage, [test_path, *checkpoints.values()], "vertexing", "evaluate", "")  # checksums once
     for method in (*METHODS, *TRIVIAL):
-        with mlflow.start_run(run_name=run_name("vertexing", "evaluate", method), tags={**tags, "method": method}):
-            mlflow.log_metrics({f"{r['flavour']}_{m}": r[m] for r in rows if r["method"] == method for m in METRICS
-                                if np.isfinite(r[m])})
-            mlflow.log_artifact(str(output_dir / "metrics.csv"))
-            if method in checkpoints:
-                mlflow.log_artifact(str(checkpoints[method]), artifact_path="model")
-            mlflow.log_dict(json.loads(json.dumps(stage)), "config.json")
+        log_run(config, run_name("vertexing", "evaluate", method), {**tags, "method": method},
+                {f"{r['flavour']}_{m}": r[m] for r in rows if r["method"] == method for m in METRICS},
+                [output_dir / "metrics.csv"], stage=stage, checkpoint=checkpoints.get(method))
     log.info("evaluated %d methods on %d jets", len(METHODS) + len(TRIVIAL), len(predictions["n_tracks"]))
     return rows

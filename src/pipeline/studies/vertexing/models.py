@@ -19,12 +19,12 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch import nn
 
 from pipeline.ml.layers import input_blocks, mlp
+from pipeline.ml.module import StudyModule
 from pipeline.partition import partition_dense
 from pipeline.studies.vertexing.methods import LEARNED
 from pipeline.studies.vertexing.metrics import jet_metrics
@@ -216,7 +216,7 @@ def build_network(name: str, n_features: int, settings: Mapping) -> tuple[nn.Mod
     return encoder, edges
 
 
-class VertexFinder(pl.LightningModule):
+class VertexFinder(StudyModule):
     """A learned vertex finder: encoder + edge classifier, trained on same-vertex labels."""
 
     def __init__(self, name: str, n_features: int, settings: Mapping, learning_rate: float = 1e-3, threshold: float = 0.5,
@@ -224,42 +224,30 @@ class VertexFinder(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.encoder, self.edges = build_network(name, n_features, settings)
-        self.learning_rate = learning_rate
         self.threshold = threshold
-        self.lr_schedule = lr_schedule
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Symmetric edge logits (B, N, N) for padded tracks x (B, N, F) and mask (B, N)."""
         return self.edges(self.encoder(x, mask), mask)
 
-    def _step(self, batch: Mapping[str, torch.Tensor], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(self, batch: Mapping[str, torch.Tensor], stage: str) -> torch.Tensor:
+        """``vertex_finding_loss`` of the batch; at validation also the partition's mean F1 and ARI."""
         logits = self(batch["x"], batch["mask"])
         target, pairs = pair_targets(batch["vertex"], batch["mask"])
         loss = vertex_finding_loss(logits, target, pairs)
-        self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=len(batch["n_tracks"]))
-        return loss, logits
-
-    def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")[0]
-
-    def validation_step(self, batch, batch_idx):
-        loss, logits = self._step(batch, "val")
-        labels = self.partition(logits, batch["mask"])
-        metrics = batch_metrics(batch["vertex"], labels, batch["mask"])
         n = len(batch["n_tracks"])
-        for key in ("f1", "ari"):
-            self.log(f"val_{key}", metrics[key], prog_bar=key == "f1", batch_size=n)
+        self.log_loss(stage, loss, n)
+        if stage == "val":
+            labels = self.partition(logits, batch["mask"])
+            metrics = batch_metrics(batch["vertex"], labels, batch["mask"])
+            for key in ("f1", "ari"):
+                self.log(f"val_{key}", metrics[key], prog_bar=key == "f1", batch_size=n)
         return loss
 
     def partition(self, logits: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
         """Predicted vertex labels (B, N), -1 on padding."""
         adjacency = (torch.sigmoid(logits) > self.threshold).cpu().numpy()
         return partition_dense(adjacency, mask.cpu().numpy())
-
-    def configure_optimizers(self):
-        from pipeline.ml.trainer import adam_with_schedule
-
-        return adam_with_schedule(self, self.learning_rate, self.lr_schedule)
 
 
 def batch_metrics(vertex: torch.Tensor, labels: np.ndarray, mask: torch.Tensor) -> dict[str, float]:

@@ -1,0 +1,37 @@
+"""The LightningModule every study's network is trained as.
+
+A study's module builds its network, saves its hyperparameters (``learning_rate`` and
+``lr_schedule`` among them) and gives its ``loss``; the training and validation steps
+and the optimiser are ``StudyModule``'s, so every study trains by the same rules.
+"""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+
+from pipeline.ml.trainer import adam_with_schedule
+
+
+class StudyModule(pl.LightningModule):
+    """Steps around ``loss``, Adam with the saved ``learning_rate`` and ``lr_schedule``
+    (``adam_with_schedule``)."""
+
+    def loss(self, batch, stage: str) -> torch.Tensor:
+        """The scalar loss of ``batch`` at ``stage`` ("train" or "val"), logged through
+        ``log_loss`` with whatever else the study logs at that stage."""
+        raise NotImplementedError(f"{type(self).__name__} defines no loss")
+
+    def log_loss(self, stage: str, loss: torch.Tensor, batch_size: int) -> None:
+        """Log ``loss`` as ``<stage>_loss``: ``val_loss`` is what early stopping and the
+        best checkpoint watch (``build_trainer``)."""
+        self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=batch_size)
+
+    def training_step(self, batch, batch_idx):
+        return self.loss(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        return self.loss(batch, "val")
+
+    def configure_optimizers(self):
+        return adam_with_schedule(self, self.hparams.learning_rate, self.hparams.lr_schedule)
