@@ -149,7 +149,7 @@ def check_tracking_server(uri: str, experiment: str = "pipeline", timeout: float
     except (urllib.error.URLError, OSError) as error:
         raise TrackingServerError(
             prefix + f"no MLflow tracking server answers at {uri} ({getattr(error, 'reason', error)}). "
-            "Start the server (README: 'When to use a tracking server'), fix the URI, or use the embedded "
+            "Start the server (docs/running.md: 'When to use a tracking server'), fix the URI, or use the embedded "
             "store: mlflow.tracking_uri: sqlite:///results/mlflow.db") from None
     if status == 200 or (status == 404 and "RESOURCE_DOES_NOT_EXIST" in body):
         return  # the experiment exists, or the job will create it

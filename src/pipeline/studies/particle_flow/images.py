@@ -7,7 +7,7 @@ Per event (``build_images``, vectorised over the events of a chunk):
    mid-depth (``tracks.extrapolate``); the window is centred on its front-face impact
    (on the first gun particle's true impact when there is no track);
 2. every final-state particle's shower from the project's calorimeter model
-   (``pipeline.simulation.calorimeter.shower_deposits``), centred in each layer where
+   (``pipeline.simulation.shower.shower_deposits``), centred in each layer where
    the particle crosses that layer's mid-depth, binned into the fine cells of every
    layer: the measured (sampling-smeared) energy and the true deposits of the charged and
    of the neutral gun particles' descendants (by the gun particle each one comes from, so
