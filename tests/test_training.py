@@ -288,3 +288,13 @@ def test_freed_tensors_stay_in_the_process_instead_of_being_mapped_again():
     pages = 5 * (1 << 26) // resource.getpagesize()
     assert faults["default"] > 0.9 * pages  # glibc unmaps every 64 MiB block and the kernel zeroes it again
     assert faults["retain"] <= 0.2 * pages  # at most one late step of the heap growing
+
+
+def test_a_study_module_without_its_loss_cannot_be_made():
+    from pipeline.ml.module import StudyModule
+
+    class NoLoss(StudyModule):
+        pass
+
+    with pytest.raises(TypeError, match="abstract method loss"):
+        NoLoss()

@@ -7,20 +7,22 @@ and the optimiser are ``StudyModule``'s, so every study trains by the same rules
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import lightning.pytorch as pl
 import torch
 
 from pipeline.ml.trainer import adam_with_schedule
 
 
-class StudyModule(pl.LightningModule):
+class StudyModule(pl.LightningModule, ABC):
     """Steps around ``loss``, Adam with the saved ``learning_rate`` and ``lr_schedule``
-    (``adam_with_schedule``)."""
+    (``adam_with_schedule``). A module without its ``loss`` cannot be made."""
 
+    @abstractmethod
     def loss(self, batch, stage: str) -> torch.Tensor:
         """The scalar loss of ``batch`` at ``stage`` ("train" or "val"), logged through
         ``log_loss`` with whatever else the study logs at that stage."""
-        raise NotImplementedError(f"{type(self).__name__} defines no loss")
 
     def log_loss(self, stage: str, loss: torch.Tensor, batch_size: int) -> None:
         """Log ``loss`` as ``<stage>_loss``: ``val_loss`` is what early stopping and the
