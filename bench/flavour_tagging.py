@@ -23,11 +23,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from vertexing import write_file  # noqa: E402  (the same synthetic jets as the vertexing bench)
 from particle_flow import stream_in_child  # noqa: E402  (a loader pass's peak memory in a fresh process)
+from vertexing import write_file  # noqa: E402  (the same synthetic jets as the vertexing bench)
 
 from pipeline.allocator import retain_freed_memory  # noqa: E402
-from pipeline.config import validate_config  # noqa: E402
+from pipeline.run_config import resolve_config  # noqa: E402
 from pipeline.studies.flavour_tagging.data import FlavourDataModule  # noqa: E402
 from pipeline.studies.flavour_tagging.edges import score_edges  # noqa: E402
 from pipeline.studies.flavour_tagging.models import FlavourTagger  # noqa: E402

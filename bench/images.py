@@ -92,8 +92,8 @@ def main() -> None:
 
     import torch
 
-    from pipeline.run_config import resolve_config
     from pipeline.ml.memory_format import channels_last
+    from pipeline.run_config import resolve_config
     from pipeline.simulation.calorimeter_stage import simulate_calorimeter
     from pipeline.simulation.generation import generate_shard
     from pipeline.studies.jet_images.preparation import build_jet_images

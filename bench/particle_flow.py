@@ -127,9 +127,9 @@ def training_throughput(config: dict, method: str, path: Path, batch_size: int, 
     import torch
 
     from pipeline.ml.memory_format import channels_last
+    from pipeline.ml.trainer import study_training_config
     from pipeline.studies.particle_flow.data import ParticleFlowBatches
     from pipeline.studies.particle_flow.models import energy_weighted_mse
-    from pipeline.ml.trainer import study_training_config
     from pipeline.studies.particle_flow.train import build_model
 
     config = study_training_config(config, "particle_flow")
@@ -177,9 +177,9 @@ def main() -> None:
 
     import torch
 
+    from pipeline.ml.trainer import study_training_config
     from pipeline.simulation.gun import generate_gun_shard
     from pipeline.studies.particle_flow.images import build_image_shard
-    from pipeline.ml.trainer import study_training_config
 
     config = bench_config(args.events, args.batch_size)
     batch_size = study_training_config(config, "particle_flow")["training"]["batch_size"]

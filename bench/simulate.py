@@ -17,9 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.seeds import derive_seed
-from pipeline.run_config import resolve_config
 from pipeline.io.hdf5 import RaggedReader
+from pipeline.run_config import resolve_config
+from pipeline.seeds import derive_seed
 from pipeline.simulation.formats import PARTICLE_JETS
 from pipeline.simulation.generation import generate_shard
 from pipeline.simulation.pythia import make_pythia, pythia_settings

@@ -77,10 +77,10 @@ def network_throughput(config: dict, method: str, paths: list[Path], batch_size:
     import torch
 
     from pipeline.ml.memory_format import channels_last
+    from pipeline.ml.trainer import study_training_config
     from pipeline.studies.super_resolution.batches import fine_mean_squares
     from pipeline.studies.super_resolution.data import SuperResolutionDataset
     from pipeline.studies.super_resolution.models import fine_loss
-    from pipeline.ml.trainer import study_training_config
     from pipeline.studies.super_resolution.train import build_model
 
     config = study_training_config(config, "super_resolution")

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from pipeline.config import ConfigError
-from pipeline.simulation.checks import check_generators
 from pipeline.run_config import resolve_config
+from pipeline.simulation.checks import check_generators
 from pipeline.simulation.pythia import check_pythia_settings
 
 SOURCE = "bad-config.yaml"

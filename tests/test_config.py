@@ -14,8 +14,8 @@ from pipeline.config import (
     without_bookkeeping,
     write_resolved_config,
 )
-from pipeline.seeds import PYTHIA_MAX_SEED, derive_seed
 from pipeline.run_config import load_config, resolve_config
+from pipeline.seeds import PYTHIA_MAX_SEED, derive_seed
 from pipeline.studies import active_studies
 
 MINIMAL = {"samples": {"ttbar": {"process": "ttbar"}}}

@@ -16,8 +16,8 @@ import h5py
 import pytest
 from workflow_runs import SNAKEMAKE, run_snakemake, snakemake_env, write_config
 
-from pipeline.io.hdf5 import check_schema
 from pipeline.inspect import file_schemas
+from pipeline.io.hdf5 import check_schema
 from pipeline.tiny import tiny_workflow_config
 
 TARGET = "results/jet_images/models/cnn.ckpt"

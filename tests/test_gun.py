@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from pipeline.config import ConfigError
-from pipeline.simulation.checks import check_generators
-from pipeline.run_config import resolve_config
 from pipeline.io.hdf5 import RaggedReader, parent_index, read_tree
+from pipeline.run_config import resolve_config
+from pipeline.simulation.checks import check_generators
 from pipeline.simulation.formats import GUN_EVENTS
 from pipeline.simulation.gun import generate_gun_shard
 from pipeline.simulation.pythia import pythia_settings

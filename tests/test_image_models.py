@@ -12,8 +12,8 @@ import torch
 from sklearn.metrics import accuracy_score, roc_auc_score
 
 from pipeline.config import config_hash
-from pipeline.run_config import resolve_config
 from pipeline.io.hdf5 import RaggedWriter, provenance_attrs
+from pipeline.run_config import resolve_config
 from pipeline.studies.jet_images.data import (
     NOISE_BLOCK,
     JetImageDataModule,

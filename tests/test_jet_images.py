@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import ConfigError
-from pipeline.run_config import resolve_config
 from pipeline.io.hdf5 import RaggedReader
+from pipeline.run_config import resolve_config
 from pipeline.simulation.calorimeter_geometry import CalorimeterGeometry
 from pipeline.simulation.calorimeter_stage import simulate_calorimeter
 from pipeline.simulation.formats import CALORIMETER_CELLS, PARTICLE_JETS

@@ -13,8 +13,8 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.run_config import resolve_config
 from pipeline.io.hdf5 import RaggedReader, parent_index, read_tree
+from pipeline.run_config import resolve_config
 from pipeline.simulation.gun import generate_gun_shard
 from pipeline.simulation.helix import C_LIGHT
 from pipeline.simulation.window_geometry import WindowGeometry

@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from pipeline.config import ConfigError
-from pipeline.run_config import resolve_config
 from pipeline.io.hdf5 import RaggedReader
+from pipeline.run_config import resolve_config
 from pipeline.simulation.gun import generate_gun_shard
 from pipeline.studies.particle_flow.batches import file_geometry
 from pipeline.studies.particle_flow.formats import PARTICLE_FLOW_IMAGES

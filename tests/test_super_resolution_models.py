@@ -14,10 +14,10 @@ import pytest
 import torch
 from default_config import super_resolution_settings, super_resolution_shapes
 
-from pipeline.run_config import resolve_config
 from pipeline.io.hdf5 import RaggedReader, parent_index, read_tree
 from pipeline.ml.checkpoints import load_module
 from pipeline.ml.layers import signed_log, to_fine
+from pipeline.run_config import resolve_config
 from pipeline.simulation.gun import generate_gun_shard
 from pipeline.simulation.window_geometry import WindowGeometry
 from pipeline.studies.particle_flow.formats import PARTICLE_FLOW_IMAGES

@@ -26,8 +26,8 @@ def _inspect(args) -> None:
 
 def _config(args) -> None:
     from pipeline.config import config_hash
-    from pipeline.simulation.checks import check_generators
     from pipeline.run_config import load_config
+    from pipeline.simulation.checks import check_generators
 
     config = load_config(args.config)
     check_generators(config, source=str(args.config))
@@ -41,8 +41,8 @@ def _config(args) -> None:
 
 def describe_file(path: str | Path, show_config: bool = True) -> str:
     """A human-readable summary of a pipeline HDF5 file (schema, counts, units, provenance)."""
-    from pipeline.io.hdf5 import DataFileError, RaggedReader, file_schema
     from pipeline.inspect import file_schemas
+    from pipeline.io.hdf5 import DataFileError, RaggedReader, file_schema
 
     path = Path(path)
     name = file_schema(path)

@@ -105,8 +105,8 @@ def named_paths(items: list[str] | None, option: str) -> dict[str, Path]:
 def logged_config(path: Path) -> dict:
     """The config of a command that logs to MLflow, with its tracking store checked first:
     an SQLite store initialised, a tracking server answering, before any data is read."""
-    from pipeline.run_config import load_config
     from pipeline.ml.tracking import tracking_uri
+    from pipeline.run_config import load_config
 
     config = load_config(path)
     tracking_uri(config["mlflow"])

@@ -19,12 +19,12 @@ from typing import Callable, Iterable, Mapping, Sequence
 import lightning.pytorch as pl
 
 from pipeline.allocator import retain_freed_memory
-from pipeline.seeds import derive_seed
 from pipeline.io.outputs import atomic_output
 from pipeline.ml.checkpoints import RUN_ID_KEY, load_checkpoint, save_checkpoint
 from pipeline.ml.memory_format import channels_last
 from pipeline.ml.resume import ResumeState
 from pipeline.ml.tracking import mlflow_logger, run_name, run_tags
+from pipeline.seeds import derive_seed
 
 log = logging.getLogger(__name__)
 

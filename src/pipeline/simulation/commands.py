@@ -16,8 +16,8 @@ log = logging.getLogger(__name__)
 
 def _generate(args) -> None:
     from pipeline.config import sample_config
-    from pipeline.simulation.checks import check_generators
     from pipeline.run_config import load_config
+    from pipeline.simulation.checks import check_generators
 
     config = load_config(args.config)
     check_generators(config, source=str(args.config))

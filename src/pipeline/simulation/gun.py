@@ -25,8 +25,8 @@ from typing import Mapping
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.seeds import derive_seed
 from pipeline.io.hdf5 import RaggedWriter
+from pipeline.seeds import derive_seed
 from pipeline.simulation.formats import GUN_EVENTS
 from pipeline.simulation.helix import propagate_to_calorimeter
 from pipeline.simulation.kinematics import wrap_phi

@@ -11,6 +11,7 @@ from pipeline.simulation.jets import ClusteredJets
 from pipeline.simulation.kinematics import delta_r, four_vector_kinematics
 from pipeline.simulation.record import SAME_POINT_TOLERANCE, EventRecord
 
+
 def hadron_flavour(pdgid: np.ndarray) -> np.ndarray:
     """5 for b hadrons, 4 for c hadrons (without b), 0 otherwise; quarkonia count as 0."""
     a = np.abs(pdgid)

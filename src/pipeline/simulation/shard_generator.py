@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from pipeline.config import config_hash, sample_config, stage_config
-from pipeline.seeds import derive_seed
 from pipeline.io.hdf5 import provenance_attrs
+from pipeline.seeds import derive_seed
 from pipeline.simulation.pythia import ChargeTable, make_pythia, pythia_settings, pythia_version
 
 

@@ -15,8 +15,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from pipeline.config import config_hash, stage_config
-from pipeline.seeds import derive_seed
 from pipeline.io.hdf5 import FileSchema, RaggedReader, RaggedWriter, provenance_attrs, read_tree, select_tree
+from pipeline.seeds import derive_seed
 from pipeline.simulation.formats import TRACK_JETS
 
 SPLITS = ("train", "val", "test")

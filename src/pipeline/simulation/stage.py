@@ -20,8 +20,8 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.config import config_hash, stage_config
-from pipeline.seeds import derive_seed
 from pipeline.io.hdf5 import FileSchema, RaggedReader, RaggedWriter, provenance_attrs
+from pipeline.seeds import derive_seed
 
 #: process(readers {input name: reader}, first event, end event, rng) -> (arrays, counts) for RaggedWriter.append
 Process = Callable[[Mapping[str, RaggedReader], int, int, "np.random.Generator | None"], tuple[dict, dict]]

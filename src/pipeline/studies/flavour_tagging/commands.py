@@ -19,7 +19,6 @@ from pipeline.commands import (
 from pipeline.studies.flavour_tagging.methods import METHODS
 from pipeline.studies.vertexing.methods import METHODS as VERTEX_FINDERS
 
-
 log = logging.getLogger(__name__)
 
 

@@ -18,10 +18,10 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from pipeline.seeds import derive_seed
 from pipeline.io.outputs import save_figure, write_csv, write_text
 from pipeline.ml.checkpoints import checkpoint_run_id, load_module
 from pipeline.ml.roc import rejection_at
+from pipeline.seeds import derive_seed
 from pipeline.studies.flavour_tagging.data import CLASSES, FlavourBatches
 from pipeline.studies.flavour_tagging.methods import METHODS
 from pipeline.studies.flavour_tagging.metrics import (

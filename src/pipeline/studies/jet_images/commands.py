@@ -18,7 +18,6 @@ from pipeline.commands import (
 )
 from pipeline.studies.jet_images.methods import AUTOENCODERS, METHODS, TAGGERS
 
-
 log = logging.getLogger(__name__)
 
 

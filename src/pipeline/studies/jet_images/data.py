@@ -25,9 +25,9 @@ from typing import Iterator, Mapping
 import numpy as np
 import torch
 
-from pipeline.seeds import derive_seed
 from pipeline.io.hdf5 import RaggedReader
 from pipeline.ml.data import EpochShuffle, FileBatches, PrebatchedDataModule
+from pipeline.seeds import derive_seed
 from pipeline.studies.jet_images.formats import jet_images_schema
 
 #: Rows read at once when counting classes and when streaming a file for evaluation.

@@ -29,9 +29,9 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from pipeline.config import config_hash
-from pipeline.seeds import derive_seed
 from pipeline.io.hdf5 import RaggedReader, RaggedWriter, parent_index, provenance_attrs, ragged_rows
 from pipeline.io.outputs import save_figure
+from pipeline.seeds import derive_seed
 from pipeline.simulation.calorimeter_geometry import CalorimeterGeometry
 from pipeline.simulation.formats import CALORIMETER_CELLS, PARTICLE_JETS
 from pipeline.simulation.split import SPLITS, assign_events

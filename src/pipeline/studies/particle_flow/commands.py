@@ -19,7 +19,6 @@ from pipeline.commands import (
 )
 from pipeline.studies.particle_flow.methods import LEARNED
 
-
 log = logging.getLogger(__name__)
 
 

@@ -9,8 +9,8 @@ from typing import Mapping
 import torch
 from torch.utils.data import Dataset
 
-from pipeline.seeds import derive_seed
 from pipeline.ml.data import EpochShuffle, PrebatchedDataModule
+from pipeline.seeds import derive_seed
 from pipeline.studies.particle_flow.batches import ImageBatches
 
 

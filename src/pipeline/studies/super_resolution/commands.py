@@ -17,7 +17,6 @@ from pipeline.commands import (
 )
 from pipeline.studies.super_resolution.methods import LEARNED
 
-
 log = logging.getLogger(__name__)
 
 

@@ -10,8 +10,8 @@ from typing import Mapping, Sequence
 import torch
 from torch.utils.data import ConcatDataset, Dataset
 
-from pipeline.seeds import derive_seed
 from pipeline.ml.data import EpochShuffle, PrebatchedDataModule
+from pipeline.seeds import derive_seed
 from pipeline.studies.super_resolution.batches import SuperResolutionBatches
 
 

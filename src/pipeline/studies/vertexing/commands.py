@@ -16,7 +16,6 @@ from pipeline.commands import (
 )
 from pipeline.studies.vertexing.methods import LEARNED
 
-
 log = logging.getLogger(__name__)
 
 

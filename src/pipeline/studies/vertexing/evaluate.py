@@ -22,12 +22,11 @@ from pipeline.ml.checkpoints import load_module
 from pipeline.studies.vertexing.classical import CLASSICAL, classical_partition
 from pipeline.studies.vertexing.data import TrackGraphBatches
 from pipeline.studies.vertexing.formats import VERTEX_PREDICTIONS
-from pipeline.studies.vertexing.methods import LEARNED, TRIVIAL_PARTITIONS, METHODS
+from pipeline.studies.vertexing.methods import LEARNED, METHODS, TRIVIAL_PARTITIONS
 from pipeline.studies.vertexing.metrics import METRICS, jet_metrics
 
 log = logging.getLogger(__name__)
 
-METHODS = METHODS
 TRIVIAL = TRIVIAL_PARTITIONS
 FLAVOURS = {"b": 5, "c": 4, "light": 0}
 COLUMNS = ("method", "flavour", "n_jets", *METRICS)

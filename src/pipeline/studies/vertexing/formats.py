@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pipeline.io.hdf5 import Collection, Field, FileSchema, fields
 from pipeline.simulation.formats import JETS
-from pipeline.studies.vertexing.methods import TRIVIAL_PARTITIONS, METHODS
+from pipeline.studies.vertexing.methods import METHODS, TRIVIAL_PARTITIONS
 
 #: Per-track features of the vertex finders, in the column order of ``features``.
 TRACK_FEATURES = (
