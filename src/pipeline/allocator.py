@@ -5,9 +5,9 @@ fresh ``mmap`` and unmaps it on ``free``, and hands the top of the heap back to 
 (``trim``) once more than a threshold is free there. A convolutional network allocates and
 frees its activations and their gradients every step, so every step the kernel maps and
 zeroes the same pages again: the particle-flow UNet (64 events, 32 channels x 64 x 64 cells
-x 4 B = 32 MiB a feature map) spent 1.4-2.2 s of system time in 10 steps, 0.3-0.8 s with
-freed memory kept in the process, and ran 1.15-1.4x faster (two threads); the particle-flow
-images (NumPy, one core) 1.2-1.3x. PyTorch's CPU allocator is malloc itself, without a cache
+x 4 B = 32 MiB a feature map) spent most of its system time there, and trainings and the
+image building run faster with freed memory kept in the process (measured in
+docs/benchmarks.md). PyTorch's CPU allocator is malloc itself, without a cache
 of its own; the memory kept is about what a step used at its peak (the heap grows to it in the
 first few steps), which the process holds while it runs anyway. The ``pipeline`` command sets
 it for every sub-command, and ``build_trainer`` for trainings started from Python.

@@ -64,8 +64,8 @@ class LazyFile:
         """The dataset ``name`` ("collection/field"), opened once per process. HDF5 keeps a
         dataset's chunk cache only while the dataset stays open: a reader that looks it up
         again for every batch decompresses a whole chunk (128-256 kB) at every read of a
-        slice smaller than that (measured: 0.2 ms a read; the flavour tagger's loader reads
-        sixteen slices a batch)."""
+        slice smaller than that (the flavour tagger's loader reads sixteen slices a batch;
+        docs/benchmarks.md)."""
         if self._datasets is None:
             self._datasets = {}
         if name not in self._datasets:

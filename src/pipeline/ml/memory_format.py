@@ -4,8 +4,8 @@ oneDNN, PyTorch's CPU convolution backend, runs its kernels on channels-last (NH
 tensors; given the default NCHW layout it reorders the activations before and after
 every convolution and its gradients. With the 4-D weights stored channels-last, PyTorch
 picks that layout for the convolution's output and it carries through the network (the
-input need not be converted): the particle-flow UNet's training step (64 events, two
-threads) ran 1.5-1.65x faster, same function and parameters, only float rounding moves.
+input need not be converted): the same function and parameters, only float rounding moves,
+and the particle-flow UNet's training step runs faster (docs/benchmarks.md).
 cuDNN takes either layout, so the same code runs unchanged on GPUs.
 """
 

@@ -74,10 +74,9 @@ class NeighbourEdgeConv(nn.Module):
     W [h_i, h_j - h_i] + b = ((W_a - W_b) h_i + b) + W_b h_j, with the (N, width) products
     gathered onto the (N, k) pairs, and the max is a dense reduction over the k slots. The
     same function and parameters (``self.nn``, the keys of ``torch_geometric.nn.EdgeConv``)
-    as PyG's EdgeConv with max aggregation on the same edges (tested against it). With
-    ``knn_neighbours`` the default graph network trains at 84.8 events/s against 34.7
-    with PyG's EdgeConv on a sorted kNN (2.4x, bench/particle_flow.py, 2 threads): PyG's
-    scatter-max backward and the (E, 2 d) concatenation were a third of a training step.
+    as PyG's EdgeConv with max aggregation on the same edges (tested against it), without
+    PyG's scatter-max backward and the (E, 2 d) concatenation, which were a third of the
+    particle-flow graph network's training step (bench/particle_flow.py, docs/benchmarks.md).
     """
 
     def __init__(self, network: nn.Sequential):

@@ -59,8 +59,7 @@ class EdgeScoreConv(MessagePassing):
     not per edge: W [h_i, h_j, S, s_ij] + b = (W_1 h + W_3 S + b)_i + (W_2 h)_j + w_4 s_ij,
     with (n_tracks, W) products gathered onto the (n_edges, W) pairs. A jet of n tracks
     has n (n - 1) edges, so this does the layer's largest matmul n - 1 times less often
-    (1.9x the tagger's training throughput of the concatenated form on the default
-    jets, bench/flavour_tagging.py); the parameters are the same ``nn.Linear``'s.
+    (bench/flavour_tagging.py, docs/benchmarks.md); the parameters are the same ``nn.Linear``'s.
     """
 
     def __init__(self, width: int):

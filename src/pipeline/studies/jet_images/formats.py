@@ -31,8 +31,8 @@ def jet_images_schema(pixels: int = IMAGE_PIXELS) -> FileSchema:
                 Field("image", "f4", "GeV", "transverse energy per pixel, summed over the calorimeter layers, in "
                       "(delta eta, delta phi) around the jet axis after the file's preprocessing (the `preprocessing` "
                       "attribute); axis 0 is delta eta, axis 1 delta phi", (pixels, pixels),
-                      # Stored uncompressed: gzip decompression (~50k images/s) would make the
-                      # loader, not the network, the limit; raw reads run at ~800k images/s.
+                      # Stored uncompressed: gzip decompression would make the loader, not the
+                      # network, the limit (an order of magnitude: docs/benchmarks.md).
                       compressed=False),
             ), "one row per jet"),
         ),

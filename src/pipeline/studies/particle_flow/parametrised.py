@@ -82,8 +82,7 @@ What differs from ATLAS, and why
 
 Cost: NumPy over chunks of events, over the topo-cluster cells only (sparse: the few
 hundred clustered cells of an event, not its ~7700 cells) and over (event, ring) tables for
-the ring ordering, no loop over events; about 10 000 events/s for the default shapes with
-~1000 clustered cells per event (one core). Memory per chunk: (events) x (largest label + 1)
+the ring ordering, no loop over events (its rate: docs/benchmarks.md). Memory per chunk: (events) x (largest label + 1)
 x n_layers floats for the cluster tables.
 """
 

@@ -41,8 +41,8 @@ inputs are O(1) from noise (~0.01 GeV) to showers (~100 GeV).
                 without the concatenation: the 1x1 conv's block of layer l is folded into
                 layer l's 3x3 conv (both affine), so each layer's conv gives its C merged maps
                 directly and the six are summed (the same function and parameters; the
-                backward of the 97-channel 1x1 conv was a third of a training step:
-                redistribute trains at 296 events/s against 114, bench/super_resolution.py)
+                backward of the 97-channel 1x1 conv was a third of a training step;
+                bench/super_resolution.py, docs/benchmarks.md)
     blocks      ``blocks`` residual blocks at F x F: x + GN(conv3x3(lrelu(GN(conv3x3(x)))))
     out         (B, C, F, F)
 

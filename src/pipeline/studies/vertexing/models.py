@@ -49,8 +49,8 @@ class DeepSetLayer(nn.Module):
     The four linear maps of x run as one matmul with their weights stacked, and where
     D_out <= D_in the set map goes before the average, sum_j a_ij (W_set x_j), so the
     (B, N, N) product runs on the narrower width: the same function and parameters (tested),
-    one large matmul instead of four small ones forward and backward (Set2Graph's training
-    step at the EPJC size 1.04-1.11x at 4-15 tracks, bench/vertexing.py).
+    one large matmul instead of four small ones forward and backward (bench/vertexing.py,
+    docs/benchmarks.md).
     """
 
     def __init__(self, width_in: int, width_out: int, attention: bool = True, normalise: bool = True,
