@@ -243,7 +243,7 @@ def test_build_and_calibrate_run_without_torch(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "HEAVY []" in result.stderr, result.stderr[-2000:]
-    from pipeline.studies.particle_flow.parametrised import Templates
+    from pipeline.studies.particle_flow.templates import Templates
 
     templates = Templates.load(tmp_path / "templates.json")
     assert 0.4 < templates.inclusive_mean < 0.9  # a pion's E/p in a non-compensating calorimeter

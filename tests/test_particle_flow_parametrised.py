@@ -15,19 +15,14 @@ import pytest
 from default_config import default_config
 
 from pipeline.simulation.window_geometry import WindowGeometry
-from pipeline.studies.particle_flow.parametrised import (
+from pipeline.studies.particle_flow.cell_matching import (
     ATLAS_RING_WIDTHS,
-    BRANCHES,
-    MIN_BIN_ENTRIES,
-    P_BINS,
-    SOURCES,
     CellGeometry,
-    Templates,
     first_interaction_layer,
-    fit_templates,
     match_track,
-    subtract,
 )
+from pipeline.studies.particle_flow.parametrised import BRANCHES, subtract
+from pipeline.studies.particle_flow.templates import MIN_BIN_ENTRIES, P_BINS, SOURCES, Templates, fit_templates
 
 #: The baseline's geometry by default: the schema's detector, ATLAS's rings.
 GEOMETRY = CellGeometry.from_window_geometry(WindowGeometry.from_config(default_config()), ATLAS_RING_WIDTHS)

@@ -37,11 +37,10 @@ def calibrate(config: Mapping, inputs: Sequence[str | Path], output: str | Path,
 
     from pipeline.ml.tracking import log_run, run_name, run_tags
     from pipeline.studies.particle_flow.batches import ImageBatches
-    from pipeline.studies.particle_flow.parametrised import (
-        ATLAS_RING_WIDTHS,
+    from pipeline.studies.particle_flow.cell_matching import ATLAS_RING_WIDTHS, CellGeometry
+    from pipeline.studies.particle_flow.templates import (
         MIN_BIN_ENTRIES,
         P_BINS,
-        CellGeometry,
         template_statistics,
         templates_from_statistics,
     )

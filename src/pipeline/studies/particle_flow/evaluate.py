@@ -114,7 +114,7 @@ def evaluate_particle_flow(config: Mapping, test: str | Path, checkpoints: Mappi
     the figures, and one MLflow run per method. Returns the metrics.csv rows."""
     from pipeline.studies.particle_flow.data import ParticleFlowBatches
     from pipeline.studies.particle_flow.figures import plot_event_displays, plot_resolution, plot_responses
-    from pipeline.studies.particle_flow.parametrised import Templates
+    from pipeline.studies.particle_flow.templates import Templates
 
     check_checkpoint_names(checkpoints, LEARNED, "particle_flow evaluate")
     output_dir = Path(output_dir)
