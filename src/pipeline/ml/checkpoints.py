@@ -11,8 +11,12 @@ command that trains nothing stays cheap.
 
 from __future__ import annotations
 
+import io
+import re
 from pathlib import Path
 from typing import Iterable, Sequence
+
+import torch
 
 from pipeline.io.outputs import atomic_output
 from pipeline.ml.memory_format import channels_last
@@ -28,8 +32,6 @@ class CheckpointError(ValueError):
 
 
 def _unreadable(path: Path, err: Exception) -> CheckpointError:
-    import re
-
     # A global the restricted unpickler refused ("Unsupported global: GLOBAL posix.system ..."),
     # or bytes that are no checkpoint at all.
     found = re.search(r"GLOBAL ([\w.]+)", str(err))
@@ -57,8 +59,6 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict:
     Raises CheckpointError naming the file if it is missing, not a torch checkpoint, or
     holds anything but tensors and plain data (then nothing in it has run).
     """
-    import torch
-
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found" + (" (a directory)" if path.is_dir() else ""))
@@ -98,10 +98,6 @@ def save_checkpoint(state: dict, path: str | Path) -> Path:
     """Write a checkpoint atomically. Serialised in memory first: torch's own writer turns
     a full disk into "enforce fail at inline_container.cc", a plain write into an OSError
     that names the file and the cause (checkpoints are megabytes)."""
-    import io
-
-    import torch
-
     buffer = io.BytesIO()
     torch.save(state, buffer)
     with atomic_output(path) as tmp:

@@ -4,7 +4,9 @@ file, and batch orders that are a function of (seed, epoch), so a resumed traini
 from __future__ import annotations
 
 import lightning.pytorch as pl
-from torch.utils.data import Dataset, Sampler
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pipeline.io.hdf5 import LazyFile
 
@@ -29,9 +31,6 @@ class PrebatchedDataModule(pl.LightningDataModule):
         return None
 
     def _loader(self, split: str, sampler=None):
-        import torch
-        from torch.utils.data import DataLoader
-
         # An own generator for the loader's base seed: left to the global stream, every new
         # iterator would draw from it, and when Lightning makes one differs on resuming.
         return DataLoader(self.datasets[split], batch_size=None, sampler=sampler, num_workers=self.num_workers,
@@ -68,8 +67,6 @@ class EpochShuffle(Sampler):
         return self.n_batches
 
     def order(self, epoch: int) -> list[int]:
-        import numpy as np
-
         return np.random.default_rng([self.seed, epoch]).permutation(self.n_batches).tolist()
 
     def __iter__(self):
@@ -87,8 +84,6 @@ class ReplayedRandomOrder(EpochShuffle):
     recomputed from the seed for any epoch, so that ``set_epoch`` can resume them."""
 
     def order(self, epoch: int) -> list[int]:
-        import torch
-
         generator = torch.Generator().manual_seed(self.seed)
         for _ in range(epoch):
             torch.randperm(self.n_batches, generator=generator)

@@ -11,13 +11,13 @@ cuDNN takes either layout, so the same code runs unchanged on GPUs.
 
 from __future__ import annotations
 
+import torch
+
 
 def channels_last(module):
     """``module`` with every 4-D parameter and buffer (the 2-D convolutions' weights) stored
     channels-last, in place (the Parameter objects stay, so an optimiser built on them is
     unaffected); a module without one is unchanged. Returns the module."""
-    import torch
-
     if any(p.dim() == 4 for p in module.parameters()):
         module.to(memory_format=torch.channels_last)
     return module

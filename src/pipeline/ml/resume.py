@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Mapping
 
+from pipeline.config import without_bookkeeping
 from pipeline.io.outputs import atomic_output
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,6 @@ class ResumeState:
     def fingerprint_of(config: Mapping, params: Mapping, tags: Mapping[str, str]) -> str:
         """What is trained: the config without its bookkeeping (a new tracking URI does not
         restart a training), the run's parameters, the checksums of its inputs."""
-        from pipeline.config import without_bookkeeping
-
         inputs = {k: v for k, v in tags.items() if k.endswith(".sha256")}
         text = json.dumps({"config": without_bookkeeping(config), "params": params, "inputs": inputs},
                           sort_keys=True, default=str)

@@ -5,10 +5,18 @@ plain files, so nothing downstream depends on its state."""
 
 from __future__ import annotations
 
+import base64
+import fcntl
 import functools
 import hashlib
 import json
 import logging
+import math
+import os
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -36,8 +44,6 @@ def run_tags(config: Mapping, inputs: Iterable[str | Path], study: str, step: st
     """Tags every MLflow run carries: its study, step (the ``pipeline <study> <step>``
     sub-command), method and workflow rule (PIPELINE_RULE, set by the sub-command), by which
     the UI groups runs; package version, git SHA, the config, input-file checksums."""
-    import os
-
     tags = {"study": study, "step": step, "method": method, "rule": os.environ.get("PIPELINE_RULE", "none"),
             "pipeline.version": __version__, "pipeline.git_sha": git_sha() or "unknown"}
     for key, path in _input_keys(inputs).items():
@@ -99,12 +105,6 @@ def _server_request(url: str, timeout: float):
     environment (MLFLOW_TRACKING_USERNAME / _PASSWORD, or MLFLOW_TRACKING_TOKEN) and its
     TLS settings (MLFLOW_TRACKING_INSECURE_TLS, MLFLOW_TRACKING_SERVER_CERT_PATH).
     Returns (status, body text)."""
-    import base64
-    import os
-    import ssl
-    import urllib.error
-    import urllib.request
-
     headers = {}
     user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
     if user and password:
@@ -135,10 +135,6 @@ def check_tracking_server(uri: str, experiment: str = "pipeline", timeout: float
     any data, so a wrong URI, a stopped server or missing credentials cost seconds, not a
     finished training whose logging then fails.
     """
-    import os
-    import urllib.error
-    import urllib.parse
-
     api = uri.rstrip("/") + "/api/2.0/mlflow/experiments/get-by-name?" + urllib.parse.urlencode(
         {"experiment_name": experiment})
     host = urllib.parse.urlsplit(uri).netloc.rpartition("@")[2]
@@ -180,8 +176,7 @@ def initialise_sqlite_store(uri: str, path: Path, experiment: str | None = None)
     connection to a new store runs MLflow's schema migrations, and two jobs doing that at
     once (parallel Snakemake jobs on a fresh results/) fail with errors such as "No such
     index"; two jobs creating the same experiment at once collide too."""
-    import fcntl
-
+    # here: every command imports this module (cli.main, for its errors); mlflow costs 1-2.5 s
     from mlflow.tracking import MlflowClient
 
     with open(path.with_name(path.name + ".lock"), "w") as lock:
@@ -194,6 +189,7 @@ def initialise_sqlite_store(uri: str, path: Path, experiment: str | None = None)
 def mlflow_logger(config: Mapping, run_name: str, tags: Mapping[str, str], run_id: str | None = None):
     """An MLFlowLogger on the configured tracking URI and experiment: a new run, or the run
     ``run_id`` continued (a resumed training) when the store still has it."""
+    # here: every command imports this module (cli.main, for its errors); mlflow costs 1-2.5 s
     from lightning.pytorch.loggers import MLFlowLogger
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -222,8 +218,7 @@ def log_run(config: Mapping, name: str, tags: Mapping[str, str], metrics: Mappin
     ``metrics``, ``params``, the files ``artifacts``, ``checkpoint`` (the evaluated
     network's) under ``model/`` as its training run has it, and ``stage`` (the config it
     ran with) as config.json. Returns the run id."""
-    import math
-
+    # here: every command imports this module (cli.main, for its errors); mlflow costs 1-2.5 s
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri(config["mlflow"]))

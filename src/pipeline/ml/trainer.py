@@ -13,10 +13,16 @@ from __future__ import annotations
 
 import csv
 import logging
+import random
+import signal
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
 import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from pipeline.allocator import retain_freed_memory
 from pipeline.io.outputs import atomic_output
@@ -38,10 +44,6 @@ def build_trainer(config: Mapping, checkpoint_dir: str | Path, logger=None, prog
     rewritten after every epoch, with the random streams (``RandomStreams``), so that
     a killed training can resume from it.
     """
-    import lightning.pytorch as pl
-    import torch
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-
     settings = config["training"]
     torch.set_num_threads(settings["threads"])
     retain_freed_memory()
@@ -72,11 +74,6 @@ class RandomStreams(pl.Callback):
         self._saved: dict | None = None
 
     def state_dict(self) -> dict:
-        import random
-
-        import numpy as np
-        import torch
-
         kind, keys, position, has_gauss, gauss = np.random.get_state()
         return {"torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -89,10 +86,6 @@ class RandomStreams(pl.Callback):
     def on_train_start(self, trainer, module) -> None:
         if self._saved is None:
             return
-        import random
-
-        import numpy as np
-        import torch
 
         state, self._saved = self._saved, None
         torch.set_rng_state(state["torch"])
@@ -106,8 +99,6 @@ class RandomStreams(pl.Callback):
 def adam_with_schedule(module: pl.LightningModule, learning_rate: float, schedule: str = "constant"):
     """Adam on a module's parameters, with the learning rate ``constant`` or following a
     ``cosine`` decay to zero over the Trainer's max_epochs (what configure_optimizers returns)."""
-    import torch
-
     optimiser = torch.optim.Adam(module.parameters(), lr=learning_rate)
     if schedule == "constant":
         return optimiser
@@ -169,10 +160,6 @@ def fit_and_export(
     A training that was killed (SIGKILL, a Slurm time limit) resumes from the last
     epoch checkpoint in its ``ResumeState`` directory and continues its MLflow run; the
     directory is removed once the outputs are written."""
-    import signal
-
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
-
     checkpoint, history = Path(checkpoint), Path(history)
     resume = ResumeState(config["training"]["resume_dir"], checkpoint,
                          ResumeState.fingerprint_of(config, params, tags))

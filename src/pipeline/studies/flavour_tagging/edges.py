@@ -20,10 +20,12 @@ from tqdm import tqdm
 from pipeline.config import config_hash
 from pipeline.io.hdf5 import RaggedWriter, provenance_attrs
 from pipeline.ml.checkpoints import load_module
+from pipeline.ml.tracking import log_run, run_name, run_tags
 from pipeline.studies.flavour_tagging.formats import VERTEX_EDGES
 from pipeline.studies.vertexing.classical import CLASSICAL, SETTINGS, classical_partition
 from pipeline.studies.vertexing.data import TrackGraphBatches
 from pipeline.studies.vertexing.methods import METHODS as VERTEX_FINDERS
+from pipeline.studies.vertexing.models import VertexFinder
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +62,6 @@ def jet_edge_scores(finder: str, batch: Mapping[str, torch.Tensor], model=None,
 def classical_finder_run(config: Mapping, finder: str) -> str:
     """An MLflow run recording a classical finder's settings: what the flavour-tagging runs
     link to for AVR and the baseline, which have no training run. Returns its id."""
-    from pipeline.ml.tracking import log_run, run_name, run_tags
-
     stage = {key: config[key] for key in ("seed", "vertexing")}
     return log_run(config, run_name("flavour_tagging", "score-edges", finder),
                    run_tags(stage, [], "flavour_tagging", "score-edges", finder), {}, params=SETTINGS[finder])
@@ -73,8 +73,6 @@ def score_edges(config: Mapping, finder: str, graphs: Mapping[str, str | Path], 
     ``finder``; ``run_id``, the MLflow run of the finder (its training run; for AVR and
     the baseline, the run that records their settings), is stored with the files.
     Returns the jets scored per split."""
-    from pipeline.studies.vertexing.models import VertexFinder
-
     if finder not in VERTEX_FINDERS:
         raise ValueError(f"unknown vertex finder {finder!r}; expected one of {VERTEX_FINDERS}")
     if set(graphs) != set(outputs):

@@ -17,10 +17,12 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import torch
+from sklearn.metrics import confusion_matrix
 
-from pipeline.io.outputs import save_figure, write_csv, write_text
+from pipeline.io.outputs import pyplot, save_figure, write_csv, write_text
 from pipeline.ml.checkpoints import checkpoint_run_id, load_module
 from pipeline.ml.roc import rejection_at
+from pipeline.ml.tracking import log_run, run_name, run_tags
 from pipeline.seeds import derive_seed
 from pipeline.studies.flavour_tagging.data import CLASSES, FlavourBatches
 from pipeline.studies.flavour_tagging.methods import METHODS
@@ -30,6 +32,7 @@ from pipeline.studies.flavour_tagging.metrics import (
     bootstrap_spread,
     classification_metrics,
 )
+from pipeline.studies.flavour_tagging.models import FlavourTagger
 from pipeline.studies.flavour_tagging.train import edges_run_id
 
 log = logging.getLogger(__name__)
@@ -46,8 +49,6 @@ LECTURE = {"avr": (0.50, 0.49, 0.62, 0.44, 0.40), "baseline": (0.57, 0.56, 0.67,
 
 def predict(checkpoint: str | Path, graphs: str | Path, edges: str | Path | None, batch_size: int = 1024) -> dict:
     """Class probabilities (n, 3) and labels (n,) of a tagger on a test file."""
-    from pipeline.studies.flavour_tagging.models import FlavourTagger
-
     model = load_module(FlavourTagger, checkpoint).eval()
     batches = FlavourBatches(graphs, edges, batch_size)
     probabilities, labels = [], []
@@ -147,8 +148,6 @@ def rejection_curve(prediction: Mapping[str, np.ndarray], charm_fraction: float,
 def plot_roc(predictions: Mapping[str, Sequence[dict]], charm_fraction: float, output_dir: Path) -> None:
     """Light and c rejection against b-jet efficiency, one curve per method: the geometric
     mean over its training replicas, the band their full range."""
-    from pipeline.io.outputs import pyplot
-
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(16, 7))
     for method, replicas in predictions.items():
@@ -175,10 +174,6 @@ def plot_roc(predictions: Mapping[str, Sequence[dict]], charm_fraction: float, o
 
 def plot_confusion(method: str, replicas: Sequence[Mapping[str, np.ndarray]], output_dir: Path) -> None:
     """The confusion matrix normalised per true flavour (rows sum to 1), averaged over replicas."""
-    from sklearn.metrics import confusion_matrix
-
-    from pipeline.io.outputs import pyplot
-
     plt = pyplot()
 
     matrix = np.mean([confusion_matrix(p["labels"], p["probabilities"].argmax(1), labels=range(len(CLASSES)),
@@ -205,8 +200,6 @@ def evaluate_flavour_tagging(config: Mapping, test_graphs: str | Path,
     ``flavour_tagging.seeds`` of them; ``edges``: the test edge file of every vertex
     finder) on the test jets; write the tables and figures; log to MLflow. Returns the
     table's rows (means over replicas)."""
-    from pipeline.ml.tracking import log_run, run_name, run_tags
-
     checkpoints = {m: [paths] if isinstance(paths, (str, Path)) else list(paths) for m, paths in checkpoints.items()}
     missing = [m for m in METHODS if m not in checkpoints]
     if missing:

@@ -8,8 +8,11 @@ from typing import Mapping
 import h5py
 import numpy as np
 
+from pipeline.ml.trainer import train_method
 from pipeline.seeds import derive_seed
+from pipeline.studies.flavour_tagging.data import FlavourDataModule, class_counts
 from pipeline.studies.flavour_tagging.methods import METHODS
+from pipeline.studies.flavour_tagging.models import FlavourTagger
 from pipeline.studies.vertexing.formats import TRACK_FEATURES
 
 
@@ -40,10 +43,6 @@ def train_flavour_tagger(
 
     ``replica`` r < ``flavour_tagging.seeds`` picks the r-th seed; replica r of every
     method shares that seed, so the rows of one replica differ only in their edges."""
-    from pipeline.ml.trainer import train_method
-    from pipeline.studies.flavour_tagging.data import FlavourDataModule, class_counts
-    from pipeline.studies.flavour_tagging.models import FlavourTagger
-
     if method not in METHODS:
         raise ValueError(f"unknown flavour-tagging method {method!r}; expected one of {METHODS}")
     if (method == "no_vertex") != (edges is None):

@@ -27,13 +27,17 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import torch
+from matplotlib.colors import LogNorm
 
 from pipeline.io.outputs import pyplot, save_figure, write_csv, write_text
 from pipeline.ml.checkpoints import check_checkpoint_names, checkpoint_run_id, load_module
+from pipeline.ml.roc import efficiency_curve
+from pipeline.ml.tracking import log_run, run_name, run_tags
 from pipeline.studies.jet_images.data import ROWS_PER_READ, iterate_images, normalise_images
 from pipeline.studies.jet_images.formats import IMAGE_CLASSES
 from pipeline.studies.jet_images.methods import AUTOENCODERS, TAGGERS
 from pipeline.studies.jet_images.metrics import METRIC_KEYS, mse, psnr, tagger_metrics
+from pipeline.studies.jet_images.models import ImageAutoencoder, ImageTagger, input_scale_for
 from pipeline.studies.jet_images.train import trained_on
 
 log = logging.getLogger(__name__)
@@ -70,8 +74,6 @@ def _load(model_class, path: str | Path, name: str, **expected):
 
 def _study_settings(study: Mapping) -> dict:
     """The hyperparameters every model evaluated with this config must have been built with."""
-    from pipeline.studies.jet_images.models import input_scale_for
-
     return {"pixels": study["pixels"], "input_scale": input_scale_for(study["pixels"], study["normalise"])}
 
 
@@ -115,8 +117,6 @@ def _log_runs(config: Mapping, test: str | Path, checkpoints: Mapping[str, str |
               extra_tags: Mapping[str, Mapping[str, str]] | None = None) -> None:
     """One MLflow run ``jet_images.evaluate.<model>`` per entry of ``metrics``, tagged with the
     model's training run id, with ``artifacts`` (the tables) attached."""
-    from pipeline.ml.tracking import log_run, run_name, run_tags
-
     stage = {key: config[key] for key in ("seed", "jet_images")}
     for model, values in metrics.items():
         tags = {**run_tags(stage, [test, checkpoints[model]], "jet_images", "evaluate", model),
@@ -128,8 +128,6 @@ def _plot_rejection(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: P
                     markers: Mapping[str, tuple[float, float]] | None = None) -> None:
     """Background rejection 1/eps_B (log) against signal efficiency, one curve per
     {label: (signal scores, background scores)}; ``markers`` {label: (eps_S, 1/eps_B)}."""
-    from pipeline.ml.roc import efficiency_curve
-
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 7))
     for label, (signal, background) in curves.items():
@@ -154,8 +152,6 @@ def _plot_grid(images: Sequence[Sequence[np.ndarray]], titles: Sequence[Sequence
                path: Path) -> None:
     """Rows of images (pixels, pixels) on a log colour scale, the same in a row (set by
     its first image, so a reconstruction compares with its input); pixels <= 0 blank."""
-    from matplotlib.colors import LogNorm
-
     plt = pyplot()
     rows, cols = len(images), len(images[0])
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 4.6 * rows), squeeze=False)
@@ -181,8 +177,6 @@ def evaluate_taggers(config: Mapping, test: str | Path, checkpoints: Mapping[str
     """Evaluate the MLP and CNN taggers (``checkpoints`` {"mlp": path, "cnn": path}) on
     the test jet images; write taggers.csv, taggers.md and the ROC figure; log to MLflow.
     Returns the rows of taggers.csv."""
-    from pipeline.studies.jet_images.models import ImageTagger
-
     check_checkpoint_names(checkpoints, TAGGERS, "evaluate_taggers")
     study = config["jet_images"]
     output_dir = Path(output_dir)
@@ -227,8 +221,6 @@ def evaluate_autoencoders(config: Mapping, test: str | Path, checkpoints: Mappin
     top}); the anomaly, the signal of the metrics, is the class the model did not see.
     Writes autoencoder.csv, autoencoder.md, autoencoder_roc and reconstruction; logs
     to MLflow. Returns the rows of autoencoder.csv."""
-    from pipeline.studies.jet_images.models import ImageAutoencoder
-
     check_checkpoint_names(checkpoints, AUTOENCODERS, "evaluate_autoencoders")
     study = config["jet_images"]
     output_dir = Path(output_dir)
@@ -293,8 +285,6 @@ def evaluate_denoising(config: Mapping, test: str | Path, checkpoints: Mapping[s
     images when jet_images.normalise), and the CNN tagger's AUC on each version. Writes
     denoising.csv, denoising.md and the example figure; logs the run of the denoiser to
     MLflow (tagged with the CNN's training run). Returns the rows of denoising.csv."""
-    from pipeline.studies.jet_images.models import ImageAutoencoder, ImageTagger
-
     check_checkpoint_names(checkpoints, ("denoising_autoencoder", "cnn"), "evaluate_denoising")
     study = config["jet_images"]
     output_dir = Path(output_dir)

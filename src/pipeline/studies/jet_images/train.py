@@ -18,8 +18,11 @@ from typing import Mapping
 
 import lightning.pytorch as pl
 
+from pipeline.ml.trainer import train_method
+from pipeline.studies.jet_images.data import JetImageDataModule
 from pipeline.studies.jet_images.formats import IMAGE_CLASSES
 from pipeline.studies.jet_images.methods import METHODS, TAGGERS
+from pipeline.studies.jet_images.models import ImageAutoencoder, ImageTagger, input_scale_for
 
 #: The label (0 QCD, 1 top) each autoencoder trains on; None: both classes.
 TRAINING_CLASS = {"mlp": None, "cnn": None, "autoencoder": 0, "autoencoder_inverse": 1,
@@ -51,8 +54,6 @@ def network_settings(study: Mapping, model_name: str) -> dict:
 def build_model(config: Mapping, model_name: str) -> pl.LightningModule:
     """The untrained network of ``model_name`` from the resolved config (its ``training``
     section already carrying the study's overrides, see ``study_training_config``)."""
-    from pipeline.studies.jet_images.models import ImageAutoencoder, ImageTagger, input_scale_for
-
     check_model_name(model_name)
     study, training = config["jet_images"], config["training"]
     optimiser = {"learning_rate": training["learning_rate"], "lr_schedule": training["lr_schedule"],
@@ -75,9 +76,6 @@ def train_image_model(config: Mapping, model_name: str, data: Mapping[str, str |
     files); write the best checkpoint (lowest val_loss, with its MLflow run id) and the
     per-epoch history CSV; log the run ``images-<model>`` to MLflow. Returns the last
     epoch's metrics."""
-    from pipeline.ml.trainer import train_method
-    from pipeline.studies.jet_images.data import JetImageDataModule
-
     settings = network_settings(config["jet_images"], model_name)
     missing = {"train", "val"} - set(data)
     if missing:

@@ -28,6 +28,7 @@ from typing import Mapping
 import numpy as np
 
 from pipeline.io.hdf5 import DataFileError, LazyFile, RaggedReader
+from pipeline.simulation.window_geometry import WindowGeometry
 from pipeline.studies.particle_flow.formats import PARTICLE_FLOW_IMAGES
 
 #: The layer whose extrapolated track position makes the track image (em2).
@@ -42,8 +43,6 @@ _TRUTH_FIELDS = ("charged_energy", "neutral_energy", "charged_eta", "charged_phi
 def file_geometry(reader: RaggedReader) -> tuple[list[tuple[int, int]], int, tuple[float, float]]:
     """(layer shapes, fine cells per side, window) of an open particle_flow_images file,
     from the config it was written with (image shards and split files both store it)."""
-    from pipeline.simulation.window_geometry import WindowGeometry
-
     try:
         geometry = WindowGeometry.from_config(reader.config)
     except (KeyError, TypeError, ValueError) as err:

@@ -11,9 +11,19 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
+from pipeline.ml.tracking import log_run, run_name, run_tags
 from pipeline.simulation.window_geometry import WindowGeometry
+from pipeline.studies.particle_flow.batches import ImageBatches
+from pipeline.studies.particle_flow.cell_matching import ATLAS_RING_WIDTHS, CellGeometry
 from pipeline.studies.particle_flow.methods import BASELINE
+from pipeline.studies.particle_flow.templates import (
+    MIN_BIN_ENTRIES,
+    P_BINS,
+    template_statistics,
+    templates_from_statistics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +43,6 @@ def baseline_inputs(batch: Mapping) -> tuple:
 def calibrate(config: Mapping, inputs: Sequence[str | Path], output: str | Path, progress: bool = True):
     """Fit the templates on the calibration sample's particle_flow_images files and write
     them (JSON) to ``output``; returns the Templates."""
-    from tqdm import tqdm
-
-    from pipeline.ml.tracking import log_run, run_name, run_tags
-    from pipeline.studies.particle_flow.batches import ImageBatches
-    from pipeline.studies.particle_flow.cell_matching import ATLAS_RING_WIDTHS, CellGeometry
-    from pipeline.studies.particle_flow.templates import (
-        MIN_BIN_ENTRIES,
-        P_BINS,
-        template_statistics,
-        templates_from_statistics,
-    )
-
     geometry = CellGeometry.from_window_geometry(WindowGeometry.from_config(config), ATLAS_RING_WIDTHS)
     totals = None
     n_events = 0

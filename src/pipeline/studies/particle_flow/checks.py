@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from pipeline.simulation.window_geometry import WindowGeometry
+
 
 def check(config: Mapping[str, Any]) -> None:
     """ValueError naming the key: the study's samples must be particle guns, its window's cells nest (WindowGeometry)."""
-    from pipeline.simulation.window_geometry import WindowGeometry
-
     for role in ("sample", "calibration"):
         name = config["particle_flow"][role]
         if name in config["samples"] and config["samples"][name]["process"] != "particle_gun":

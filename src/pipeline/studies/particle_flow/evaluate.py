@@ -15,10 +15,15 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+import torch
 
 from pipeline.io.outputs import write_csv, write_text
-from pipeline.ml.checkpoints import check_checkpoint_names
+from pipeline.ml.checkpoints import check_checkpoint_names, checkpoint_run_id, load_module
+from pipeline.ml.tracking import log_run, run_name, run_tags
 from pipeline.simulation.window_geometry import WindowGeometry
+from pipeline.studies.particle_flow.calibration import baseline_inputs
+from pipeline.studies.particle_flow.data import ParticleFlowBatches
+from pipeline.studies.particle_flow.figures import plot_event_displays, plot_resolution, plot_responses
 from pipeline.studies.particle_flow.methods import BASELINE, LEARNED, METHODS
 from pipeline.studies.particle_flow.metrics import (
     DISTANCE_BINS,
@@ -27,6 +32,9 @@ from pipeline.studies.particle_flow.metrics import (
     metric_rows,
     weighted_mse,
 )
+from pipeline.studies.particle_flow.models import ParticleFlowModule
+from pipeline.studies.particle_flow.parametrised import subtract
+from pipeline.studies.particle_flow.templates import Templates
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +77,6 @@ def per_event(geometry: WindowGeometry, energy: Sequence[np.ndarray], fraction: 
 def subtraction_fractions(templates, batch: Mapping) -> list[np.ndarray]:
     """The parametrised baseline's neutral fractions per layer for an evaluation batch: what
     the subtraction leaves of each cell over the cell's energy (0 for empty cells)."""
-    from pipeline.studies.particle_flow.calibration import baseline_inputs
-    from pipeline.studies.particle_flow.parametrised import subtract
-
     inputs = baseline_inputs(batch)
     remaining, _ = subtract(templates, *inputs)
     return [np.where(e != 0, r / np.where(e != 0, e, 1), 0.0) for r, e in zip(remaining, inputs[0])]
@@ -79,11 +84,6 @@ def subtraction_fractions(templates, batch: Mapping) -> list[np.ndarray]:
 
 def _networks(checkpoints: Mapping[str, str | Path], geometry: WindowGeometry):
     """The trained networks in eval mode; ValueError if one was built for other layers or is another method."""
-    import torch
-
-    from pipeline.ml.checkpoints import load_module
-    from pipeline.studies.particle_flow.models import ParticleFlowModule
-
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     networks = {}
     for method, path in checkpoints.items():
@@ -100,7 +100,6 @@ def _fractions(method: str, batch: Mapping, networks: Mapping, device, subtracti
     """A method's neutral fractions per layer (B, n_eta, n_phi) for a batch."""
     if method == BASELINE:
         return subtraction(batch)
-    import torch
 
     with torch.no_grad():
         layers = [t.to(device) for t in batch["layers"]]
@@ -112,10 +111,6 @@ def evaluate_particle_flow(config: Mapping, test: str | Path, checkpoints: Mappi
     """Score every method of METHODS on the test file; write metrics.csv/.md (per pi0
     energy bin), distance.csv (per bin of the pions' distance), cell_mse.csv (per layer),
     the figures, and one MLflow run per method. Returns the metrics.csv rows."""
-    from pipeline.studies.particle_flow.data import ParticleFlowBatches
-    from pipeline.studies.particle_flow.figures import plot_event_displays, plot_resolution, plot_responses
-    from pipeline.studies.particle_flow.templates import Templates
-
     check_checkpoint_names(checkpoints, LEARNED, "particle_flow evaluate")
     output_dir = Path(output_dir)
     geometry = WindowGeometry.from_config(config)
@@ -198,9 +193,6 @@ def _log_runs(config: Mapping, test: str | Path, checkpoints: Mapping[str, str |
               rows: Sequence[Mapping], artifacts: Sequence[Path]) -> None:
     """One MLflow run per method: its metrics in every energy bin (``<metric>.<bin>``, the
     ``all`` row without suffix), tagged with the run that trained (or calibrated) it."""
-    from pipeline.ml.checkpoints import checkpoint_run_id
-    from pipeline.ml.tracking import log_run, run_name, run_tags
-
     stage = {key: config[key] for key in ("seed", "particle_flow")}
     for method in METHODS:
         source = templates if method == BASELINE else checkpoints[method]

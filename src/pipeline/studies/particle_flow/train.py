@@ -10,7 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
+from pipeline.ml.trainer import train_method
+from pipeline.simulation.window_geometry import WindowGeometry
+from pipeline.studies.particle_flow.data import ParticleFlowDataModule
 from pipeline.studies.particle_flow.methods import LEARNED
+from pipeline.studies.particle_flow.models import ParticleFlowModule
 
 
 def network_config(config: Mapping, method: str) -> dict:
@@ -29,9 +33,6 @@ def network_config(config: Mapping, method: str) -> dict:
 def build_model(config: Mapping, method: str):
     """The untrained ParticleFlowModule of ``method`` (config with the study's training
     overrides, ``study_training_config``)."""
-    from pipeline.simulation.window_geometry import WindowGeometry
-    from pipeline.studies.particle_flow.models import ParticleFlowModule
-
     settings = network_config(config, method)
     if method == "graph":
         settings.pop("fine")
@@ -45,9 +46,6 @@ def train_particle_flow(config: Mapping, method: str, data: Mapping[str, str | P
     """Train ``method`` on ``data`` {"train": path, "val": path} (particle_flow_images
     files); write the best checkpoint (lowest val_loss, with its MLflow run id) and the
     per-epoch history; log the run ``particle_flow.train.<method>``. Returns the last epoch's metrics."""
-    from pipeline.ml.trainer import train_method
-    from pipeline.studies.particle_flow.data import ParticleFlowDataModule
-
     missing = {"train", "val"} - set(data)
     if missing:
         raise ValueError(f"particle_flow train {method}: no particle_flow_images file for {sorted(missing)}")

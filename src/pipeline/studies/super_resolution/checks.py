@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from pipeline.studies.super_resolution.detector import detector_config
+
 
 def check(config: Mapping[str, Any]) -> None:
     """ValueError naming the key: the samples are particle guns, the granularity nests in
     the fine cells, the physics layer is one of the calorimeter's."""
-    from pipeline.studies.super_resolution.detector import detector_config
-
     section = config["super_resolution"]
     for role in ("sample", "pi0_sample"):
         name = section[role]

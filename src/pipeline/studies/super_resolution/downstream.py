@@ -26,10 +26,18 @@ scale of what a finer detector gives.
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
+
+from pipeline.ml.checkpoints import load_module
+from pipeline.studies.particle_flow.evaluate import per_event
+from pipeline.studies.particle_flow.metrics import ENERGY_BINS, metric_rows
+from pipeline.studies.particle_flow.models import ParticleFlowModule
+from pipeline.studies.super_resolution.interpolation import to_coarse
 
 #: Columns of downstream.csv: the particle-flow table's (``particle_flow.evaluate.COLUMNS``)
 #: with ``method`` the super-resolution method that made the CNN's input.
@@ -40,9 +48,6 @@ COLUMNS = ("method", "energy_bin", "n_events", "response_median", "resolution_iq
 def particle_flow_network(checkpoint: str | Path, shapes: Sequence[tuple[int, int]], device):
     """The particle-flow study's trained ``cnn`` (eval mode); ValueError if the checkpoint
     holds another method or a network for other layers than ``shapes``."""
-    from pipeline.ml.checkpoints import load_module
-    from pipeline.studies.particle_flow.models import ParticleFlowModule
-
     module = load_module(ParticleFlowModule, checkpoint)
     built = (module.hparams["method"], [tuple(s) for s in module.hparams["layer_shapes"]])
     if built != ("cnn", list(shapes)):
@@ -58,8 +63,6 @@ def particle_flow_inputs(fine: np.ndarray, coarse: Sequence[np.ndarray], factors
     detector's readout ``coarse`` (per layer (B, h, w), 0 off topo-clusters) and both
     detectors' factors (fine cells per cell, (fe, fp) per layer). A particle-flow cell must
     lie inside one of this detector's cells (its factors divide this detector's)."""
-    from pipeline.studies.super_resolution.interpolation import to_coarse
-
     images, counted = [], []
     for layer, ((fe, fp), (pe, pp)) in enumerate(zip(factors, pf_factors)):
         if fe % pe or fp % pp:
@@ -74,8 +77,6 @@ def particle_flow_inputs(fine: np.ndarray, coarse: Sequence[np.ndarray], factors
 
 
 def _tensor(array):
-    import torch
-
     return torch.as_tensor(np.ascontiguousarray(array))
 
 
@@ -86,12 +87,6 @@ def downstream_rows(batches, factors: Sequence[tuple[int, int]], network, pf_geo
     batches: evaluation batches of this study's sample (``data.SuperResolutionDataset``);
     fine_images(batch) -> {method: (B, L, F, F)} the methods' super-resolved images;
     pf_geometry: the particle-flow detector (``simulation.window_geometry.WindowGeometry``)."""
-    import torch
-
-    from pipeline.studies.particle_flow.evaluate import per_event
-    from pipeline.studies.particle_flow.metrics import ENERGY_BINS, metric_rows
-    from pipeline.studies.super_resolution.interpolation import to_coarse
-
     pf_factors = [pf_geometry.factors(layer) for layer in range(pf_geometry.n_layers)]
     collected: dict[str, dict[str, list]] = {method: {} for method in methods}
     for index in range(len(batches)):
@@ -123,8 +118,6 @@ def downstream_rows(batches, factors: Sequence[tuple[int, int]], network, pf_geo
 def particle_flow_reference(metrics_csv: str | Path) -> list[dict]:
     """The particle-flow study's own ``cnn`` rows (its detector, metrics.csv), labelled
     ``particle_flow detector``, as the scale beside the downstream rows."""
-    import csv
-
     with open(metrics_csv, newline="") as f:
         rows = [row for row in csv.DictReader(f) if row.get("method") == "cnn"]
     if not rows:

@@ -23,10 +23,29 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+import torch
 
 from pipeline.io.outputs import write_csv, write_text
-from pipeline.ml.checkpoints import check_checkpoint_names
+from pipeline.ml.checkpoints import check_checkpoint_names, checkpoint_run_id, load_module
+from pipeline.ml.tracking import log_run, run_name, run_tags
+from pipeline.simulation.window_geometry import WindowGeometry
+from pipeline.studies.particle_flow.evaluate import markdown_table as particle_flow_table
+from pipeline.studies.particle_flow.figures import plot_resolution
+from pipeline.studies.particle_flow.metrics import ENERGY_BINS
+from pipeline.studies.super_resolution.data import SuperResolutionDataset
+from pipeline.studies.super_resolution.detector import detector_config
+from pipeline.studies.super_resolution.downstream import (
+    COLUMNS,
+    downstream_rows,
+    particle_flow_network,
+    particle_flow_reference,
+)
+from pipeline.studies.super_resolution.figures import plot_event_display, plot_masses, plot_psnr
+from pipeline.studies.super_resolution.interpolation import super_resolve
 from pipeline.studies.super_resolution.methods import INTERPOLATIONS, LEARNED, METHODS, REFERENCES
+from pipeline.studies.super_resolution.metrics import ImageMetrics, physics_row
+from pipeline.studies.super_resolution.models import SuperResolutionModule
+from pipeline.studies.super_resolution.physics import diphoton_mass, neutral_fractions, shower_shapes, two_cluster_split
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +67,6 @@ SHAPE_RADIUS = {"em": 0.06, "had": 0.2}
 
 def _networks(checkpoints: Mapping[str, str | Path], shapes: list[tuple[int, int]]):
     """The trained networks in eval mode; ValueError if one was built for other layers or is another method."""
-    import torch
-
-    from pipeline.ml.checkpoints import load_module
-    from pipeline.studies.super_resolution.models import SuperResolutionModule
-
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     networks = {}
     for method, path in checkpoints.items():
@@ -67,10 +81,6 @@ def _networks(checkpoints: Mapping[str, str | Path], shapes: list[tuple[int, int
 
 def super_resolved(batch: Mapping, factors: Sequence[tuple[int, int]], networks: Mapping, device) -> dict:
     """{method: (B, n_layers, F, F) float32 numpy [GeV]} of every method on a batch (tensors)."""
-    import torch
-
-    from pipeline.studies.super_resolution.interpolation import super_resolve
-
     out = {}
     with torch.no_grad():
         for method in INTERPOLATIONS:
@@ -96,10 +106,6 @@ def evaluate_super_resolution(config: Mapping, test: str | Path, pi0_test: str |
     particle-flow study's cnn, "metrics": its metrics.csv}) also downstream.csv/.md and
     downstream_resolution.png/pdf: that CNN fed every method's images (``downstream``).
     Returns the tables' rows."""
-    from pipeline.simulation.window_geometry import WindowGeometry
-    from pipeline.studies.super_resolution.data import SuperResolutionDataset
-    from pipeline.studies.super_resolution.detector import detector_config
-
     check_checkpoint_names(checkpoints, LEARNED, "super_resolution evaluate")
     output_dir = Path(output_dir)
     geometry = WindowGeometry.from_config(detector_config(config))
@@ -107,8 +113,6 @@ def evaluate_super_resolution(config: Mapping, test: str | Path, pi0_test: str |
     networks, device = _networks(checkpoints, geometry.shapes)
     pf_geometry = WindowGeometry.from_config(config)
     if particle_flow is not None:
-        from pipeline.studies.super_resolution.downstream import particle_flow_network
-
         pf_network = particle_flow_network(particle_flow["checkpoint"], pf_geometry.shapes, device)
     images = SuperResolutionDataset(test, INFERENCE_BATCH, evaluation=True)
     pi0 = SuperResolutionDataset(pi0_test, INFERENCE_BATCH, evaluation=True)
@@ -140,11 +144,6 @@ def evaluate_super_resolution(config: Mapping, test: str | Path, pi0_test: str |
 def _downstream(batches, geometry, pf_geometry, pf_network, pf_metrics: str | Path, networks, device,
                 output_dir: Path) -> list[dict]:
     """downstream.csv/.md and downstream_resolution.png/pdf: the particle-flow CNN on every method's images."""
-    from pipeline.studies.particle_flow.evaluate import markdown_table as particle_flow_table
-    from pipeline.studies.particle_flow.figures import plot_resolution
-    from pipeline.studies.particle_flow.metrics import ENERGY_BINS
-    from pipeline.studies.super_resolution.downstream import COLUMNS, downstream_rows, particle_flow_reference
-
     factors = [geometry.factors(layer) for layer in range(geometry.n_layers)]
     rows = downstream_rows(batches, factors, pf_network, pf_geometry,
                            lambda batch: super_resolved(batch, factors, networks, device), device, METHODS)
@@ -157,9 +156,6 @@ def _downstream(batches, geometry, pf_geometry, pf_network, pf_metrics: str | Pa
 
 def _image_metrics(batches, geometry, networks, device) -> tuple[list, list, dict]:
     """The metrics.csv and shower_shapes.csv rows of every method on a file, and the first event's display."""
-    from pipeline.studies.super_resolution.metrics import ImageMetrics
-    from pipeline.studies.super_resolution.physics import neutral_fractions, shower_shapes
-
     accumulators = {method: ImageMetrics(geometry.n_layers, geometry.names) for method in METHODS}
     # Per event and layer: barycentre distance to the fine truth's, width over the fine truth's.
     shapes: dict[str, dict[str, list]] = {m: defaultdict(list) for m in ("coarse", *METHODS)}
@@ -225,9 +221,6 @@ def _image_metrics(batches, geometry, networks, device) -> tuple[list, list, dic
 def _photon_pairs(batches, geometry, physics_layer: int, min_fraction: float, networks, device) -> tuple:
     """The physics.csv rows (fine truth, coarse input, every method) on the pi0 file, the
     masses of each row's resolved events and the first event's display."""
-    from pipeline.studies.super_resolution.metrics import physics_row
-    from pipeline.studies.super_resolution.physics import diphoton_mass, two_cluster_split
-
     em = [layer for layer, item in enumerate(geometry.layers) if item.kind == "em"]
     factors = [geometry.factors(layer) for layer in range(geometry.n_layers)]
     collected: dict[str, dict[str, list]] = {name: defaultdict(list) for name in (*REFERENCES, *METHODS)}
@@ -265,8 +258,6 @@ def _photon_pairs(batches, geometry, physics_layer: int, min_fraction: float, ne
 
 
 def _figures(output_dir: Path, metric_rows, masses, displays, geometry) -> list[Path]:
-    from pipeline.studies.super_resolution.figures import plot_event_display, plot_masses, plot_psnr
-
     figures = [*plot_psnr(metric_rows, geometry.names, output_dir / "psnr"), *plot_masses(masses, output_dir / "mass")]
     for index, display in enumerate(displays):
         rows = {name: display[name] for name in ("coarse", *METHODS, "fine")}
@@ -295,9 +286,6 @@ def _log_runs(config: Mapping, tests: Sequence[str | Path], checkpoints: Mapping
               metric_rows: Sequence[Mapping], physics_rows: Sequence[Mapping], artifacts: Sequence[Path]) -> None:
     """One MLflow run per method: its image metrics per layer (``<metric>.<layer>``) and
     its physics row, a network's tagged with the run that trained it."""
-    from pipeline.ml.checkpoints import checkpoint_run_id
-    from pipeline.ml.tracking import log_run, run_name, run_tags
-
     stage = {key: config[key] for key in ("seed", "super_resolution")}
     for method in METHODS:
         sources = [*tests, checkpoints[method]] if method in LEARNED else list(tests)

@@ -11,14 +11,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from pipeline.io.hdf5 import RaggedReader
+from pipeline.ml.trainer import train_method
+from pipeline.simulation.window_geometry import WindowGeometry
+from pipeline.studies.particle_flow.batches import file_geometry
+from pipeline.studies.particle_flow.formats import PARTICLE_FLOW_IMAGES
+from pipeline.studies.super_resolution.batches import fine_mean_squares
+from pipeline.studies.super_resolution.data import SuperResolutionDataModule
+from pipeline.studies.super_resolution.detector import detector_config
 from pipeline.studies.super_resolution.methods import LEARNED
+from pipeline.studies.super_resolution.models import SuperResolutionModule, network_settings
 
 
 def detector_geometry(config: Mapping) -> tuple[list[tuple[int, int]], int, tuple[float, float]]:
     """(layer shapes, fine, window) of the study's detector (``detector.detector_config``)."""
-    from pipeline.simulation.window_geometry import WindowGeometry
-    from pipeline.studies.super_resolution.detector import detector_config
-
     geometry = WindowGeometry.from_config(detector_config(config))
     return geometry.shapes, geometry.fine, geometry.window
 
@@ -26,10 +32,6 @@ def detector_geometry(config: Mapping) -> tuple[list[tuple[int, int]], int, tupl
 def check_files(config: Mapping, paths: Sequence[str | Path]) -> None:
     """ValueError naming the first particle_flow_images file whose geometry (layer shapes,
     fine cells, window; stored in the file) is not the study's detector's."""
-    from pipeline.io.hdf5 import RaggedReader
-    from pipeline.studies.particle_flow.batches import file_geometry
-    from pipeline.studies.particle_flow.formats import PARTICLE_FLOW_IMAGES
-
     shapes, fine, window = detector_geometry(config)
     for path in paths:
         with RaggedReader(path, PARTICLE_FLOW_IMAGES) as reader:
@@ -44,8 +46,6 @@ def build_model(config: Mapping, method: str, loss_scales: Sequence[float] | Non
     """The untrained SuperResolutionModule of ``method`` (config with the study's training
     overrides, ``study_training_config``), its loss over ``loss_scales`` [GeV^2] per layer
     (``models.fine_loss``)."""
-    from pipeline.studies.super_resolution.models import SuperResolutionModule
-
     if method not in LEARNED:
         raise ValueError(f"unknown learned super-resolution method {method!r}; expected one of {LEARNED}")
     shapes, fine, _ = detector_geometry(config)
@@ -65,11 +65,6 @@ def train_super_resolution(config: Mapping, method: str, data: Mapping[str, Sequ
     files of this study's detector, several per split); write the best checkpoint (lowest
     val_loss, with its MLflow run id) and the per-epoch history; log the run
     ``super_resolution.train.<method>``. Returns the last epoch's metrics."""
-    from pipeline.ml.trainer import train_method
-    from pipeline.studies.super_resolution.batches import fine_mean_squares
-    from pipeline.studies.super_resolution.data import SuperResolutionDataModule
-    from pipeline.studies.super_resolution.models import network_settings
-
     if method not in LEARNED:
         raise ValueError(f"unknown learned super-resolution method {method!r}; expected one of {LEARNED}")
     missing = sorted(split for split in ("train", "val") if not data.get(split))

@@ -14,16 +14,19 @@ from pathlib import Path
 from typing import Mapping
 
 import numpy as np
+import torch
 
 from pipeline.config import config_hash
 from pipeline.io.hdf5 import RaggedWriter, provenance_attrs
-from pipeline.io.outputs import save_figure, write_csv, write_text
+from pipeline.io.outputs import pyplot, save_figure, write_csv, write_text
 from pipeline.ml.checkpoints import load_module
+from pipeline.ml.tracking import log_run, run_name, run_tags
 from pipeline.studies.vertexing.classical import CLASSICAL, classical_partition
 from pipeline.studies.vertexing.data import TrackGraphBatches
 from pipeline.studies.vertexing.formats import VERTEX_PREDICTIONS
 from pipeline.studies.vertexing.methods import LEARNED, METHODS, TRIVIAL_PARTITIONS
 from pipeline.studies.vertexing.metrics import METRICS, jet_metrics
+from pipeline.studies.vertexing.models import VertexFinder
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +39,9 @@ COLUMNS = ("method", "flavour", "n_jets", *METRICS)
 PAPER_F1 = {"avr": (0.56, 0.70, 0.97), "track_pair": (0.62, 0.74, 0.96),
             "rnn": (0.59, 0.71, 0.93), "set2graph": (0.66, 0.75, 0.97)}
 
+
 def predict(test_path: str | Path, checkpoints: Mapping[str, str | Path], batch_size: int = 512) -> dict:
     """Every method's labels on the test file: {"truth", method..., "offsets", "flavour", ...}."""
-    import torch
-
-    from pipeline.studies.vertexing.models import VertexFinder
-
     missing = [m for m in LEARNED if m not in checkpoints]
     if missing:
         raise ValueError(f"evaluate: no checkpoint for {missing}")
@@ -119,8 +119,6 @@ def write_tables(rows: list[dict], output_dir: Path) -> None:
 
 def plot_f1_vs_tracks(predictions: Mapping[str, np.ndarray], per_jet: Mapping[str, dict], output_dir: Path) -> None:
     """Mean F1 against the number of tracks, one panel per flavour, one line per method."""
-    from pipeline.io.outputs import pyplot
-
     plt = pyplot()
     n_tracks, flavour = predictions["n_tracks"], predictions["flavour"]
     counts = np.arange(2, int(n_tracks.max(initial=2)) + 1)
@@ -154,8 +152,6 @@ def write_predictions(predictions: Mapping[str, np.ndarray], path: Path, attrs: 
 def evaluate_vertexing(config: Mapping, test_path: str | Path, checkpoints: Mapping[str, str | Path],
                        output_dir: str | Path) -> list[dict]:
     """Evaluate all methods on the test file; write the tables, figure and predictions."""
-    from pipeline.ml.tracking import log_run, run_name, run_tags
-
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     predictions = predict(test_path, checkpoints)

@@ -5,8 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
+from pipeline.ml.trainer import train_method
 from pipeline.seeds import derive_seed
+from pipeline.studies.vertexing.data import TrackGraphDataModule
 from pipeline.studies.vertexing.formats import TRACK_FEATURES
+from pipeline.studies.vertexing.methods import LEARNED
+from pipeline.studies.vertexing.models import VertexFinder
 
 
 def train_vertex_finder(
@@ -20,11 +24,6 @@ def train_vertex_finder(
 ) -> dict[str, float]:
     """Train ``method`` (set2graph, track_pair, rnn); write the best checkpoint and the
     per-epoch history CSV. Returns the final validation metrics."""
-    from pipeline.ml.trainer import train_method
-    from pipeline.studies.vertexing.data import TrackGraphDataModule
-    from pipeline.studies.vertexing.methods import LEARNED
-    from pipeline.studies.vertexing.models import VertexFinder
-
     if method not in LEARNED:
         raise ValueError(f"unknown learned vertex finder {method!r}; expected one of {LEARNED}")
     network = config["vertexing"]["network"]
