@@ -22,6 +22,7 @@ from pipeline.studies.vertexing.methods import METHODS as VERTEX_FINDERS
 log = logging.getLogger(__name__)
 
 
+# Each step imports its code when it runs: `pipeline --help` imports every commands module.
 def _score_edges(args) -> None:
     from pipeline.ml.checkpoints import checkpoint_run_id
     from pipeline.studies.flavour_tagging.edges import classical_finder_run, score_edges

@@ -21,6 +21,7 @@ from pipeline.studies.jet_images.methods import AUTOENCODERS, METHODS, TAGGERS
 log = logging.getLogger(__name__)
 
 
+# Each step imports its code when it runs: `pipeline --help` imports every commands module.
 def _build(args) -> None:
     from pipeline.run_config import load_config
     from pipeline.studies.jet_images.preparation import build_jet_images

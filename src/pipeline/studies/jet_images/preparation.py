@@ -229,6 +229,7 @@ def split_jet_images(config: Mapping, inputs: Sequence[str | Path], outputs: Map
 def plot_jet_images(path: str | Path, output_dir: str | Path, examples: int = 3) -> None:
     """The average image of each class (the lecture's picture) and ``examples`` single
     jets per class, from a jet_images file read in chunks; PNG and PDF."""
+    # here: the build and split jobs import this module too; matplotlib costs them ~1 s
     from matplotlib.colors import LogNorm
 
     from pipeline.io.outputs import pyplot

@@ -22,7 +22,7 @@ def outputs(config) -> list[str]:
 
 
 def _check(config) -> None:
-    from pipeline.studies.particle_flow.checks import check
+    from pipeline.studies.particle_flow.checks import check  # here: descriptors stay light for `pipeline --help`
 
     check(config)
 

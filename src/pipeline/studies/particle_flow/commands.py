@@ -22,6 +22,7 @@ from pipeline.studies.particle_flow.methods import LEARNED
 log = logging.getLogger(__name__)
 
 
+# Each step imports its code when it runs: `pipeline --help` imports every commands module.
 def _build(args) -> None:
     from pipeline.run_config import load_config
     from pipeline.studies.particle_flow.images import build_image_shard

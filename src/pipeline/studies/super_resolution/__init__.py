@@ -28,7 +28,7 @@ def outputs(config) -> list[str]:
 
 
 def _check(config) -> None:
-    from pipeline.studies.super_resolution.checks import check
+    from pipeline.studies.super_resolution.checks import check  # here: descriptors stay light for `pipeline --help`
 
     check(config)
 

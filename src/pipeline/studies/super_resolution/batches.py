@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.io.hdf5 import RaggedReader
+from pipeline.simulation.window_geometry import WindowGeometry
 from pipeline.studies.particle_flow.batches import CELL_FIELDS, EVENT_FIELDS, ImageBatches, dense_batch
 from pipeline.studies.particle_flow.formats import PARTICLE_FLOW_IMAGES
 
@@ -53,8 +54,6 @@ class SuperResolutionBatches(ImageBatches):
     """
 
     def __init__(self, path: str | Path, batch_size: int, evaluation: bool = False):
-        from pipeline.simulation.window_geometry import WindowGeometry
-
         super().__init__(path, batch_size, evaluation)  # the schema, the geometry, the cell offsets
         with RaggedReader(self.path, PARTICLE_FLOW_IMAGES) as reader:
             self.layer_names = WindowGeometry.from_config(reader.config).names

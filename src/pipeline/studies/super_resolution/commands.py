@@ -20,6 +20,7 @@ from pipeline.studies.super_resolution.methods import LEARNED
 log = logging.getLogger(__name__)
 
 
+# Each step imports its code when it runs: `pipeline --help` imports every commands module.
 def _build(args) -> None:
     from pipeline.run_config import load_config
     from pipeline.studies.super_resolution.detector import build_shard

@@ -19,6 +19,7 @@ from pipeline.studies.vertexing.methods import LEARNED
 log = logging.getLogger(__name__)
 
 
+# Each step imports its code when it runs: `pipeline --help` imports every commands module.
 def _build_graphs(args) -> None:
     from pipeline.run_config import load_config
     from pipeline.studies.vertexing.features import build_track_graphs
