@@ -84,7 +84,8 @@ def main() -> None:
         data.setup()
 
         torch.manual_seed(0)
-        model = FlavourTagger(len(TRACK_FEATURES), study["width"], study["message_layers"], study["readout_widths"])
+        model = FlavourTagger(len(TRACK_FEATURES), study["width"], study["message_layers"], study["readout_widths"],
+                              learning_rate=settings["learning_rate"], lr_schedule=settings["lr_schedule"])
         optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
         jets, elapsed = 0, 0.0
         for index, batch in enumerate(data.train_dataloader()):

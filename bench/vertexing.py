@@ -37,13 +37,15 @@ from pipeline.studies.vertexing.models import VertexFinder, pair_targets, vertex
 AUTHORS = {4: 4000, 6: 3000, 8: 2100, 12: 950, 15: 700}
 EPJC_NETWORK = {"set_widths": [256, 256, 256, 256, 5], "edge_widths": [256], "pair_widths": [256, 256],
                 "rnn_hidden": 128, "rnn_layers": 3}
+#: The EPJC training settings (the bench steps its own Adam at this learning rate).
+EPJC_TRAINING = {"learning_rate": 1e-3, "threshold": 0.5, "lr_schedule": "constant"}
 
 
 def training_throughput(n_tracks: int, batch: int = 256, steps: int = 12, method: str = "set2graph") -> float:
     """Jets/s of ``steps`` training steps of ``method`` at the EPJC size on jets of ``n_tracks`` tracks."""
     torch.manual_seed(0)
-    model = VertexFinder(method, len(TRACK_FEATURES), EPJC_NETWORK)
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model = VertexFinder(method, len(TRACK_FEATURES), EPJC_NETWORK, **EPJC_TRAINING)
+    optimiser = torch.optim.Adam(model.parameters(), lr=EPJC_TRAINING["learning_rate"])
     x = torch.randn(batch, n_tracks, len(TRACK_FEATURES))
     mask = torch.ones(batch, n_tracks, dtype=torch.bool)
     vertex = torch.randint(0, 3, (batch, n_tracks))
@@ -95,7 +97,7 @@ def main() -> None:
     if not args.unmap_freed:  # as the pipeline command does for every step
         retain_freed_memory()
 
-    model = VertexFinder("set2graph", len(TRACK_FEATURES), EPJC_NETWORK)
+    model = VertexFinder("set2graph", len(TRACK_FEATURES), EPJC_NETWORK, **EPJC_TRAINING)
     print(f"Set2Graph, EPJC size: {sum(p.numel() for p in model.parameters())} parameters, "
           f"{len(TRACK_FEATURES)} features per track, {args.threads} threads, batch 256")
     print("tracks  training jets/s  authors' code (stored)  ratio")

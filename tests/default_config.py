@@ -19,6 +19,16 @@ def default_config() -> dict:
     return copy.deepcopy(_RESOLVED)
 
 
+def default_optimiser() -> dict:
+    """The schema's default learning rate and schedule, which every study's module takes."""
+    return {key: _RESOLVED["training"][key] for key in ("learning_rate", "lr_schedule")}
+
+
+def vertex_finder_training() -> dict:
+    """A vertex finder's non-network settings by default: the optimiser's and ``vertexing.threshold``."""
+    return {**default_optimiser(), "threshold": _RESOLVED["vertexing"]["threshold"]}
+
+
 def particle_flow_shapes() -> list[tuple[int, int]]:
     """(n_eta, n_phi) of the particle-flow layers by default (``particle_flow.calorimeter.layers``)."""
     from pipeline.simulation.window_geometry import WindowGeometry

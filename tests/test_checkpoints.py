@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from default_config import default_optimiser
 
 from pipeline.ml.checkpoints import CheckpointError, checkpoint_run_id, load_checkpoint, load_module
 from pipeline.tiny import tiny_workflow_config
@@ -61,7 +62,7 @@ def test_the_same_file_would_run_its_code_if_unpickled_unrestricted(crafted):
 def test_an_own_checkpoint_loads_with_its_run_id_and_weights(tmp_path):
     from pipeline.studies.jet_images.models import ImageTagger
 
-    model = ImageTagger(pixels=8, backbone="cnn", channels=[4], dense=4, dropout=0.0)
+    model = ImageTagger(pixels=8, backbone="cnn", channels=[4], dense=4, dropout=0.0, **default_optimiser())
     path = tmp_path / "cnn.ckpt"
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
                 "pytorch-lightning_version": "2.6.6", "mlflow_run_id": "abc123"}, path)
@@ -89,7 +90,7 @@ def test_a_checkpoint_of_another_model_is_named(tmp_path):
     from pipeline.studies.jet_images.models import ImageTagger
     from pipeline.studies.vertexing.models import VertexFinder
 
-    model = ImageTagger(pixels=4, backbone="mlp", widths=[4], dropout=0.0)
+    model = ImageTagger(pixels=4, backbone="mlp", widths=[4], dropout=0.0, **default_optimiser())
     path = tmp_path / "mlp.ckpt"
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
                 "pytorch-lightning_version": "2.6.6"}, path)

@@ -7,6 +7,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from default_config import default_optimiser
 from sklearn.metrics import f1_score, recall_score, roc_curve
 
 from pipeline.io.hdf5 import DataFileError
@@ -42,7 +43,7 @@ def two_jets(seed: int = 0):
 
 def tagger(seed: int = 3) -> FlavourTagger:
     torch.manual_seed(seed)
-    return FlavourTagger(F, width=16, message_layers=2, readout_widths=(16,)).eval()
+    return FlavourTagger(F, width=16, message_layers=2, readout_widths=(16,), **default_optimiser()).eval()
 
 
 def test_dense_to_graph_connects_every_ordered_pair_within_each_jet():

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from default_config import default_optimiser
 from sklearn.metrics import accuracy_score, roc_auc_score
 
 from pipeline.config import config_hash
@@ -230,7 +231,7 @@ def test_a_file_of_another_image_size_is_refused_with_its_name(tmp_path):
 @pytest.mark.parametrize("pixels", [16, 10])
 def test_autoencoder_reconstructs_images_of_the_input_size_normalised(pixels):
     torch.manual_seed(0)
-    model = ImageAutoencoder(pixels, channels=(4, 8), latent=5, normalised=True, input_scale=pixels**2).eval()
+    model = ImageAutoencoder(pixels, channels=(4, 8), latent=5, normalised=True, input_scale=pixels**2, **default_optimiser()).eval()
     images = torch.rand(3, pixels, pixels)
     with torch.no_grad():
         out = model(images)
@@ -244,13 +245,13 @@ def test_autoencoder_reconstructs_images_of_the_input_size_normalised(pixels):
 def test_tagger_backbones_give_one_logit_per_image_and_bad_settings_are_named():
     images = torch.rand(4, PIXELS, PIXELS)
     for backbone in ("mlp", "cnn"):
-        assert ImageTagger(PIXELS, backbone, widths=(8,), channels=(4, 4), dense=8, dropout=0.1)(images).shape == (4,)
+        assert ImageTagger(PIXELS, backbone, widths=(8,), channels=(4, 4), dense=8, dropout=0.1, **default_optimiser())(images).shape == (4,)
     with pytest.raises(ValueError, match="unknown image-tagger backbone 'rnn'"):
-        ImageTagger(PIXELS, "rnn", dropout=0.1)
+        ImageTagger(PIXELS, "rnn", dropout=0.1, **default_optimiser())
     with pytest.raises(ValueError, match=r"the cnn backbone needs \['dense'\]"):
-        ImageTagger(PIXELS, "cnn", channels=(4, 4), dropout=0.1)
+        ImageTagger(PIXELS, "cnn", channels=(4, 4), dropout=0.1, **default_optimiser())
     with pytest.raises(ValueError, match="5 convolution blocks .* at least 32 pixels, got 16"):
-        ImageTagger(PIXELS, "cnn", channels=(4, 4, 4, 4, 4), dense=8, dropout=0.1)
+        ImageTagger(PIXELS, "cnn", channels=(4, 4, 4, 4, 4), dense=8, dropout=0.1, **default_optimiser())
 
 
 # --- training and evaluation ----------------------------------------------------------------

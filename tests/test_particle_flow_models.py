@@ -318,7 +318,7 @@ def test_checkpoint_round_trip(method, tmp_path):
     rows = [select(events, [i]) for i in range(6)]
     rows = [{key: [x[0] for x in v] if isinstance(v, list) else v[0] for key, v in row.items()} for row in rows]
     loader = torch.utils.data.DataLoader(rows, batch_size=3)
-    module = ParticleFlowModule(method, SHAPES, small(method), learning_rate=1e-2)
+    module = ParticleFlowModule(method, SHAPES, small(method), learning_rate=1e-2, lr_schedule="constant")
     trainer = pl.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(module, loader, loader)

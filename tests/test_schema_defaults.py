@@ -6,7 +6,7 @@ instead of filling in one of their own."""
 from __future__ import annotations
 
 import pytest
-from default_config import default_config
+from default_config import default_config, default_optimiser, vertex_finder_training
 from torch import nn
 
 from pipeline.config_schema import schema
@@ -91,7 +91,8 @@ def test_vertex_finders_are_the_schemas():
 def test_flavour_tagger_is_the_schemas():
     study = default_config()["flavour_tagging"]
     # As train_flavour_tagger builds it.
-    tagger = FlavourTagger(len(TRACK_FEATURES), study["width"], study["message_layers"], study["readout_widths"])
+    tagger = FlavourTagger(len(TRACK_FEATURES), study["width"], study["message_layers"], study["readout_widths"],
+                           **default_optimiser())
     width = written("flavour_tagging", "width")
     assert tagger.embedding.own.out_features == width and len(tagger.layers) == written("flavour_tagging",
                                                                                         "message_layers")
@@ -124,15 +125,20 @@ def test_constructors_refuse_a_missing_setting():
     pf_cnn = {**config["particle_flow"]["cnn"], "fine": 64}
     shapes = [(layer["n_eta"], layer["n_phi"]) for layer in config["particle_flow"]["calorimeter"]["layers"]]
     with pytest.raises(ValueError, match=r"missing \['energy_scale'\]"):
-        ParticleFlowModule("cnn", shapes, {key: v for key, v in pf_cnn.items() if key != "energy_scale"})
+        ParticleFlowModule("cnn", shapes, {key: v for key, v in pf_cnn.items() if key != "energy_scale"}, **default_optimiser())
     with pytest.raises(TypeError, match="energy_scale"):
         FractionUNet(shapes, fine=64, channels=[4], use_track=True)
     sr_network = config["super_resolution"]["network"]
     with pytest.raises(ValueError, match=r"missing \['blocks'\]"):
         SuperResolutionModule("cnn", config["super_resolution"]["granularity"], 64,
-                              {key: v for key, v in sr_network.items() if key != "blocks"})
+                              {key: v for key, v in sr_network.items() if key != "blocks"}, **default_optimiser())
     vertexing = {key: v for key, v in config["vertexing"]["network"].items() if key != "rnn_hidden"}
     with pytest.raises(ValueError, match=r"vertex finder 'rnn': network settings missing \['rnn_hidden'\]"):
-        VertexFinder("rnn", len(TRACK_FEATURES), vertexing)
+        VertexFinder("rnn", len(TRACK_FEATURES), vertexing, **vertex_finder_training())
     with pytest.raises(TypeError, match="readout_widths"):
-        FlavourTagger(len(TRACK_FEATURES), 8, 1)
+        FlavourTagger(len(TRACK_FEATURES), 8, 1, **default_optimiser())
+    # Nor the training settings: the learning rate, its schedule and the threshold are the config's.
+    with pytest.raises(TypeError, match="learning_rate"):
+        ParticleFlowModule("cnn", shapes, pf_cnn, lr_schedule="constant")
+    with pytest.raises(TypeError, match="threshold"):
+        VertexFinder("rnn", len(TRACK_FEATURES), config["vertexing"]["network"], **default_optimiser())

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from default_config import super_resolution_settings, super_resolution_shapes
+from default_config import default_optimiser, super_resolution_settings, super_resolution_shapes
 
 from pipeline.io.hdf5 import RaggedReader, parent_index, read_tree
 from pipeline.ml.checkpoints import load_module
@@ -308,7 +308,7 @@ def test_loss_weighs_every_layer_by_its_scale(tmp_path, files):
     np.testing.assert_allclose(fine_mean_squares([files["pi0"]] * 2, 6, 64), (dense**2).mean(axis=(0, 2, 3)),
                                rtol=1e-6)
     with pytest.raises(ValueError, match="loss_scales .* expected one positive number"):
-        SuperResolutionModule("cnn", SHAPES, 64, NETWORK, loss_scales=[1.0, 0.0, 1, 1, 1, 1])
+        SuperResolutionModule("cnn", SHAPES, 64, NETWORK, loss_scales=[1.0, 0.0, 1, 1, 1, 1], **default_optimiser())
 
 
 @pytest.mark.parametrize("method", ["redistribute", "cnn"])
@@ -316,7 +316,7 @@ def test_loss_goes_down_on_one_batch(files, method):
     torch.manual_seed(0)
     batch = SuperResolutionDataset(files["pflow"], 12)[0]
     scales = batch["fine"].double().square().mean(dim=(0, 2, 3)).clamp(min=1e-8)
-    module = SuperResolutionModule(method, SHAPES, 64, NETWORK, loss_scales=scales.tolist())
+    module = SuperResolutionModule(method, SHAPES, 64, NETWORK, loss_scales=scales.tolist(), **default_optimiser())
     optimiser = torch.optim.Adam(module.parameters(), lr=3e-3)
     losses = []
     for _ in range(60):

@@ -187,6 +187,7 @@ def test_inputs_of_the_same_name_keep_their_own_checksum_tags(tmp_path):
 
 def _conv_networks():
     from default_config import (
+        default_optimiser,
         particle_flow_settings,
         particle_flow_shapes,
         super_resolution_settings,
@@ -206,7 +207,7 @@ def _conv_networks():
     yield ("super_resolution redistribute",
            super_resolution_network("redistribute", sr_shapes, 64, super_resolution_settings()),
            (calorimeter(sr_shapes), torch.rand(3, 64, 64)))
-    yield "jet_images autoencoder", ImageAutoencoder(16, (4, 8), 6, normalised=True), (torch.rand(3, 16, 16),)
+    yield "jet_images autoencoder", ImageAutoencoder(16, (4, 8), 6, normalised=True, **default_optimiser()), (torch.rand(3, 16, 16),)
 
 
 @pytest.mark.parametrize("index", range(3))

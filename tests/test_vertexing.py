@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from default_config import vertex_finder_training
 from sklearn.metrics import adjusted_rand_score
 
 from pipeline.ml.layers import input_blocks
@@ -135,7 +136,7 @@ def test_pad_tracks():
 @pytest.mark.parametrize("method", ["set2graph", "track_pair", "rnn"])
 def test_edge_scores_are_symmetric(method):
     torch.manual_seed(0)
-    model = VertexFinder(method, 6, NETWORK)
+    model = VertexFinder(method, 6, NETWORK, **vertex_finder_training())
     x = torch.randn(3, 5, 6)
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 0, 0, 0]], dtype=torch.bool)
     logits = model(x, mask)
@@ -146,7 +147,7 @@ def test_edge_scores_are_symmetric(method):
 @pytest.mark.parametrize("method", ["set2graph", "track_pair"])
 def test_set_models_are_permutation_equivariant(method):
     torch.manual_seed(1)
-    model = VertexFinder(method, 6, NETWORK).eval()
+    model = VertexFinder(method, 6, NETWORK, **vertex_finder_training()).eval()
     x = torch.randn(1, 6, 6)
     mask = torch.ones(1, 6, dtype=torch.bool)
     perm = torch.tensor([3, 0, 5, 1, 4, 2])
@@ -157,7 +158,7 @@ def test_set_models_are_permutation_equivariant(method):
 
 def test_padding_does_not_change_the_scores_of_real_tracks():
     torch.manual_seed(2)
-    model = VertexFinder("set2graph", 6, NETWORK).eval()
+    model = VertexFinder("set2graph", 6, NETWORK, **vertex_finder_training()).eval()
     x = torch.randn(1, 4, 6)
     padded = torch.cat([x, torch.randn(1, 3, 6)], dim=1)
     small = model(x, torch.ones(1, 4, dtype=torch.bool))

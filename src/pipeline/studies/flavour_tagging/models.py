@@ -104,9 +104,8 @@ class FlavourTagger(StudyModule):
     in training whatever the sample's flavour mix.
     """
 
-    def __init__(self, n_features: int, width: int, message_layers: int, readout_widths: Sequence[int],
-                 learning_rate: float = 1e-3,
-                 class_weights: Sequence[float] = (1.0, 1.0, 1.0), lr_schedule: str = "constant"):
+    def __init__(self, n_features: int, width: int, message_layers: int, readout_widths: Sequence[int], *,
+                 learning_rate: float, class_weights: Sequence[float] = (1.0, 1.0, 1.0), lr_schedule: str):
         super().__init__()
         self.save_hyperparameters()
         self.embedding = SetEmbedding(n_features, width)

@@ -66,7 +66,8 @@ def train_flavour_tagger(
     def model(resolved: Mapping) -> FlavourTagger:
         settings = resolved["training"]
         return FlavourTagger(len(TRACK_FEATURES), study["width"], study["message_layers"], study["readout_widths"],
-                             settings["learning_rate"], weights, settings["lr_schedule"])
+                             learning_rate=settings["learning_rate"], class_weights=weights,
+                             lr_schedule=settings["lr_schedule"])
 
     finder_run = edges_run_id(edges["train"]) if edges else ""
     tags = {"replica": str(replica), "vertex_finder": method, "vertex_finder.run_id": finder_run or "none"}

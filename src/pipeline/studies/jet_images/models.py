@@ -66,7 +66,7 @@ class ImageTagger(StudyModule):
 
     def __init__(self, pixels: int, backbone: str, *, widths: Sequence[int] | None = None,
                  channels: Sequence[int] | None = None, dense: int | None = None, dropout: float,
-                 learning_rate: float = 1e-3, lr_schedule: str = "constant", input_scale: float = 1.0):
+                 learning_rate: float, lr_schedule: str, input_scale: float = 1.0):
         super().__init__()
         self.save_hyperparameters()
         needed = {"mlp": {"widths": widths}, "cnn": {"channels": channels, "dense": dense}}.get(backbone, {})
@@ -129,7 +129,7 @@ class ImageAutoencoder(StudyModule):
 
     def __init__(self, pixels: int, channels: Sequence[int], latent: int, *, normalised: bool,
                  denoising: bool = False, trained_on: str = "all",
-                 learning_rate: float = 1e-3, lr_schedule: str = "constant", input_scale: float = 1.0):
+                 learning_rate: float, lr_schedule: str, input_scale: float = 1.0):
         super().__init__()
         self.save_hyperparameters()
         if trained_on not in ("qcd", "top", "all"):

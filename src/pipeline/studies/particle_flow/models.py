@@ -317,8 +317,8 @@ class ParticleFlowModule(StudyModule):
     the complete network settings) are saved, so a checkpoint rebuilds the module.
     """
 
-    def __init__(self, method: str, layer_shapes: Sequence[Sequence[int]], settings: Mapping,
-                 learning_rate: float = 1e-3, lr_schedule: str = "constant"):
+    def __init__(self, method: str, layer_shapes: Sequence[Sequence[int]], settings: Mapping, *,
+                 learning_rate: float, lr_schedule: str):
         super().__init__()
         resolved = network_settings(method, settings)
         self.save_hyperparameters({"method": method, "layer_shapes": _plain(layer_shapes), "settings": resolved,

@@ -300,8 +300,8 @@ class SuperResolutionModule(StudyModule):
     the module (``pipeline.ml.checkpoints.load_module``).
     """
 
-    def __init__(self, method: str, layer_shapes: Sequence[Sequence[int]], fine: int, settings: Mapping,
-                 learning_rate: float = 1e-3, lr_schedule: str = "constant", loss_scales: Sequence[float] | None = None):
+    def __init__(self, method: str, layer_shapes: Sequence[Sequence[int]], fine: int, settings: Mapping, *,
+                 learning_rate: float, lr_schedule: str, loss_scales: Sequence[float] | None = None):
         super().__init__()
         resolved = network_settings(settings)
         scales = [1.0] * len(layer_shapes) if loss_scales is None else [float(s) for s in loss_scales]

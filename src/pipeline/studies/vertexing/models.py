@@ -219,8 +219,8 @@ def build_network(name: str, n_features: int, settings: Mapping) -> tuple[nn.Mod
 class VertexFinder(StudyModule):
     """A learned vertex finder: encoder + edge classifier, trained on same-vertex labels."""
 
-    def __init__(self, name: str, n_features: int, settings: Mapping, learning_rate: float = 1e-3, threshold: float = 0.5,
-                 lr_schedule: str = "constant"):
+    def __init__(self, name: str, n_features: int, settings: Mapping, *, learning_rate: float, threshold: float,
+                 lr_schedule: str):
         super().__init__()
         self.save_hyperparameters()
         self.encoder, self.edges = build_network(name, n_features, settings)
