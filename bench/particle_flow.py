@@ -3,7 +3,7 @@
     python bench/particle_flow.py [--events 4000] [--threads 2] [--batch-size 64] [--steps 20]
                                   [--skip-memory] [--workdir DIR]
 
-The settings are the repository's config.yaml (read through validate_config): the
+The settings are the repository's config.yaml (read through resolve_config): the
 ``pflow`` gun (pi+ and a pi0 next to it) and the ``particle_flow`` section; only the
 events of the shard (``--events``) and, if given, the training batch size change.
 

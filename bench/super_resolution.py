@@ -3,7 +3,7 @@
     python bench/super_resolution.py [--events 2000] [--threads 2] [--batch-size 32] [--steps 20]
                                      [--workdir DIR] [--skip-memory]
 
-The settings are the repository's config.yaml (read through validate_config): the
+The settings are the repository's config.yaml (read through resolve_config): the
 ``pflow`` and ``pi0`` guns and the ``super_resolution`` section; only the events per shard
 (``--events``, one shard of each sample) and, if given, the training batch size change.
 
