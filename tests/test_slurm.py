@@ -8,10 +8,14 @@ Without one the tests skip, except in CI (CI=true), where they fail: `.ci/run` s
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
 import subprocess
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from workflow_runs import REPO, job_counts, run_snakemake
@@ -19,7 +23,8 @@ from workflow_runs import REPO, job_counts, run_snakemake
 from pipeline.studies import registered
 from pipeline.tiny import TINY_WORKFLOW_CONFIG
 
-PROFILE = REPO / "workflow" / "profiles" / "slurm-ci"
+PROFILES = REPO / "workflow" / "profiles"
+PROFILE = PROFILES / "slurm-ci"
 
 
 def slurm_missing() -> str | None:
@@ -69,7 +74,8 @@ def test_the_tiny_dag_runs_through_slurm_and_a_failing_job_is_reported(tmp_path,
     assert len(submitted) == jobs["total"] - jobs["all"] == len(set(submitted))
     rules_logged = {p.name for p in (tmp_path / ".snakemake" / "slurm_logs").iterdir()}
     assert {f"rule_{name}" for name in jobs if name not in ("all", "total")} == rules_logged
-    assert "gpu=0" in output  # the profile's mapping: this cluster has no GPU
+    assert "gpu=0" in output  # the profile trains on CPUs: this cluster has no GPU
+    assert "Auto-selected partition 'debug'" in output  # from the profile's partitions.yaml
 
     # A job that fails on the cluster (its input is not a pipeline file) is reported failed.
     (results / "tiny" / "tracks" / "shard_0.h5").write_bytes(b"not an HDF5 file")
@@ -81,22 +87,39 @@ def test_the_tiny_dag_runs_through_slurm_and_a_failing_job_is_reported(tmp_path,
     assert not (results / "tiny" / "split" / "train.h5").exists()  # no output of a failed job is kept
 
 
-def test_the_users_profile_asks_a_gpu_for_exactly_the_training_jobs(tmp_path):
-    """A dry run with profiles/slurm (no cluster needed): the training jobs get gpu=1 and the
-    GPU partition, every other job neither."""
-    plan = run_snakemake(tmp_path, "-n", "--profile", str(REPO / "workflow" / "profiles" / "slurm"),
-                         "--configfile", str(REPO / "config.yaml"), cores=None)
-    resources = {}
+def planned_jobs(profile: str, configfile) -> list[tuple[str, dict]]:
+    """The rule and resources of every job a dry run with `profile` plans for `configfile`."""
+    plan = run_snakemake(Path(tempfile.mkdtemp()), "-n", "--profile", str(PROFILES / profile),
+                         "--configfile", str(configfile), cores=None)
+    jobs = []
     for block in (plan.stdout + plan.stderr).split("\nrule ")[1:]:
-        rule = block.split(":", 1)[0]
-        line = next((x for x in block.splitlines() if x.strip().startswith("resources:")), "")
-        resources.setdefault(rule, set()).add(line)
+        line = next((x for x in block.splitlines() if x.strip().startswith("resources:")), None)
+        if line is not None:
+            pairs = (item.split("=", 1) for item in line.split(":", 1)[1].split(", "))
+            jobs.append((block.split(":", 1)[0], {key.strip(): value for key, value in pairs}))
+    return jobs
+
+
+def partition_of(profile: str, rule: str, resources: dict) -> str | None:
+    """The partition the Slurm plugin picks for a job from the profile's partitions.yaml."""
+    from snakemake_executor_plugin_slurm.partitions import get_best_partition, read_partition_file
+
+    partitions = read_partition_file(PROFILES / profile / "partitions.yaml")
+    job = SimpleNamespace(name=rule, resources=resources, threads=1)
+    return get_best_partition(partitions, job, logging.getLogger("slurm partitions"))
+
+
+def test_the_users_profile_sends_exactly_the_training_jobs_to_the_gpu_partition():
+    """A dry run with profiles/slurm (no cluster needed): the training jobs ask for gpu=1 and
+    the plugin's partition selection, reading the profile's partitions.yaml, sends them and
+    only them to the GPU partition; no rule is named in the profile."""
+    jobs = planned_jobs("slurm", REPO / "config.yaml")
     training = {study.training_rule for study in registered() if study.training_rule}
     assert "train_vertexing" in training and len(training) == 5
-    assert training < set(resources) and len(resources) > len(training) + 5
-    for rule, lines in resources.items():
-        for line in lines:
-            if rule in training:
-                assert "gpu=1" in line and "slurm_partition=gpu" in line and "runtime=" in line, (rule, line)
-            elif rule != "all":
-                assert "gpu=" not in line and "slurm_partition=gpu" not in line, (rule, line)
+    assert training < {rule for rule, _ in jobs} and len(jobs) > 100
+    for rule, resources in jobs:
+        if rule in training:
+            assert resources["gpu"] == "1" and partition_of("slurm", rule, resources) == "gpu", (rule, resources)
+        elif rule != "all":
+            assert "gpu" not in resources and partition_of("slurm", rule, resources) == "cpu", (rule, resources)
+

@@ -20,10 +20,18 @@ TRACKING_SAMPLES = tracking_samples(config)
 VALIDATION_SAMPLES = config["validation"]["samples"] or TRACKING_SAMPLES
 # GPUs a training job asks for (the `gpu` resource; `--executor slurm` turns it into
 # --gpus): training.devices (default 1), none when the config trains on CPUs (or Apple's
-# mps). Profiles map it further.
+# mps). A Slurm profile's partition file sends the jobs that ask for GPUs to a GPU partition.
 _DEVICES = config["training"]["devices"]
 TRAINING_GPUS = 0 if config["training"]["accelerator"] in ("cpu", "mps") else (
     _DEVICES if isinstance(_DEVICES, int) else 1)
+
+
+def training_runtime(minutes):
+    """A training rule's `runtime` [min]: `minutes` on the first attempt, twice that on the
+    second, and so on, so that a training a cluster stopped at its time limit (and that
+    resumes from its last epoch) gets more time when `retries` submits it again."""
+    return lambda wildcards, attempt: attempt * minutes
+
 # Job order among those ready (Snakemake runs the highest priority first and does not pass
 # a job's priority on to the jobs it waits for), so that the run ends on short jobs and not
 # on a lone long training with a core idle: every training's data first (simulation,

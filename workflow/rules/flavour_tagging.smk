@@ -78,7 +78,7 @@ rule train_flavour_tagging:
     priority: TAGGING_CHAIN_PRIORITY
     resources:
         mem_mb=6000,
-        runtime=120,
+        runtime=training_runtime(120),
         gpu=TRAINING_GPUS,
     conda:
         "../envs/pipeline.yaml"

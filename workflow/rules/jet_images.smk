@@ -109,7 +109,7 @@ rule train_jet_images:
     threads: config["jet_images"]["training"].get("threads", config["training"]["threads"])
     resources:
         mem_mb=6000,
-        runtime=180,
+        runtime=training_runtime(180),
         gpu=TRAINING_GPUS,
     conda:
         "../envs/pipeline.yaml"

@@ -111,7 +111,7 @@ rule train_particle_flow:
     priority: LONG_TRAINING_PRIORITY
     resources:
         mem_mb=6000,
-        runtime=240,
+        runtime=training_runtime(240),
         gpu=TRAINING_GPUS,
     conda:
         "../envs/pipeline.yaml"

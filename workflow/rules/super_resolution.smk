@@ -98,7 +98,7 @@ rule train_super_resolution:
     priority: LONG_TRAINING_PRIORITY
     resources:
         mem_mb=6000,
-        runtime=240,
+        runtime=training_runtime(240),
         gpu=TRAINING_GPUS,
     conda:
         "../envs/pipeline.yaml"

@@ -62,7 +62,7 @@ rule train_vertexing:
     priority: LONG_TRAINING_PRIORITY
     resources:
         mem_mb=8000,
-        runtime=120,
+        runtime=training_runtime(120),
         gpu=TRAINING_GPUS,
     conda:
         "../envs/pipeline.yaml"
