@@ -343,8 +343,8 @@ def test_taggers_separate_top_from_qcd_and_the_table_has_the_required_rows(train
     run = mlflow_runs(trained["config"])["jet_images.evaluate.cnn"]
     assert run.data.metrics["auc"] == pytest.approx(rows[1]["auc"])
     assert run.data.tags["training.run_id"] == mlflow_runs(trained["config"])["jet_images.train.cnn"].info.run_id
-    with pytest.raises(ValueError, match="given as the mlp checkpoint, but its ImageTagger was built with "
-                                         "{'backbone': 'cnn'}"):
+    with pytest.raises(ValueError, match=r"cnn\.ckpt: holds the jet_images study's 'cnn' model, but was given as "
+                                         r"the jet_images study's 'mlp' model"):
         evaluate_taggers(trained["config"], files["test"], {"mlp": checkpoints["cnn"], "cnn": checkpoints["cnn"]},
                          tmp_path)
 

@@ -26,10 +26,10 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from pipeline.allocator import retain_freed_memory
 from pipeline.io.outputs import atomic_output
-from pipeline.ml.checkpoints import RUN_ID_KEY, load_checkpoint, save_checkpoint
+from pipeline.ml.checkpoints import IDENTITY_KEY, RUN_ID_KEY, checkpoint_identity, load_checkpoint, save_checkpoint
 from pipeline.ml.memory_format import channels_last
 from pipeline.ml.resume import ResumeState
-from pipeline.ml.tracking import mlflow_logger, run_name, run_tags
+from pipeline.ml.tracking import mlflow_logger, run_name, run_tags, tracking_server_lost
 from pipeline.seeds import derive_seed
 
 log = logging.getLogger(__name__)
@@ -152,9 +152,12 @@ def fit_and_export(
     checkpoint: str | Path,
     history: str | Path,
     progress: bool = True,
+    *,
+    identity: Mapping,
 ) -> tuple[dict[str, float], str]:
     """Fit ``model`` with the shared Trainer, logged to MLflow; export the best checkpoint
-    (with the run id inside, under ``RUN_ID_KEY``) and the per-epoch history CSV, both
+    (with the run id inside, under ``RUN_ID_KEY``, and ``identity``, what it is
+    (``checkpoint_identity``), under ``IDENTITY_KEY``) and the per-epoch history CSV, both
     written atomically. Returns the last epoch's metrics and the MLflow run id.
 
     A training that was killed (SIGKILL, a Slurm time limit) resumes from the last
@@ -179,12 +182,19 @@ def fit_and_export(
         log.error("%s stopped by SIGTERM (a Slurm time limit?); run it again to resume from %s",
                   run_name, resume.directory)
         raise SystemExit(128 + signal.SIGTERM) from None
+    except Exception as error:
+        # A tracking server gone mid-training: one line naming it, not MLflow's chained retries.
+        lost = tracking_server_lost(config, error, run_name, resume.checkpoints / "last.ckpt")
+        if lost is None:
+            raise
+        raise lost from None
 
     best = trainer.checkpoint_callback.best_model_path
     if not best:
         raise RuntimeError(f"training {run_name} produced no checkpoint in {resume.directory}")
     state = load_checkpoint(best)
     state[RUN_ID_KEY] = logger.run_id
+    state[IDENTITY_KEY] = dict(identity)
     save_checkpoint(state, checkpoint)
     recorder.write(history)
     logger.experiment.log_artifact(logger.run_id, str(checkpoint), artifact_path="model")
@@ -209,6 +219,9 @@ def train_method(
     progress: bool = True,
     tags: Mapping[str, str] | None = None,
     seed: int | None = None,
+    *,
+    network: Mapping,
+    recorded: Mapping | None = None,
 ) -> dict[str, float]:
     """Train ``method`` of ``study``, every study's recipe: the config with the study's
     training overrides (``study_training_config``); the global random streams seeded with
@@ -217,6 +230,9 @@ def train_method(
     and exported by ``fit_and_export`` as the MLflow run ``<study>.train.<method>``, whose
     tags are ``run_tags`` of ``inputs`` and of the config's seed, ``sections`` and training,
     then ``tags``, and whose params the method, every training setting and ``params``.
+    The checkpoint records ``checkpoint_identity(study, method, network, **recorded)``:
+    ``network`` the config's settings the model is built with (what the study's evaluation
+    computes from its config and compares), ``recorded`` what else it is specific to.
     Returns the last epoch's metrics."""
     config = study_training_config(config, study)
     pl.seed_everything(derive_seed(config["seed"], study, method) if seed is None else seed,
@@ -227,5 +243,5 @@ def train_method(
         config, module, datamodule, run_name(study, "train", method),
         {**run_tags(stage, inputs, study, "train", method), **(tags or {})},
         {"method": method, **{f"training.{k}": v for k, v in config["training"].items()}, **params},
-        checkpoint, history, progress)
+        checkpoint, history, progress, identity=checkpoint_identity(study, method, network, **(recorded or {})))
     return final

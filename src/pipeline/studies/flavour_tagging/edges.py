@@ -26,6 +26,7 @@ from pipeline.studies.vertexing.classical import CLASSICAL, SETTINGS, classical_
 from pipeline.studies.vertexing.data import TrackGraphBatches
 from pipeline.studies.vertexing.methods import METHODS as VERTEX_FINDERS
 from pipeline.studies.vertexing.models import VertexFinder
+from pipeline.studies.vertexing.train import vertex_finder_identity
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +83,8 @@ def score_edges(config: Mapping, finder: str, graphs: Mapping[str, str | Path], 
                                                            else "needs its checkpoint (--checkpoint)"))
     model = None
     if checkpoint is not None:
-        model = load_module(VertexFinder, checkpoint).eval()
-        if model.hparams.name != finder:
-            raise ValueError(f"{checkpoint}: a {model.hparams.name!r} checkpoint, not {finder!r}")
+        # Its recorded method and network settings against --method and the config's vertexing section.
+        model = load_module(VertexFinder, checkpoint, vertex_finder_identity(config, finder)).eval()
     stage = {key: config[key] for key in ("seed", "vertexing")}
     counts = {}
     for split, path in graphs.items():

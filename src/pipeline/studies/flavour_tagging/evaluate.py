@@ -20,7 +20,7 @@ import torch
 from sklearn.metrics import confusion_matrix
 
 from pipeline.io.outputs import pyplot, save_figure, write_csv, write_text
-from pipeline.ml.checkpoints import checkpoint_run_id, load_module
+from pipeline.ml.checkpoints import check_checkpoint, check_checkpoint_names, checkpoint_run_id, load_module
 from pipeline.ml.roc import rejection_at
 from pipeline.ml.tracking import log_run, run_name, run_tags
 from pipeline.seeds import derive_seed
@@ -33,7 +33,7 @@ from pipeline.studies.flavour_tagging.metrics import (
     classification_metrics,
 )
 from pipeline.studies.flavour_tagging.models import FlavourTagger
-from pipeline.studies.flavour_tagging.train import edges_run_id
+from pipeline.studies.flavour_tagging.train import edges_run_id, tagger_identity
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,11 @@ LECTURE = {"avr": (0.50, 0.49, 0.62, 0.44, 0.40), "baseline": (0.57, 0.56, 0.67,
            "set2graph": (0.63, 0.62, 0.72, 0.44, 0.69)}
 
 
-def predict(checkpoint: str | Path, graphs: str | Path, edges: str | Path | None, batch_size: int = 1024) -> dict:
-    """Class probabilities (n, 3) and labels (n,) of a tagger on a test file."""
-    model = load_module(FlavourTagger, checkpoint).eval()
+def predict(checkpoint: str | Path, graphs: str | Path, edges: str | Path | None, expected: Mapping,
+            batch_size: int = 1024) -> dict:
+    """Class probabilities (n, 3) and labels (n,) of a tagger on a test file; ``expected``
+    what the checkpoint must be (``tagger_identity``)."""
+    model = load_module(FlavourTagger, checkpoint, expected).eval()
     batches = FlavourBatches(graphs, edges, batch_size)
     probabilities, labels = [], []
     with torch.no_grad():
@@ -201,9 +203,7 @@ def evaluate_flavour_tagging(config: Mapping, test_graphs: str | Path,
     finder) on the test jets; write the tables and figures; log to MLflow. Returns the
     table's rows (means over replicas)."""
     checkpoints = {m: [paths] if isinstance(paths, (str, Path)) else list(paths) for m, paths in checkpoints.items()}
-    missing = [m for m in METHODS if m not in checkpoints]
-    if missing:
-        raise ValueError(f"flavour_tagging evaluate: no checkpoint for {missing}")
+    check_checkpoint_names(checkpoints, METHODS, "flavour_tagging evaluate")
     seeds = config["flavour_tagging"]["seeds"]
     wrong = {m: len(paths) for m, paths in checkpoints.items() if len(paths) != seeds}
     if wrong:
@@ -212,10 +212,14 @@ def evaluate_flavour_tagging(config: Mapping, test_graphs: str | Path,
     missing = [m for m in METHODS[1:] if m not in edges]
     if missing:
         raise ValueError(f"flavour_tagging evaluate: no test edge scores for {missing}")
+    expected = {m: tagger_identity(config, m) for m in METHODS}
+    for method, paths in checkpoints.items():  # all of them before the first prediction
+        for path in paths:
+            check_checkpoint(path, expected[method])
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     charm_fraction = config["flavour_tagging"]["charm_fraction"]
-    predictions = {m: [predict(c, test_graphs, edges.get(m)) for c in checkpoints[m]] for m in METHODS}
+    predictions = {m: [predict(c, test_graphs, edges.get(m), expected[m]) for c in checkpoints[m]] for m in METHODS}
     replica_rows = {m: [method_metrics(p, charm_fraction) for p in replicas] for m, replicas in predictions.items()}
     rows, seed_spread = replica_summary(replica_rows)
     bootstrap_seed = derive_seed(config["seed"], "bootstrap")

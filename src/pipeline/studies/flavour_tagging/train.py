@@ -8,6 +8,7 @@ from typing import Mapping
 import h5py
 import numpy as np
 
+from pipeline.ml.checkpoints import checkpoint_identity
 from pipeline.ml.trainer import train_method
 from pipeline.seeds import derive_seed
 from pipeline.studies.flavour_tagging.data import FlavourDataModule, class_counts
@@ -20,6 +21,21 @@ def edges_run_id(path: str | Path) -> str:
     """The MLflow run id of the vertex finder that scored a vertex_edges file."""
     with h5py.File(path, "r") as f:
         return str(f.attrs.get("vertex_finder_run_id", ""))
+
+
+#: The settings of ``flavour_tagging`` the tagger's network is built with.
+NETWORK_KEYS = ("width", "message_layers", "readout_widths")
+
+
+def tagger_identity(config: Mapping, method: str) -> dict:
+    """What a tagger checkpoint of ``method`` trained with ``config`` records
+    (``checkpoint_identity``): its network settings and ``vertex_finder``, whose edges it
+    read (``none`` for no_vertex), so that a tagger of another finder's edges is refused."""
+    if method not in METHODS:
+        raise ValueError(f"unknown flavour-tagging method {method!r}; expected one of {METHODS}")
+    study = config["flavour_tagging"]
+    return checkpoint_identity("flavour_tagging", method, {key: study[key] for key in NETWORK_KEYS},
+                               vertex_finder="none" if method == "no_vertex" else method)
 
 
 def replica_seed(global_seed: int, replica: int, *stream: str) -> int:
@@ -75,4 +91,7 @@ def train_flavour_tagger(
               **{f"tagger.{k}": v for k, v in study.items() if k != "training"}}
     return train_method(config, "flavour_tagging", method, data, model, [*graphs.values(), *(edges or {}).values()],
                         ("vertexing", "flavour_tagging"), params, checkpoint, history, progress, tags=tags,
-                        seed=replica_seed(config["seed"], replica))
+                        seed=replica_seed(config["seed"], replica),
+                        network={key: study[key] for key in NETWORK_KEYS},
+                        recorded={"vertex_finder": tagger_identity(config, method)["vertex_finder"],
+                                  "vertex_finder_run_id": finder_run})

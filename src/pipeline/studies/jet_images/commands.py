@@ -16,7 +16,7 @@ from pipeline.commands import (
     split_paths,
     training_arguments,
 )
-from pipeline.studies.jet_images.methods import AUTOENCODERS, METHODS, TAGGERS
+from pipeline.studies.jet_images.methods import METHODS
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +52,10 @@ def _train(args) -> None:
 
 
 def _evaluate(args) -> None:
-    from pipeline.studies.jet_images.evaluate import evaluate_autoencoders, evaluate_denoising, evaluate_taggers
+    from pipeline.studies.jet_images.evaluate import evaluate_jet_images
 
-    config = logged_config(args.config)
-    checkpoints = named_paths(args.checkpoint, "--checkpoint")
-    missing = [name for name in METHODS if name not in checkpoints]
-    if missing:
-        raise ValueError(f"--checkpoint: no checkpoint for {missing}; expected one per method of {METHODS}")
-    for evaluate, names in ((evaluate_taggers, TAGGERS), (evaluate_autoencoders, AUTOENCODERS),
-                            (evaluate_denoising, ("denoising_autoencoder", "cnn"))):
-        evaluate(config, args.test, {name: checkpoints[name] for name in names}, args.output_dir)
+    evaluate_jet_images(logged_config(args.config), args.test, named_paths(args.checkpoint, "--checkpoint"),
+                        args.output_dir)
 
 
 def register(sub) -> None:

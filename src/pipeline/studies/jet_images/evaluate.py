@@ -30,15 +30,15 @@ import torch
 from matplotlib.colors import LogNorm
 
 from pipeline.io.outputs import pyplot, save_figure, write_csv, write_text
-from pipeline.ml.checkpoints import check_checkpoint_names, checkpoint_run_id, load_module
+from pipeline.ml.checkpoints import check_checkpoint, check_checkpoint_names, checkpoint_run_id, load_module
 from pipeline.ml.roc import efficiency_curve
 from pipeline.ml.tracking import log_run, run_name, run_tags
 from pipeline.studies.jet_images.data import ROWS_PER_READ, iterate_images, normalise_images
 from pipeline.studies.jet_images.formats import IMAGE_CLASSES
-from pipeline.studies.jet_images.methods import AUTOENCODERS, TAGGERS
+from pipeline.studies.jet_images.methods import AUTOENCODERS, METHODS, TAGGERS
 from pipeline.studies.jet_images.metrics import METRIC_KEYS, mse, psnr, tagger_metrics
 from pipeline.studies.jet_images.models import ImageAutoencoder, ImageTagger, input_scale_for
-from pipeline.studies.jet_images.train import trained_on
+from pipeline.studies.jet_images.train import model_identity, trained_on
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +62,10 @@ def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _load(model_class, path: str | Path, name: str, **expected):
-    """A trained model in eval mode; ValueError if its hyperparameters differ from ``expected``."""
-    model = load_module(model_class, path)
+def _load(config: Mapping, model_class, path: str | Path, name: str, **expected):
+    """A trained model in eval mode; ValueError if it is not ``name`` built with ``config``'s
+    settings (``model_identity``) or its hyperparameters differ from ``expected``."""
+    model = load_module(model_class, path, model_identity(config, name))
     wrong = {key: model.hparams.get(key) for key, value in expected.items() if model.hparams.get(key) != value}
     if wrong:
         raise ValueError(f"{path}: given as the {name} checkpoint, but its {model_class.__name__} was built with "
@@ -172,6 +173,20 @@ def _plot_grid(images: Sequence[Sequence[np.ndarray]], titles: Sequence[Sequence
     plt.close(fig)
 
 
+def evaluate_jet_images(config: Mapping, test: str | Path, checkpoints: Mapping[str, str | Path],
+                        output_dir: str | Path) -> dict[str, list[dict]]:
+    """The study's evaluation: ``checkpoints`` {method: path}, exactly one per METHODS,
+    each checked (``model_identity``) before any of the three evaluations (taggers,
+    autoencoders, denoising) starts. Returns their rows by evaluation."""
+    check_checkpoint_names(checkpoints, METHODS, "jet_images evaluate")
+    for name in METHODS:
+        check_checkpoint(checkpoints[name], model_identity(config, name))
+    return {"taggers": evaluate_taggers(config, test, {n: checkpoints[n] for n in TAGGERS}, output_dir),
+            "autoencoders": evaluate_autoencoders(config, test, {n: checkpoints[n] for n in AUTOENCODERS}, output_dir),
+            "denoising": evaluate_denoising(config, test, {n: checkpoints[n] for n in ("denoising_autoencoder", "cnn")},
+                                            output_dir)}
+
+
 def evaluate_taggers(config: Mapping, test: str | Path, checkpoints: Mapping[str, str | Path],
                      output_dir: str | Path) -> list[dict]:
     """Evaluate the MLP and CNN taggers (``checkpoints`` {"mlp": path, "cnn": path}) on
@@ -181,7 +196,7 @@ def evaluate_taggers(config: Mapping, test: str | Path, checkpoints: Mapping[str
     study = config["jet_images"]
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    models = {name: _load(ImageTagger, checkpoints[name], name, backbone=name, **_study_settings(study))
+    models = {name: _load(config, ImageTagger, checkpoints[name], name, backbone=name, **_study_settings(study))
               for name in TAGGERS}
     scores: dict[str, list[np.ndarray]] = {name: [] for name in TAGGERS}
     labels = []
@@ -225,8 +240,9 @@ def evaluate_autoencoders(config: Mapping, test: str | Path, checkpoints: Mappin
     study = config["jet_images"]
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    models = {name: _load(ImageAutoencoder, checkpoints[name], name, trained_on=trained_on(name), denoising=False,
-                          normalised=study["normalise"], **_study_settings(study)) for name in AUTOENCODERS}
+    models = {name: _load(config, ImageAutoencoder, checkpoints[name], name, trained_on=trained_on(name),
+                          denoising=False, normalised=study["normalise"], **_study_settings(study))
+              for name in AUTOENCODERS}
     scores: dict[str, list[np.ndarray]] = {name: [] for name in AUTOENCODERS}
     labels, examples = [], {0: [], 1: []}
     for chunk in iterate_images(test, study["pixels"], study["normalise"]):
@@ -289,9 +305,9 @@ def evaluate_denoising(config: Mapping, test: str | Path, checkpoints: Mapping[s
     study = config["jet_images"]
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    denoiser = _load(ImageAutoencoder, checkpoints["denoising_autoencoder"], "denoising_autoencoder", denoising=True,
-                     normalised=study["normalise"], **_study_settings(study))
-    cnn = _load(ImageTagger, checkpoints["cnn"], "cnn", backbone="cnn", **_study_settings(study))
+    denoiser = _load(config, ImageAutoencoder, checkpoints["denoising_autoencoder"], "denoising_autoencoder",
+                     denoising=True, normalised=study["normalise"], **_study_settings(study))
+    cnn = _load(config, ImageTagger, checkpoints["cnn"], "cnn", backbone="cnn", **_study_settings(study))
     versions = ("clean", "noisy", "denoised")
     sums = {v: {"mse": 0.0, "psnr": 0.0} for v in versions}
     scores: dict[str, list[np.ndarray]] = {v: [] for v in versions}

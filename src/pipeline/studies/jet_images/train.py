@@ -18,6 +18,7 @@ from typing import Mapping
 
 import lightning.pytorch as pl
 
+from pipeline.ml.checkpoints import checkpoint_identity
 from pipeline.ml.trainer import train_method
 from pipeline.studies.jet_images.data import JetImageDataModule
 from pipeline.studies.jet_images.formats import IMAGE_CLASSES
@@ -49,6 +50,12 @@ def network_settings(study: Mapping, model_name: str) -> dict:
     if model_name == "denoising_autoencoder":
         settings.update({f"denoising.{k}": v for k, v in study["denoising"].items()})
     return settings
+
+
+def model_identity(config: Mapping, model_name: str) -> dict:
+    """What a checkpoint of ``model_name`` trained with ``config`` records (``checkpoint_identity``):
+    its ``network_settings``."""
+    return checkpoint_identity("jet_images", model_name, network_settings(config["jet_images"], model_name))
 
 
 def build_model(config: Mapping, model_name: str) -> pl.LightningModule:
@@ -93,4 +100,4 @@ def train_image_model(config: Mapping, model_name: str, data: Mapping[str, str |
     params = {"trained_on": trained_on(model_name), **{f"network.{k}": v for k, v in settings.items()}}
     return train_method(config, "jet_images", model_name, datamodule, lambda resolved: build_model(resolved, model_name),
                         [data["train"], data["val"]], ("jet_images",), params, checkpoint, history, progress,
-                        tags={"trained_on": trained_on(model_name)})
+                        tags={"trained_on": trained_on(model_name)}, network=settings)

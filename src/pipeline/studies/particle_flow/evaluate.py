@@ -35,6 +35,7 @@ from pipeline.studies.particle_flow.metrics import (
 from pipeline.studies.particle_flow.models import ParticleFlowModule
 from pipeline.studies.particle_flow.parametrised import subtract
 from pipeline.studies.particle_flow.templates import Templates
+from pipeline.studies.particle_flow.train import network_identity
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +83,13 @@ def subtraction_fractions(templates, batch: Mapping) -> list[np.ndarray]:
     return [np.where(e != 0, r / np.where(e != 0, e, 1), 0.0) for r, e in zip(remaining, inputs[0])]
 
 
-def _networks(checkpoints: Mapping[str, str | Path], geometry: WindowGeometry):
-    """The trained networks in eval mode; ValueError if one was built for other layers or is another method."""
+def _networks(config: Mapping, checkpoints: Mapping[str, str | Path], geometry: WindowGeometry):
+    """The trained networks in eval mode; ValueError if one is another method, was built
+    with other settings than ``config``'s (``network_identity``) or for other layers."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     networks = {}
     for method, path in checkpoints.items():
-        module = load_module(ParticleFlowModule, path)
+        module = load_module(ParticleFlowModule, path, network_identity(config, method))
         built = (module.hparams["method"], [tuple(s) for s in module.hparams["layer_shapes"]])
         if built != (method, geometry.shapes):
             raise ValueError(f"{path}: given as the {method} checkpoint with layers {geometry.shapes}, but it holds "
@@ -114,8 +116,8 @@ def evaluate_particle_flow(config: Mapping, test: str | Path, checkpoints: Mappi
     check_checkpoint_names(checkpoints, LEARNED, "particle_flow evaluate")
     output_dir = Path(output_dir)
     geometry = WindowGeometry.from_config(config)
+    networks, device = _networks(config, checkpoints, geometry)
     fitted = Templates.load(templates)
-    networks, device = _networks(checkpoints, geometry)
     batches = ParticleFlowBatches(test, INFERENCE_BATCH, evaluation=True)
     if batches.shapes != geometry.shapes:
         raise ValueError(f"{test}: images with layers {batches.shapes}, but particle_flow.calorimeter has "

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
+from pipeline.ml.checkpoints import checkpoint_identity
 from pipeline.ml.trainer import train_method
 from pipeline.simulation.window_geometry import WindowGeometry
 from pipeline.studies.particle_flow.data import ParticleFlowDataModule
@@ -28,6 +29,12 @@ def network_config(config: Mapping, method: str) -> dict:
         settings["window"] = list(study["calorimeter"]["window"])
     settings["fine"] = study["calorimeter"]["fine"]
     return settings
+
+
+def network_identity(config: Mapping, method: str) -> dict:
+    """What a checkpoint of ``method`` trained with ``config`` records (``checkpoint_identity``):
+    its ``network_config``."""
+    return checkpoint_identity("particle_flow", method, network_config(config, method))
 
 
 def build_model(config: Mapping, method: str):
@@ -58,4 +65,5 @@ def train_particle_flow(config: Mapping, method: str, data: Mapping[str, str | P
 
     return train_method(config, "particle_flow", method, datamodule, lambda resolved: build_model(resolved, method),
                         [data["train"], data["val"]], ("particle_flow",),
-                        {f"network.{k}": v for k, v in settings.items()}, checkpoint, history, progress)
+                        {f"network.{k}": v for k, v in settings.items()}, checkpoint, history, progress,
+                        network=settings)

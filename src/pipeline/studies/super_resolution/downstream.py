@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ from pipeline.ml.checkpoints import load_module
 from pipeline.studies.particle_flow.evaluate import per_event
 from pipeline.studies.particle_flow.metrics import ENERGY_BINS, metric_rows
 from pipeline.studies.particle_flow.models import ParticleFlowModule
+from pipeline.studies.particle_flow.train import network_identity
 from pipeline.studies.super_resolution.interpolation import to_coarse
 
 #: Columns of downstream.csv: the particle-flow table's (``particle_flow.evaluate.COLUMNS``)
@@ -45,10 +46,11 @@ COLUMNS = ("method", "energy_bin", "n_events", "response_median", "resolution_iq
            "position_resolution")
 
 
-def particle_flow_network(checkpoint: str | Path, shapes: Sequence[tuple[int, int]], device):
-    """The particle-flow study's trained ``cnn`` (eval mode); ValueError if the checkpoint
-    holds another method or a network for other layers than ``shapes``."""
-    module = load_module(ParticleFlowModule, checkpoint)
+def particle_flow_network(config: Mapping, checkpoint: str | Path, shapes: Sequence[tuple[int, int]], device):
+    """The particle-flow study's trained ``cnn`` (eval mode); ValueError naming the file if
+    the checkpoint holds another study's model or method, a network built with other
+    settings than ``config``'s particle_flow section, or for other layers than ``shapes``."""
+    module = load_module(ParticleFlowModule, checkpoint, network_identity(config, "cnn"))
     built = (module.hparams["method"], [tuple(s) for s in module.hparams["layer_shapes"]])
     if built != ("cnn", list(shapes)):
         raise ValueError(f"{checkpoint}: given as the particle-flow cnn for layers {list(shapes)}, but it holds a "

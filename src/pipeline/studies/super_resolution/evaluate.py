@@ -45,6 +45,7 @@ from pipeline.studies.super_resolution.interpolation import super_resolve
 from pipeline.studies.super_resolution.methods import INTERPOLATIONS, LEARNED, METHODS, REFERENCES
 from pipeline.studies.super_resolution.metrics import ImageMetrics, physics_row
 from pipeline.studies.super_resolution.models import SuperResolutionModule
+from pipeline.studies.super_resolution.train import network_identity
 from pipeline.studies.super_resolution.physics import diphoton_mass, neutral_fractions, shower_shapes, two_cluster_split
 
 log = logging.getLogger(__name__)
@@ -65,12 +66,14 @@ SHAPE_COLUMNS = ("method", "layer", "barycentre_resolution", "neutral_barycentre
 SHAPE_RADIUS = {"em": 0.06, "had": 0.2}
 
 
-def _networks(checkpoints: Mapping[str, str | Path], shapes: list[tuple[int, int]]):
-    """The trained networks in eval mode; ValueError if one was built for other layers or is another method."""
+def _networks(config: Mapping, checkpoints: Mapping[str, str | Path], shapes: list[tuple[int, int]]):
+    """The trained networks in eval mode; ValueError if one is another method (another
+    study's too), was built with other settings than ``config``'s (``network_identity``)
+    or for other layers."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     networks = {}
     for method, path in checkpoints.items():
-        module = load_module(SuperResolutionModule, path)
+        module = load_module(SuperResolutionModule, path, network_identity(config, method))
         built = (module.hparams["method"], [tuple(s) for s in module.hparams["layer_shapes"]])
         if built != (method, shapes):
             raise ValueError(f"{path}: given as the {method} checkpoint for layers {shapes}, but it holds "
@@ -110,10 +113,10 @@ def evaluate_super_resolution(config: Mapping, test: str | Path, pi0_test: str |
     output_dir = Path(output_dir)
     geometry = WindowGeometry.from_config(detector_config(config))
     physics_layer = geometry.names.index(config["super_resolution"]["physics"]["layer"])
-    networks, device = _networks(checkpoints, geometry.shapes)
+    networks, device = _networks(config, checkpoints, geometry.shapes)
     pf_geometry = WindowGeometry.from_config(config)
     if particle_flow is not None:
-        pf_network = particle_flow_network(particle_flow["checkpoint"], pf_geometry.shapes, device)
+        pf_network = particle_flow_network(config, particle_flow["checkpoint"], pf_geometry.shapes, device)
     images = SuperResolutionDataset(test, INFERENCE_BATCH, evaluation=True)
     pi0 = SuperResolutionDataset(pi0_test, INFERENCE_BATCH, evaluation=True)
     for batches, path in ((images, Path(test)), (pi0, Path(pi0_test))):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from pipeline.io.hdf5 import RaggedReader
+from pipeline.ml.checkpoints import checkpoint_identity
 from pipeline.ml.trainer import train_method
 from pipeline.simulation.window_geometry import WindowGeometry
 from pipeline.studies.particle_flow.batches import file_geometry
@@ -40,6 +41,15 @@ def check_files(config: Mapping, paths: Sequence[str | Path]) -> None:
             raise ValueError(f"{path}: written for layer shapes {found[0]}, fine {found[1]}, window {found[2]}, but "
                              f"the study's detector (super_resolution.granularity, particle_flow.calorimeter) has "
                              f"{shapes}, fine {fine}, window {window}; rebuild the file with this config")
+
+
+def network_identity(config: Mapping, method: str) -> dict:
+    """What a checkpoint of ``method`` trained with ``config`` records (``checkpoint_identity``):
+    the ``network_settings`` of ``super_resolution.network`` (the layer shapes are checked
+    against the detector's from the checkpoint's hyperparameters)."""
+    if method not in LEARNED:
+        raise ValueError(f"unknown learned super-resolution method {method!r}; expected one of {LEARNED}")
+    return checkpoint_identity("super_resolution", method, network_settings(config["super_resolution"]["network"]))
 
 
 def build_model(config: Mapping, method: str, loss_scales: Sequence[float] | None = None):
@@ -87,4 +97,5 @@ def train_super_resolution(config: Mapping, method: str, data: Mapping[str, Sequ
               **{f"loss_scale.{name}": s for name, s in zip(layer_names, scales)}}
     return train_method(config, "super_resolution", method, datamodule,
                         lambda resolved: build_model(resolved, method, scales), inputs,
-                        ("particle_flow", "super_resolution"), params, checkpoint, history, progress)
+                        ("particle_flow", "super_resolution"), params, checkpoint, history, progress,
+                        network=network_settings(config["super_resolution"]["network"]))

@@ -19,7 +19,7 @@ import torch
 from pipeline.config import config_hash
 from pipeline.io.hdf5 import RaggedWriter, provenance_attrs
 from pipeline.io.outputs import pyplot, save_figure, write_csv, write_text
-from pipeline.ml.checkpoints import load_module
+from pipeline.ml.checkpoints import check_checkpoint_names, load_module
 from pipeline.ml.tracking import log_run, run_name, run_tags
 from pipeline.studies.vertexing.classical import CLASSICAL, classical_partition
 from pipeline.studies.vertexing.data import TrackGraphBatches
@@ -27,6 +27,7 @@ from pipeline.studies.vertexing.formats import VERTEX_PREDICTIONS
 from pipeline.studies.vertexing.methods import LEARNED, METHODS, TRIVIAL_PARTITIONS
 from pipeline.studies.vertexing.metrics import METRICS, jet_metrics
 from pipeline.studies.vertexing.models import VertexFinder
+from pipeline.studies.vertexing.train import vertex_finder_identity
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +41,17 @@ PAPER_F1 = {"avr": (0.56, 0.70, 0.97), "track_pair": (0.62, 0.74, 0.96),
             "rnn": (0.59, 0.71, 0.93), "set2graph": (0.66, 0.75, 0.97)}
 
 
-def predict(test_path: str | Path, checkpoints: Mapping[str, str | Path], batch_size: int = 512) -> dict:
-    """Every method's labels on the test file: {"truth", method..., "offsets", "flavour", ...}."""
-    missing = [m for m in LEARNED if m not in checkpoints]
-    if missing:
-        raise ValueError(f"evaluate: no checkpoint for {missing}")
-    models = {m: load_module(VertexFinder, p).eval() for m, p in checkpoints.items()}
+def load_finders(config: Mapping, checkpoints: Mapping[str, str | Path]) -> dict:
+    """The learned finders in eval mode, {method: VertexFinder}; ValueError (CheckpointError)
+    naming the file if the names are not LEARNED's, or a checkpoint is another method's or
+    was built with other settings than ``config``'s (``vertex_finder_identity``)."""
+    check_checkpoint_names(checkpoints, LEARNED, "vertexing evaluate")
+    return {m: load_module(VertexFinder, p, vertex_finder_identity(config, m)).eval() for m, p in checkpoints.items()}
+
+
+def predict(test_path: str | Path, models: Mapping[str, VertexFinder], batch_size: int = 512) -> dict:
+    """Every method's labels on the test file: {"truth", method..., "offsets", "flavour", ...};
+    ``models`` the learned finders (``load_finders``)."""
     batches = TrackGraphBatches(test_path, batch_size)
     mean, std = batches.feature_mean, batches.feature_std
     out = {name: [] for name in ("truth", *METHODS, *TRIVIAL, "n_tracks", "flavour", "jet_index")}
@@ -152,9 +158,10 @@ def write_predictions(predictions: Mapping[str, np.ndarray], path: Path, attrs: 
 def evaluate_vertexing(config: Mapping, test_path: str | Path, checkpoints: Mapping[str, str | Path],
                        output_dir: str | Path) -> list[dict]:
     """Evaluate all methods on the test file; write the tables, figure and predictions."""
+    models = load_finders(config, checkpoints)  # before any output: a wrong checkpoint stops here
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    predictions = predict(test_path, checkpoints)
+    predictions = predict(test_path, models)
     rows, per_jet = summarise(predictions)
     write_tables(rows, output_dir)
     plot_f1_vs_tracks(predictions, per_jet, output_dir)

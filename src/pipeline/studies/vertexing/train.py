@@ -5,12 +5,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
+from pipeline.ml.checkpoints import checkpoint_identity
 from pipeline.ml.trainer import train_method
 from pipeline.seeds import derive_seed
 from pipeline.studies.vertexing.data import TrackGraphDataModule
 from pipeline.studies.vertexing.formats import TRACK_FEATURES
 from pipeline.studies.vertexing.methods import LEARNED
-from pipeline.studies.vertexing.models import VertexFinder
+from pipeline.studies.vertexing.models import NETWORK_KEYS, VertexFinder
+
+
+def vertex_finder_network(config: Mapping, method: str) -> dict:
+    """The config's settings a learned vertex finder is built with: its own keys of
+    ``vertexing.network`` (NETWORK_KEYS; the other finders' do not change it) and
+    ``vertexing.threshold``, the partition's cut, which the checkpoint keeps and uses."""
+    if method not in LEARNED:
+        raise ValueError(f"unknown learned vertex finder {method!r}; expected one of {LEARNED}")
+    network = config["vertexing"]["network"]
+    return {**{key: network[key] for key in NETWORK_KEYS[method]}, "threshold": config["vertexing"]["threshold"]}
+
+
+def vertex_finder_identity(config: Mapping, method: str) -> dict:
+    """What a checkpoint of ``method`` trained with ``config`` records (``checkpoint_identity``)."""
+    return checkpoint_identity("vertexing", method, vertex_finder_network(config, method))
 
 
 def train_vertex_finder(
@@ -39,4 +55,5 @@ def train_vertex_finder(
                             threshold=config["vertexing"]["threshold"], lr_schedule=settings["lr_schedule"])
 
     return train_method(config, "vertexing", method, data, model, [train_path, val_path], ("vertexing",),
-                        {f"network.{k}": v for k, v in network.items()}, checkpoint, history, progress)
+                        {f"network.{k}": v for k, v in network.items()}, checkpoint, history, progress,
+                        network=vertex_finder_network(config, method))
