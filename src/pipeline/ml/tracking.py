@@ -6,6 +6,7 @@ plain files, so nothing downstream depends on its state."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import functools
 import hashlib
@@ -14,6 +15,7 @@ import logging
 import math
 import os
 import ssl
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -91,8 +93,110 @@ def _prepared_store(uri: str, experiment: str | None) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         initialise_sqlite_store(uri, path, experiment)
     elif uri.startswith(("http://", "https://")):
+        bound_client_retries()
         check_tracking_server(uri, experiment or "pipeline")
     return uri
+
+
+#: MLflow's HTTP client settings for our jobs, unless the job's environment sets them. MLflow
+#: 3.x defaults (7 retries, backoff factor 2, 120 s time-out) keep a job whose server died
+#: retrying for minutes per call, and Lightning makes more calls while it fails (about 8
+#: minutes in all). With these, a call gives up after 4 attempts of at most 20 s each and
+#: backoffs of 0, 2 and 4 s (+ up to 1 s jitter each): ``client_give_up_s()``, 88 s; at
+#: once, plus the 8 s of backoff, when the host refuses connections (a killed server). A
+#: Retry-After header (a proxy's 503) could ask for any wait, so it is not honoured.
+CLIENT_RETRIES = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+    "MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER": "false",
+}
+
+#: Time-out of the single request that asks whether the server still answers (``server_answers``).
+PROBE_TIMEOUT_S = 5.0
+
+
+def bound_client_retries() -> None:
+    """Give MLflow's HTTP client the bounded retries of CLIENT_RETRIES, where the
+    environment does not set its own (a user's explicit setting wins)."""
+    for name, value in CLIENT_RETRIES.items():
+        os.environ.setdefault(name, value)
+
+
+def client_give_up_s(environ: Mapping[str, str] | None = None) -> float:
+    """The longest one MLflow call to a server that does not answer takes with the settings
+    of ``environ`` (default: this process's; unset ones have MLflow's defaults): every
+    attempt running into the time-out, every backoff (urllib3: none before the first retry,
+    then factor * 2**(n-1) plus jitter, at most 120 s) in full."""
+    environ = os.environ if environ is None else environ
+    retries = int(environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7"))
+    factor = float(environ.get("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "2"))
+    jitter = float(environ.get("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "1"))
+    timeout = float(environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "120"))
+    backoff = sum(min(120.0, factor * 2 ** (n - 1) + jitter) for n in range(2, retries + 1))
+    return (retries + 1) * timeout + backoff
+
+
+def shown_uri(uri: str) -> str:
+    """``uri`` without any user and password in it, fit for messages."""
+    parts = urllib.parse.urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def server_answers(uri: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether the store at ``uri`` answers now: always for a file store; one ``/health``
+    request, no retries, for a server (it answers it without credentials)."""
+    if not uri.startswith(("http://", "https://")):
+        return True
+    try:
+        status, _ = _server_request(uri.rstrip("/") + "/health", timeout)
+    except (urllib.error.URLError, OSError):
+        return False
+    return status == 200
+
+
+def failure_reason(error: BaseException | None) -> str:
+    """One line for a failed run's ``failure.reason`` tag."""
+    if error is None:
+        return "stopped with an error (no exception recorded)"
+    if type(error).__name__ == "SIGTERMException":
+        return "stopped by SIGTERM (a Slurm time limit?); running the job again resumes it"
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}"[:500] if text else type(error).__name__
+
+
+def _from_mlflow_client(error: BaseException) -> bool:
+    """Whether ``error``, or one it was raised from or while handling, came from MLflow's
+    client or its HTTP requests."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        module = type(error).__module__
+        if module.startswith(("mlflow", "requests", "urllib3")):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def tracking_server_lost(config: Mapping, error: BaseException, run: str,
+                         last_checkpoint: Path) -> TrackingServerError | None:
+    """The error to end a training with when ``error`` is the tracking server going away
+    while it trained (an MLflow call failed and the server does not answer now), else None.
+    One line: the setting and its value, and that the job resumes once the server is back."""
+    uri = config["mlflow"]["tracking_uri"]
+    if not uri.startswith(("http://", "https://")) or not _from_mlflow_client(error) or server_answers(uri):
+        return None
+    if last_checkpoint.exists():
+        kept = (f"the checkpoint of its last finished epoch is kept in training.resume_dir ({last_checkpoint}): "
+                "run the same job again once the server is back and it resumes from there, in the same MLflow run")
+    else:
+        kept = "no epoch had finished, so nothing is kept: run the job again once the server is back"
+    return TrackingServerError(
+        f"mlflow.tracking_uri = {shown_uri(uri)!r}: the MLflow tracking server stopped answering while {run} "
+        f"trained (MLflow's client gave up after its retries, at most {client_give_up_s():.0f} s per call); {kept}")
 
 
 class TrackingServerError(RuntimeError):
@@ -139,12 +243,12 @@ def check_tracking_server(uri: str, experiment: str = "pipeline", timeout: float
         {"experiment_name": experiment})
     host = urllib.parse.urlsplit(uri).netloc.rpartition("@")[2]
     user = os.environ.get("MLFLOW_TRACKING_USERNAME")
-    prefix = f"mlflow.tracking_uri = {uri!r}: "
+    prefix = f"mlflow.tracking_uri = {shown_uri(uri)!r}: "
     try:
         status, body = _server_request(api, timeout)
     except (urllib.error.URLError, OSError) as error:
         raise TrackingServerError(
-            prefix + f"no MLflow tracking server answers at {uri} ({getattr(error, 'reason', error)}). "
+            prefix + f"no MLflow tracking server answers at {shown_uri(uri)} ({getattr(error, 'reason', error)}). "
             "Start the server (docs/running.md: 'When to use a tracking server'), fix the URI, or use the embedded "
             "store: mlflow.tracking_uri: sqlite:///results/mlflow.db") from None
     if status == 200 or (status == 404 and "RESOURCE_DOES_NOT_EXIST" in body):
@@ -168,7 +272,7 @@ def check_tracking_server(uri: str, experiment: str = "pipeline", timeout: float
             prefix + f"user {user!r} may not read experiment {experiment!r} (HTTP 403 {body.strip()[:200]}); "
             "ask the server's admin for permission, or log to another experiment (mlflow.experiment)")
     raise TrackingServerError(
-        prefix + f"HTTP {status} from {api} ({body.strip()[:200]}): is this an MLflow tracking server?")
+        prefix + f"HTTP {status} from {shown_uri(api)} ({body.strip()[:200]}): is this an MLflow tracking server?")
 
 
 def initialise_sqlite_store(uri: str, path: Path, experiment: str | None = None) -> None:
@@ -201,7 +305,7 @@ def mlflow_logger(config: Mapping, run_name: str, tags: Mapping[str, str], run_i
         except MlflowException:
             log.warning("MLflow run %s of the interrupted training is not in %s; starting a new run", run_id, uri)
             run_id = None
-    return MLFlowLogger(
+    return _logger_class(MLFlowLogger)(
         experiment_name=config["mlflow"]["experiment"],
         run_name=run_name,
         tracking_uri=uri,
@@ -209,6 +313,32 @@ def mlflow_logger(config: Mapping, run_name: str, tags: Mapping[str, str], run_i
         log_model=False,
         run_id=run_id,
     )
+
+
+@functools.lru_cache(maxsize=None)
+def _logger_class(base: type) -> type:
+    """Lightning's MLFlowLogger whose failed runs say why, and which gives up on a server
+    that is gone instead of retrying the run's end (MLflow's client would take
+    ``client_give_up_s()`` for each of its two calls, after the failed call that got here)."""
+
+    class PipelineMLFlowLogger(base):
+        def finalize(self, status: str = "success") -> None:
+            if status != "failed" or not self._initialized:
+                return super().finalize(status)
+            # Lightning calls this while it handles the training's exception.
+            error = sys.exc_info()[1]
+            if not server_answers(self._tracking_uri):
+                # The run stays RUNNING; the rerun continues it once the server is back.
+                log.warning("MLflow run %s not marked FAILED: its tracking server does not answer", self.run_id)
+                return None
+            try:
+                self.experiment.set_tag(self.run_id, "failure.reason", failure_reason(error))
+                super().finalize(status)
+            except Exception as tag_error:  # must not hide the training's own error
+                log.warning("could not mark MLflow run %s FAILED: %s", self.run_id, tag_error)
+            return None
+
+    return PipelineMLFlowLogger
 
 
 def log_run(config: Mapping, name: str, tags: Mapping[str, str], metrics: Mapping[str, float],
@@ -223,7 +353,7 @@ def log_run(config: Mapping, name: str, tags: Mapping[str, str], metrics: Mappin
 
     mlflow.set_tracking_uri(tracking_uri(config["mlflow"]))
     mlflow.set_experiment(config["mlflow"]["experiment"])
-    with mlflow.start_run(run_name=name, tags=dict(tags)) as run:
+    with mlflow.start_run(run_name=name, tags=dict(tags)) as run, _failure_reason_tagged(run.info.run_id):
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if math.isfinite(float(v))})
         if params:
             mlflow.log_params(dict(params))
@@ -234,3 +364,20 @@ def log_run(config: Mapping, name: str, tags: Mapping[str, str], metrics: Mappin
         if stage is not None:
             mlflow.log_dict(json.loads(json.dumps(stage)), "config.json")
         return run.info.run_id
+
+
+@contextlib.contextmanager
+def _failure_reason_tagged(run_id: str):
+    """Tag the active run with ``failure.reason`` if the block raises (mlflow.start_run then
+    ends it FAILED), where the store still answers."""
+    import mlflow
+
+    try:
+        yield
+    except BaseException as error:
+        try:
+            if server_answers(mlflow.get_tracking_uri()):
+                mlflow.MlflowClient().set_tag(run_id, "failure.reason", failure_reason(error))
+        except Exception as tag_error:  # must not hide the block's own error
+            log.warning("could not tag MLflow run %s with its failure: %s", run_id, tag_error)
+        raise
