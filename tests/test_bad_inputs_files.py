@@ -4,6 +4,8 @@ file and says what is wrong, through the readers and through the `pipeline` comm
 Most rows damage a small file of the test schema (tests/test_h5io.py); a few run real
 stages on the session's tiny data set, two of them against a real full disk: a file-size
 limit (RLIMIT_FSIZE) makes writes fail with EFBIG, "File too large", as ENOSPC would.
+The checkpoint rows give the studies' evaluate steps (and score-edges) a checkpoint that is
+not what its name on the command line says: each is refused before any output is written.
 """
 
 from __future__ import annotations
@@ -16,13 +18,16 @@ import sys
 from pathlib import Path
 
 import h5py
+import lightning
 import numpy as np
 import pytest
+import torch
 import yaml
 from test_h5io import SCHEMA, batch, limited_file_size, write_file
 
 from pipeline.cli import main
 from pipeline.io.hdf5 import DataFileError, FileSchema, RaggedReader, read_tree
+from pipeline.ml.checkpoints import IDENTITY_KEY, RUN_ID_KEY
 from pipeline.simulation import formats
 from pipeline.simulation.formats import TRACK_JETS
 
@@ -39,6 +44,8 @@ class Fault:
     fsize: int | None = None
     #: Outputs that must not exist afterwards (nor temporary files beside them).
     outputs: tuple[Path, ...] = ()
+    #: The command as its errors name it ("vertexing evaluate"); default the first argument.
+    command: str | None = None
 
 
 @dataclasses.dataclass
@@ -228,6 +235,210 @@ def unwritable_output_directory(place: Place) -> Fault:
     return tracker(place, output=out / "tracks.h5")
 
 
+# Checkpoints: modules of the session's config, saved as `fit_and_export` saves them.
+
+
+def study_config(place: Place, **sections) -> tuple[Path, dict]:
+    """(file, resolved config): the session's config with its MLflow store in the test's
+    directory and ``sections`` replaced (the resolved one is what the steps read)."""
+    from pipeline.run_config import load_config
+
+    config = yaml.safe_load(place.real["config"].read_text())
+    config["mlflow"] = {**config["mlflow"], "tracking_uri": f"sqlite:///{place.tmp}/mlflow.db"}
+    config.update(sections)
+    path = place.tmp / f"config{len(list(place.tmp.glob('config*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path, load_config(path)
+
+
+def saved(module, identity: dict | None, path: Path) -> Path:
+    """A checkpoint of ``module`` recording ``identity`` (None: none, as before they did)."""
+    state = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+             "pytorch-lightning_version": lightning.__version__, RUN_ID_KEY: "0" * 32}
+    if identity is not None:
+        state[IDENTITY_KEY] = identity
+    torch.save(state, path)
+    return path
+
+
+def vertex_finder(config: dict, method: str, path: Path, identity: bool = True) -> Path:
+    from default_config import default_optimiser
+
+    from pipeline.studies.vertexing.formats import TRACK_FEATURES
+    from pipeline.studies.vertexing.models import VertexFinder
+    from pipeline.studies.vertexing.train import vertex_finder_identity
+
+    module = VertexFinder(method, len(TRACK_FEATURES), config["vertexing"]["network"],
+                          threshold=config["vertexing"]["threshold"], **default_optimiser())
+    return saved(module, vertex_finder_identity(config, method) if identity else None, path)
+
+
+def vertexing_evaluate(place: Place, config: Path, checkpoints: dict[str, Path], culprit: Path) -> Fault:
+    out = place.tmp / "vertexing"
+    argv = ["vertexing", "evaluate", "--config", str(config), "--test", str(place.tmp / "absent.h5"),
+            "--output-dir", str(out), *(f"--checkpoint={m}={p}" for m, p in checkpoints.items())]
+    return Fault(argv, culprit, outputs=(out,), command="vertexing evaluate")
+
+
+def vertex_finders(place: Place, config: dict) -> dict[str, Path]:
+    from pipeline.studies.vertexing.methods import LEARNED
+
+    return {m: vertex_finder(config, m, place.tmp / f"{m}.ckpt") for m in LEARNED}
+
+
+def vertexing_other_method(place: Place) -> Fault:
+    # `--checkpoint rnn=set2graph.ckpt`: the RNN's row would be Set2Graph's numbers.
+    path, config = study_config(place)
+    checkpoints = vertex_finders(place, config)
+    checkpoints["rnn"] = checkpoints["set2graph"]
+    return vertexing_evaluate(place, path, checkpoints, checkpoints["set2graph"])
+
+
+def vertexing_other_widths(place: Place) -> Fault:
+    path, config = study_config(place)
+    checkpoints = vertex_finders(place, config)
+    other = {**config, "vertexing": {**config["vertexing"],
+                                     "network": {**config["vertexing"]["network"], "set_widths": [8, 8]}}}
+    checkpoints["set2graph"] = vertex_finder(other, "set2graph", place.tmp / "narrow.ckpt")
+    return vertexing_evaluate(place, path, checkpoints, checkpoints["set2graph"])
+
+
+def vertexing_extra_name(place: Place) -> Fault:
+    path, config = study_config(place)
+    checkpoints = {**vertex_finders(place, config), "foo": place.tmp / "foo.ckpt"}
+    return vertexing_evaluate(place, path, checkpoints, checkpoints["foo"])
+
+
+def vertexing_without_identity(place: Place) -> Fault:
+    path, config = study_config(place)
+    checkpoints = vertex_finders(place, config)
+    checkpoints["rnn"] = vertex_finder(config, "rnn", place.tmp / "old_rnn.ckpt", identity=False)
+    return vertexing_evaluate(place, path, checkpoints, checkpoints["rnn"])
+
+
+class _RunsCode:
+    """Unpickling this calls ``open(marker, "w")``."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def vertexing_legacy_pickle(place: Place) -> Fault:
+    # torch's legacy (non-zip) format with pickle protocol 4, which the restricted unpickler
+    # stops at before it reaches the global.
+    path, config = study_config(place)
+    checkpoints = vertex_finders(place, config)
+    checkpoints["rnn"] = place.tmp / "legacy.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"payload": _RunsCode(place.tmp / "code-ran")}},
+               checkpoints["rnn"], _use_new_zipfile_serialization=False, pickle_protocol=4)
+    return vertexing_evaluate(place, path, checkpoints, checkpoints["rnn"])
+
+
+def score_edges_other_widths(place: Place) -> Fault:
+    path, config = study_config(place)
+    other = {**config, "vertexing": {**config["vertexing"], "network": {**config["vertexing"]["network"],
+                                                                        "edge_widths": [8]}}}
+    checkpoint = vertex_finder(other, "set2graph", place.tmp / "set2graph.ckpt")
+    absent, out = str(place.tmp / "absent.h5"), {s: place.tmp / f"edges_{s}.h5" for s in ("train", "val", "test")}
+    argv = ["flavour_tagging", "score-edges", "--config", str(path), "--method", "set2graph",
+            "--checkpoint", str(checkpoint), "--train", absent, "--val", absent, "--test", absent,
+            *(a for s, p in out.items() for a in (f"--out-{s}", str(p)))]
+    return Fault(argv, checkpoint, outputs=tuple(out.values()), command="flavour_tagging score-edges")
+
+
+def flavour_evaluate(place: Place, rows) -> Fault:
+    """flavour_tagging evaluate with every tagger of the config, changed by ``rows``(checkpoints) -> culprit."""
+    from default_config import default_optimiser
+
+    from pipeline.studies.flavour_tagging.methods import METHODS
+    from pipeline.studies.flavour_tagging.models import FlavourTagger
+    from pipeline.studies.flavour_tagging.train import tagger_identity
+    from pipeline.studies.vertexing.formats import TRACK_FEATURES
+
+    path, config = study_config(place)
+    study = config["flavour_tagging"]
+    checkpoints = {}
+    for method in METHODS:
+        module = FlavourTagger(len(TRACK_FEATURES), study["width"], study["message_layers"], study["readout_widths"],
+                               **default_optimiser())
+        checkpoints[method] = [saved(module, tagger_identity(config, method), place.tmp / f"{method}_seed{seed}.ckpt")
+                               for seed in range(study["seeds"])]
+    culprit = rows(checkpoints)
+    out = place.tmp / "flavour"
+    argv = ["flavour_tagging", "evaluate", "--config", str(path), "--test", str(place.tmp / "absent.h5"),
+            "--output-dir", str(out), *(f"--checkpoint={m}={p}" for m, paths in checkpoints.items() for p in paths),
+            *(f"--edges={m}={place.tmp / 'absent_edges.h5'}" for m in METHODS[1:])]
+    return Fault(argv, culprit, outputs=(out,), command="flavour_tagging evaluate")
+
+
+def flavour_other_finder(place: Place) -> Fault:
+    # `--checkpoint set2graph=rnn_seed0.ckpt`: a tagger trained on the RNN's edges.
+    def swap(checkpoints):
+        checkpoints["set2graph"] = checkpoints["rnn"]
+        return checkpoints["rnn"][0]
+    return flavour_evaluate(place, swap)
+
+
+def flavour_extra_name(place: Place) -> Fault:
+    def extra(checkpoints):
+        checkpoints["foo"] = [place.tmp / "foo.ckpt"]
+        return checkpoints["foo"][0]
+    return flavour_evaluate(place, extra)
+
+
+def jet_images_evaluate(place: Place, change) -> Fault:
+    """jet_images evaluate with every model of the config, changed by ``change``(place, config, checkpoints) -> culprit."""
+    from pipeline.studies.jet_images.methods import METHODS
+    from pipeline.studies.jet_images.train import build_model, model_identity
+
+    path, config = study_config(place)
+    checkpoints = {name: saved(build_model(config, name), model_identity(config, name), place.tmp / f"{name}.ckpt")
+                   for name in METHODS}
+    culprit = change(config, checkpoints)
+    out = place.tmp / "images"
+    argv = ["jet_images", "evaluate", "--config", str(path), "--test", str(place.tmp / "absent.h5"),
+            "--output-dir", str(out), *(f"--checkpoint={m}={p}" for m, p in checkpoints.items())]
+    return Fault(argv, culprit, outputs=(out,), command="jet_images evaluate")
+
+
+def jet_images_other_channels(place: Place) -> Fault:
+    from pipeline.studies.jet_images.train import build_model, model_identity
+
+    def narrow(config, checkpoints):
+        images = config["jet_images"]
+        other = {**config, "jet_images": {**images, "cnn": {**images["cnn"], "channels": [2]}}}
+        checkpoints["cnn"] = saved(build_model(other, "cnn"), model_identity(other, "cnn"), place.tmp / "narrow.ckpt")
+        return checkpoints["cnn"]
+    return jet_images_evaluate(place, narrow)
+
+
+def jet_images_extra_name(place: Place) -> Fault:
+    def extra(config, checkpoints):
+        checkpoints["foo"] = place.tmp / "foo.ckpt"
+        return checkpoints["foo"]
+    return jet_images_evaluate(place, extra)
+
+
+def super_resolution_given_particle_flow(place: Place) -> Fault:
+    from pipeline.studies.particle_flow import train as particle_flow
+    from pipeline.studies.super_resolution import train as super_resolution
+    from pipeline.studies.super_resolution.methods import LEARNED
+
+    path, config = study_config(place)
+    checkpoints = {m: saved(super_resolution.build_model(config, m), super_resolution.network_identity(config, m),
+                            place.tmp / f"{m}.ckpt") for m in LEARNED}
+    checkpoints["cnn"] = saved(particle_flow.build_model(config, "cnn"), particle_flow.network_identity(config, "cnn"),
+                               place.tmp / "particle_flow_cnn.ckpt")
+    out = place.tmp / "super_resolution"
+    argv = ["super_resolution", "evaluate", "--config", str(path), "--test", str(place.tmp / "absent.h5"),
+            "--pi0-test", str(place.tmp / "absent_pi0.h5"), "--output-dir", str(out),
+            *(f"--checkpoint={m}={p}" for m, p in checkpoints.items())]
+    return Fault(argv, checkpoints["cnn"], outputs=(out,), command="super_resolution evaluate")
+
+
 AS_USER = pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
 
 # (id, maker of the fault, what the message must say besides the path[, marks])
@@ -270,6 +481,26 @@ CASES = [
     ("tracker: full disk", full_disk_tracker, "File too large"),
     ("split: damaged data chunk", damaged_chunk, "reading tracks rows"),
     ("split: full disk", full_disk_split, "File too large"),
+    ("vertexing evaluate: rnn given set2graph's checkpoint", vertexing_other_method,
+     "holds the vertexing study's 'set2graph' model, but was given as the vertexing study's 'rnn' model"),
+    ("vertexing evaluate: set2graph of other widths", vertexing_other_widths,
+     "set_widths = [8, 8] in the checkpoint, [128, 128, 64] in the config"),
+    ("vertexing evaluate: unknown checkpoint name", vertexing_extra_name, "unexpected ['foo']"),
+    ("vertexing evaluate: checkpoint without identity", vertexing_without_identity,
+     "records no identity (study, method, network settings)"),
+    ("vertexing evaluate: legacy pickle that runs code", vertexing_legacy_pickle,
+     "(it names io.open); unpickling it would run code it contains. Checkpoints written by `pipeline <study> train`"),
+    ("score-edges: finder of other widths", score_edges_other_widths,
+     "edge_widths = [8] in the checkpoint, [256, 256] in the config"),
+    ("flavour_tagging evaluate: set2graph given the rnn tagger", flavour_other_finder,
+     "holds the flavour_tagging study's 'rnn' model (vertex_finder 'rnn'), but was given as the flavour_tagging "
+     "study's 'set2graph' model (vertex_finder 'set2graph')"),
+    ("flavour_tagging evaluate: unknown checkpoint name", flavour_extra_name, "unexpected ['foo']"),
+    ("jet_images evaluate: cnn of other channels", jet_images_other_channels,
+     "channels = [2] in the checkpoint"),
+    ("jet_images evaluate: unknown checkpoint name", jet_images_extra_name, "unexpected ['foo']"),
+    ("super_resolution evaluate: a particle-flow checkpoint", super_resolution_given_particle_flow,
+     "holds the particle_flow study's 'cnn' model, but was given as the super_resolution study's 'cnn' model"),
 ]
 
 
@@ -311,7 +542,8 @@ def test_bad_input_gives_one_line_naming_the_file(make, fragment, tmp_path, real
 
     assert status == 2, stderr
     assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
-    errors = [line for line in stderr.splitlines() if line.startswith(f"pipeline {fault.argv[0]}: error: ")]
+    command = fault.command or fault.argv[0]
+    errors = [line for line in stderr.splitlines() if line.startswith(f"pipeline {command}: error: ")]
     assert len(errors) == 1 and errors[0] == stderr.splitlines()[-1], stderr
     assert str(fault.path) in errors[0] and fragment in errors[0], errors[0]
     for output in fault.outputs:
