@@ -13,7 +13,16 @@ import torch
 import yaml
 from default_config import default_optimiser
 
-from pipeline.ml.checkpoints import CheckpointError, checkpoint_run_id, load_checkpoint, load_module
+from pipeline.ml.checkpoints import (
+    IDENTITY_KEY,
+    CheckpointError,
+    check_checkpoint_names,
+    check_identity,
+    checkpoint_identity,
+    checkpoint_run_id,
+    load_checkpoint,
+    load_module,
+)
 from pipeline.tiny import tiny_workflow_config
 
 
@@ -52,6 +61,29 @@ def test_a_pickled_callable_is_refused_and_never_runs(crafted, read):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("zipped", [True, False], ids=["zip", "legacy"])
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_a_pickle_naming_code_is_refused_as_code_in_every_format(tmp_path, zipped, protocol):
+    # Protocols 4 and 5 stop torch's restricted unpickler at an opcode before it reaches the
+    # global: its error then reads like a corrupt file and advises weights_only=False.
+    marker, path = tmp_path / "code-ran", tmp_path / "crafted.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"payload": _OpensAFile(marker)}}, path,
+               _use_new_zipfile_serialization=zipped, pickle_protocol=protocol)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: refused to load: ") and "(it names io.open)" in message, message
+    assert "would run code" in message and "`pipeline <study> train`" in message
+    assert "weights_only" not in message and "corrupt" not in message and "train-*" not in message
+    assert not marker.exists()
+
+
+def test_a_legacy_checkpoint_of_plain_data_loads(tmp_path):
+    path = tmp_path / "legacy.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(2)}}, path, _use_new_zipfile_serialization=False)
+    assert torch.equal(load_checkpoint(path)["state_dict"]["w"], torch.ones(2))
+
+
 def test_the_same_file_would_run_its_code_if_unpickled_unrestricted(crafted):
     # The crafted file is a real threat: the unrestricted unpickler opens the marker.
     path, marker = crafted
@@ -84,6 +116,64 @@ def test_unreadable_checkpoints_are_named(tmp_path, write, fragment):
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(path)
     assert str(info.value).startswith(f"{path}: ") and fragment in str(info.value)
+    assert "weights_only" not in str(info.value)  # torch's advice would run what the file holds
+
+
+EXPECTED = checkpoint_identity("vertexing", "rnn", {"rnn_hidden": 128, "edge_widths": (256, 256), "threshold": 0.5})
+
+
+@pytest.mark.parametrize("recorded, fragment", [
+    (None, "records no identity (study, method, network settings): it was written before checkpoints recorded "
+           "theirs, or not by a training of this pipeline; given as the vertexing study's 'rnn' model, so retrain it "
+           "with `pipeline vertexing train --method rnn`"),
+    ({**EXPECTED, "method": "set2graph"},
+     "holds the vertexing study's 'set2graph' model, but was given as the vertexing study's 'rnn' model"),
+    ({**EXPECTED, "study": "flavour_tagging"},
+     "holds the flavour_tagging study's 'rnn' model, but was given as the vertexing study's 'rnn' model"),
+    ({**EXPECTED, "network": {**EXPECTED["network"], "rnn_hidden": 64}},
+     "the vertexing study's 'rnn' model was built with other network settings than the config's: rnn_hidden = 64 "
+     "in the checkpoint, 128 in the config; evaluate it with the config it was trained with, or retrain it with "
+     "`pipeline vertexing train --method rnn`"),
+    ({**EXPECTED, "network": {"rnn_hidden": 128, "edge_widths": [256, 256]}},
+     "threshold = '(not set)' in the checkpoint, 0.5 in the config"),
+], ids=["no identity", "other method", "other study", "other width", "setting missing"])
+def test_a_checkpoint_that_is_not_what_it_is_given_as_is_refused(recorded, fragment):
+    state = {} if recorded is None else {IDENTITY_KEY: recorded}
+    with pytest.raises(CheckpointError) as info:
+        check_identity("rnn.ckpt", state, EXPECTED)
+    assert str(info.value).startswith("rnn.ckpt: ") and fragment in str(info.value), str(info.value)
+
+
+def test_an_identity_matches_with_lists_for_tuples_and_extra_records():
+    # A weights-only load gives lists back; what the step does not ask about (a run id) is not compared.
+    check_identity("rnn.ckpt", {IDENTITY_KEY: {**EXPECTED, "network": {**EXPECTED["network"], "edge_widths": [256, 256]},
+                                               "vertex_finder_run_id": "abc"}}, EXPECTED)
+    tagger = checkpoint_identity("flavour_tagging", "set2graph", {}, vertex_finder="set2graph")
+    with pytest.raises(CheckpointError, match=r"\(vertex_finder 'rnn'\), but was given as .*\(vertex_finder 'set2graph'\)"):
+        check_identity("t.ckpt", {IDENTITY_KEY: {**tagger, "vertex_finder": "rnn"}}, tagger)
+
+
+def test_checkpoint_names_must_be_exactly_the_methods():
+    check_checkpoint_names({"rnn": "a.ckpt", "set2graph": "b.ckpt"}, ("rnn", "set2graph"), "evaluate")
+    with pytest.raises(ValueError, match=r"evaluate: needs a checkpoint for exactly \['rnn', 'set2graph'\]; "
+                                         r"missing \['set2graph'\], unexpected \['foo'\] \(foo=x/foo.ckpt\)"):
+        check_checkpoint_names({"rnn": "a.ckpt", "foo": "x/foo.ckpt"}, ("rnn", "set2graph"), "evaluate")
+
+
+def test_load_module_checks_the_identity_before_building(tmp_path):
+    from default_config import vertex_finder_training
+
+    from pipeline.studies.vertexing.models import VertexFinder
+
+    settings = {"rnn_hidden": 8, "rnn_layers": 1, "edge_widths": [8]}
+    model = VertexFinder("rnn", 4, settings, **vertex_finder_training())
+    identity = checkpoint_identity("vertexing", "rnn", settings)
+    path = tmp_path / "rnn.ckpt"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
+                "pytorch-lightning_version": "2.6.6", IDENTITY_KEY: identity}, path)
+    assert load_module(VertexFinder, path, identity).hparams.name == "rnn"
+    with pytest.raises(CheckpointError, match=r"rnn\.ckpt: .*rnn_layers = 1 in the checkpoint, 2 in the config"):
+        load_module(VertexFinder, path, checkpoint_identity("vertexing", "rnn", {**settings, "rnn_layers": 2}))
 
 
 def test_a_checkpoint_of_another_model_is_named(tmp_path):
