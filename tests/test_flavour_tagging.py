@@ -265,6 +265,13 @@ def test_training_writes_checkpoint_history_and_links_the_finder_run(track_graph
     assert run.data.tags["vertex_finder.run_id"] == "finder-run"
     assert run.data.tags["vertex_finder"] == "avr"
     assert "val_accuracy" in run.data.metrics
+    # The checkpoint records what it is: the study, the method, the network and the finder whose edges it read.
+    from pipeline.ml.checkpoints import IDENTITY_KEY, load_checkpoint
+    from pipeline.studies.flavour_tagging.train import tagger_identity
+
+    recorded = load_checkpoint(tmp_path / "avr.ckpt")[IDENTITY_KEY]
+    assert recorded == {**tagger_identity(config, "avr"), "vertex_finder_run_id": "finder-run"}
+    assert recorded["vertex_finder"] == "avr" and recorded["network"]["width"] == config["flavour_tagging"]["width"]
     with pytest.raises(ValueError, match=r"replica 1: flavour_tagging.seeds is 1, so the replica must be in 0..0"):
         train_flavour_tagger(config, "avr", graphs, edges, tmp_path / "y.ckpt", tmp_path / "y.csv", replica=1)
 
