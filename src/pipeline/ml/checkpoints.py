@@ -158,8 +158,10 @@ def checkpoint_identity(study: str, method: str, network: Mapping, **inputs) -> 
     return {"study": study, "method": method, "network": _plain(network), **_plain(inputs)}
 
 
-def _describe(identity: Mapping) -> str:
-    return f"the {identity.get('study')} study's {identity.get('method')!r} model"
+def _describe(identity: Mapping, inputs: Sequence[str] = ()) -> str:
+    """"the <study> study's '<method>' model", with the entries ``inputs`` of ``identity``."""
+    extra = ", ".join(f"{key} {identity.get(key)!r}" for key in inputs)
+    return f"the {identity.get('study')} study's {identity.get('method')!r} model" + (f" ({extra})" if extra else "")
 
 
 def check_identity(path: str | Path, state: Mapping, expected: Mapping) -> None:
@@ -172,12 +174,10 @@ def check_identity(path: str | Path, state: Mapping, expected: Mapping) -> None:
         raise CheckpointError(f"{path}: records no identity (study, method, network settings): it was written "
                               f"before checkpoints recorded theirs, or not by a training of this pipeline; given as "
                               f"{_describe(expected)}, so retrain it with {retrain}")
-    if (found.get("study"), found.get("method")) != (expected["study"], expected["method"]):
-        raise CheckpointError(f"{path}: holds {_describe(found)}, but was given as {_describe(expected)}")
-    for key in sorted(set(expected) - {"study", "method", "network"}):
-        if found.get(key) != expected[key]:
-            raise CheckpointError(f"{path}: holds {_describe(found)} with {key} {found.get(key)!r}, but was given "
-                                  f"as {_describe(expected)} with {key} {expected[key]!r}")
+    inputs = sorted(set(expected) - {"study", "method", "network"})
+    if any(found.get(key) != expected[key] for key in ("study", "method", *inputs)):
+        raise CheckpointError(f"{path}: holds {_describe(found, inputs)}, but was given as "
+                              f"{_describe(expected, inputs)}")
     built, config = found.get("network") or {}, expected["network"]
     wrong = [f"{key} = {built.get(key, '(not set)')!r} in the checkpoint, {config.get(key, '(not set)')!r} in the "
              f"config" for key in sorted(set(built) | set(config)) if built.get(key) != config.get(key)]
