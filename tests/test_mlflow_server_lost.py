@@ -21,9 +21,29 @@ import yaml
 from test_image_models import image_config, write_images
 from workflow_runs import free_port
 
-from pipeline.ml.tracking import CLIENT_RETRIES, PROBE_TIMEOUT_S, client_give_up_s
+from pipeline.ml.tracking import CLIENT_RETRIES, PROBE_TIMEOUT_S, bound_client_retries, client_give_up_s
 
 EPOCHS = 12
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "running.md"
+
+
+def test_jobs_get_bounded_retries_unless_their_environment_sets_its_own(monkeypatch):
+    for name in CLIENT_RETRIES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "300")  # a user's explicit setting
+    bound_client_retries()
+    assert {name: os.environ[name] for name in CLIENT_RETRIES} == {**CLIENT_RETRIES, "MLFLOW_HTTP_REQUEST_TIMEOUT": "300"}
+    assert client_give_up_s() == client_give_up_s(CLIENT_RETRIES) + 4 * (300 - 20)
+    # MLflow's own defaults, for comparison: 20 minutes per call to a host that does not answer.
+    assert client_give_up_s({}) == pytest.approx(1209)
+
+
+def test_running_md_states_the_codes_settings_and_bound():
+    text = " ".join(DOCS.read_text().split())
+    for name, value in CLIENT_RETRIES.items():
+        assert f"`{name}={value}`" in text
+    assert f"gives up after at most {client_give_up_s(CLIENT_RETRIES):.0f} s" in text
+    assert f"two {PROBE_TIMEOUT_S:.0f} s probes" in text
 
 
 def start_server(directory: Path, port: int) -> subprocess.Popen:
@@ -94,7 +114,8 @@ def test_a_training_whose_server_dies_stops_in_bounded_time_and_resumes_once_it_
     finally:
         kill(server)
 
-    print(f"the job stopped {took:.1f} s after the server was killed (bound {bound:.0f} s)")
+    print(f"the job stopped {took:.1f} s after the server was killed (bound {bound:.0f} s); it said:",
+          *stderr.strip().splitlines()[-3:], sep="\n")
     assert job.returncode == 2, stderr
     assert took < bound, stderr
     lines = stderr.strip().splitlines()
@@ -111,15 +132,16 @@ def test_a_training_whose_server_dies_stops_in_bounded_time_and_resumes_once_it_
 
     server = start_server(store, port)  # the same store: the run is still there
     try:
+        from mlflow.tracking import MlflowClient
+
+        # Nothing could mark it while the server was gone: not a FAILED run without a reason.
+        assert MlflowClient(uri).get_run(run_at_kill).info.status == "RUNNING"
         resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
         assert resumed.returncode == 0, resumed.stderr
         assert "resuming jet_images.train.cnn from" in resumed.stderr
         with open(tmp_path / "out" / "cnn.csv") as f:
             assert [int(row["epoch"]) for row in csv.DictReader(f)] == list(range(EPOCHS))
         assert not (tmp_path / "resume").exists()
-
-        from mlflow.tracking import MlflowClient
-
         run = MlflowClient(uri).get_run(run_at_kill)  # one run, continued and finished
         assert run.info.status == "FINISHED" and "failure.reason" not in run.data.tags
         exported = torch.load(tmp_path / "out" / "cnn.ckpt", map_location="cpu", weights_only=False)

@@ -75,6 +75,11 @@ def test_a_killed_training_resumes_and_matches_the_uninterrupted_one(uninterrupt
     epoch_at_kill = torch.load(last[0], map_location="cpu", weights_only=False)["epoch"]
     assert epoch_at_kill < EPOCHS - 1
     run_at_kill = (last[0].parent.parent / "mlflow_run_id").read_text()
+    if kill == signal.SIGTERM:  # Lightning ends the run FAILED: it says why
+        from mlflow.tracking import MlflowClient
+
+        failed = MlflowClient(f"sqlite:///{directory}/mlflow.db").get_run(run_at_kill)
+        assert failed.info.status == "FAILED" and "stopped by SIGTERM" in failed.data.tags["failure.reason"]
 
     resumed = subprocess.run(train_command(directory, output), capture_output=True, text=True, env=env)
     assert resumed.returncode == 0, resumed.stderr
@@ -97,6 +102,7 @@ def test_a_killed_training_resumes_and_matches_the_uninterrupted_one(uninterrupt
     client = MlflowClient(f"sqlite:///{directory}/mlflow.db")
     run = client.get_run(weights[1]["mlflow_run_id"])
     assert run.info.status == "FINISHED" and run.info.run_name == "jet_images.train.cnn"
+    assert "failure.reason" not in run.data.tags  # the resumed run did not fail
     assert weights[1]["mlflow_run_id"] == run_at_kill
     steps = [sorted({m.step for m in client.get_metric_history(w["mlflow_run_id"], "val_loss")}) for w in weights]
     assert steps[1] == steps[0]

@@ -113,6 +113,9 @@ CLIENT_RETRIES = {
     "MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER": "false",
 }
 
+#: The tag that says why a run ended FAILED (``failure_reason``).
+FAILURE_TAG = "failure.reason"
+
 #: Time-out of the single request that asks whether the server still answers (``server_answers``).
 PROBE_TIMEOUT_S = 5.0
 
@@ -301,10 +304,15 @@ def mlflow_logger(config: Mapping, run_name: str, tags: Mapping[str, str], run_i
     uri = tracking_uri(config["mlflow"])
     if run_id is not None:
         try:
-            MlflowClient(uri).get_run(run_id)
+            previous = MlflowClient(uri).get_run(run_id)
         except MlflowException:
             log.warning("MLflow run %s of the interrupted training is not in %s; starting a new run", run_id, uri)
             run_id = None
+        else:
+            if FAILURE_TAG in previous.data.tags:  # it goes on: no longer a failed run
+                MlflowClient(uri).delete_tag(run_id, FAILURE_TAG)
+            if previous.info.status != "RUNNING":
+                MlflowClient(uri).update_run(run_id, status="RUNNING")
     return _logger_class(MLFlowLogger)(
         experiment_name=config["mlflow"]["experiment"],
         run_name=run_name,
@@ -332,7 +340,7 @@ def _logger_class(base: type) -> type:
                 log.warning("MLflow run %s not marked FAILED: its tracking server does not answer", self.run_id)
                 return None
             try:
-                self.experiment.set_tag(self.run_id, "failure.reason", failure_reason(error))
+                self.experiment.set_tag(self.run_id, FAILURE_TAG, failure_reason(error))
                 super().finalize(status)
             except Exception as tag_error:  # must not hide the training's own error
                 log.warning("could not mark MLflow run %s FAILED: %s", self.run_id, tag_error)
@@ -377,7 +385,7 @@ def _failure_reason_tagged(run_id: str):
     except BaseException as error:
         try:
             if server_answers(mlflow.get_tracking_uri()):
-                mlflow.MlflowClient().set_tag(run_id, "failure.reason", failure_reason(error))
+                mlflow.MlflowClient().set_tag(run_id, FAILURE_TAG, failure_reason(error))
         except Exception as tag_error:  # must not hide the block's own error
             log.warning("could not tag MLflow run %s with its failure: %s", run_id, tag_error)
         raise
