@@ -4,14 +4,20 @@ source, the key and the value, and what was expected."""
 
 from __future__ import annotations
 
+import copy
+import re
+
 import pytest
 
 from pipeline.config import ConfigError
-from pipeline.run_config import resolve_config
+from pipeline.io.hdf5 import Collection, DataFileError, Field, FileSchema, RaggedReader, RaggedWriter, provenance_attrs
+from pipeline.run_config import load_config, resolve_config
 from pipeline.simulation.checks import check_generators
 from pipeline.simulation.pythia import check_pythia_settings
 
 SOURCE = "bad-config.yaml"
+INF, NAN = float("inf"), float("nan")
+NOT_FINITE = "is not of type 'number' (expected a finite number: .inf and .nan are not settings)"
 URI_FORMS = "not a tracking URI; expected sqlite:///<path>, http(s)://<host>[:<port>][/<path>]"
 
 
@@ -82,6 +88,18 @@ CASES = [
     ("split-sum", {**sample(), "split": {"train": 0.8}}, "split: train + val + test = 1.1, expected 1"),
     ("vertexing-sample", {**sample(), "vertexing": {"sample": "dijet"}},
      "vertexing.sample: unknown sample 'dijet', expected one of ['ttbar']"),
+    # Non-finite numbers, as YAML writes them (.inf, .nan): the schema's numbers are finite.
+    ("inf-learning-rate", {**sample(), "training": {"learning_rate": INF}}, f"training.learning_rate: inf {NOT_FINITE}"),
+    ("nan-learning-rate", {**sample(), "training": {"learning_rate": NAN}}, f"training.learning_rate: nan {NOT_FINITE}"),
+    ("nan-pthat-min", sample(pthat_min=NAN), f"samples.ttbar.pthat_min: nan {NOT_FINITE}"),
+    ("inf-sqrt-s", sample(sqrt_s=INF), f"samples.ttbar.sqrt_s: inf {NOT_FINITE}"),
+    ("nan-charm-fraction", {**sample(), "flavour_tagging": {"charm_fraction": NAN}},
+     f"flavour_tagging.charm_fraction: nan {NOT_FINITE}"),
+    ("nan-split", {**sample(), "split": {"train": NAN}}, f"split.train: nan {NOT_FINITE}"),
+    ("nan-dropout", {**sample(), "jet_images": {"mlp": {"dropout": NAN}}}, f"jet_images.mlp.dropout: nan {NOT_FINITE}"),
+    # An empty set: no validation loss to stop on, no test set to measure.
+    ("zero-split-val", {**sample(), "split": {"train": 0.85, "val": 0}},
+     "split.val: 0 is less than or equal to the minimum of 0 (every set needs events"),
 ]
 
 
@@ -98,3 +116,53 @@ def test_bad_input_is_refused_naming_source_key_and_value(bad, expected):
         message = str(info.value)
         assert message.startswith(f"{SOURCE}: invalid configuration:\n"), message
     assert expected in message, f"{expected!r} not in:\n{message}"
+
+
+def numeric_settings(node, path=()):
+    """The key path of every number in a resolved config (list items by index)."""
+    if isinstance(node, (int, float)) and not isinstance(node, bool):
+        yield path
+    elif isinstance(node, (dict, list)):
+        for key, value in (node.items() if isinstance(node, dict) else enumerate(node)):
+            yield from numeric_settings(value, (*path, key))
+
+
+def test_every_number_of_the_schema_is_refused_when_not_finite():
+    resolved = resolve_config(sample())
+    paths = list(numeric_settings(resolved))
+    assert len(paths) > 100 and ("training", "learning_rate") in paths
+    for path in paths:
+        for value in (NAN, -INF) if path == ("seed",) or path[-1] == "learning_rate" else (NAN,):
+            bad = copy.deepcopy(resolved)
+            node = bad
+            for key in path[:-1]:
+                node = node[key]
+            node[path[-1]] = value
+            with pytest.raises(ConfigError) as info:
+                resolve_config(bad, source=SOURCE)
+            line = str(info.value).splitlines()[1]
+            assert line.endswith("settings)") or "not of type 'integer'" in line, line
+            assert f".{path[-1]}: {value}" in line or line.startswith(f"  {path[-1]}: "), (path, line)
+
+
+def test_a_yaml_files_inf_is_refused_naming_the_file_and_key(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("samples: {ttbar: {process: ttbar}}\ntraining: {learning_rate: .inf}\n")
+    expected = f"{path}: invalid configuration:\n  training.learning_rate: inf {NOT_FINITE}"
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_config(path)
+
+
+def test_a_stored_config_with_nan_is_refused_naming_the_file(tmp_path):
+    """A file's stored config (its `config` attribute, JSON) is read back by later steps: JSON's
+    NaN and Infinity are refused there too, and never written."""
+    events = Collection("events", None, (Field("energy", "f8", "GeV", "energy"),))
+    path = tmp_path / "shard.h5"
+    with RaggedWriter(path, FileSchema("test_events", 1, (events,), "a test schema"),
+                      {"config": '{"training": {"learning_rate": NaN}}', "seed": 1}):
+        pass
+    with RaggedReader(path, FileSchema("test_events", 1, (events,), "a test schema")) as reader:
+        with pytest.raises(DataFileError, match=f"{path}: 'config' attribute is not JSON .it holds NaN, and a config"):
+            reader.config
+    with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
+        provenance_attrs({"training": {"learning_rate": NAN}}, "hash", 1)

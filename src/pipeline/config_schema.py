@@ -7,6 +7,8 @@ pipeline, so any module (the calorimeter's geometry, the config) can validate ag
 from __future__ import annotations
 
 import copy
+import functools
+import math
 from importlib import resources
 from typing import Any, Mapping
 
@@ -18,10 +20,16 @@ class ConfigError(ValueError):
     """A configuration that does not match the schema; the message names the key."""
 
 
+@functools.cache
+def _parsed_schema() -> dict:
+    # Parsed once per process: every command, snapshot and study check validates, and the
+    # YAML parse costs more than the validation. Never handed out to be changed.
+    return yaml.safe_load(resources.files("pipeline").joinpath("schemas/config.schema.yaml").read_text())
+
+
 def schema() -> dict:
-    """The configuration schema as a dict."""
-    text = resources.files("pipeline").joinpath("schemas/config.schema.yaml").read_text()
-    return yaml.safe_load(text)
+    """The configuration schema as a dict (a copy: change it as you like)."""
+    return copy.deepcopy(_parsed_schema())
 
 
 def _with_defaults(validator_class):
@@ -44,10 +52,23 @@ def _is_integer(checker, instance) -> bool:
     return isinstance(instance, int) and not isinstance(instance, bool)
 
 
+def _is_finite_number(checker, instance) -> bool:
+    # YAML reads .inf and .nan as floats, which jsonschema counts as numbers, and NaN passes
+    # every minimum and maximum: learning_rate: .inf trained to NaN weights and exited 0,
+    # charm_fraction: .nan made every rejection inf. No setting of ours means infinity.
+    return (isinstance(instance, (int, float)) and not isinstance(instance, bool)
+            and math.isfinite(instance))
+
+
 _DefaultingValidator = validators.extend(
     _with_defaults(Draft202012Validator),
-    type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine_many(
+        {"integer": _is_integer, "number": _is_finite_number}),
 )
+
+
+def _non_finite(value: Any) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
 
 
 def _key_path(error, instance: Any, prefix: tuple = ()) -> str:
@@ -72,7 +93,9 @@ def _error_line(error, instance: Any, prefix: tuple = ()) -> str:
     regex or say "not valid under any of the given schemas".
     """
     hint = error.schema.get("x-hint", {}).get(error.validator) if isinstance(error.schema, dict) else None
-    if error.validator == "type" and isinstance(error.instance, float) and "integer" in error.validator_value:
+    if error.validator == "type" and _non_finite(error.instance):
+        hint = "expected a finite number: .inf and .nan are not settings"
+    elif error.validator == "type" and isinstance(error.instance, float) and "integer" in error.validator_value:
         hint = "write whole numbers without a decimal point"
     if hint and error.validator in ("pattern", "anyOf"):
         message = f"{error.instance!r}: {hint}"
@@ -86,8 +109,12 @@ def validated(instance: Mapping[str, Any] | None, source: str = "config", sectio
     ``section`` of it (``calorimeter``, for code that builds a section alone), with every
     default filled in; ConfigError naming ``source`` and listing every offending key."""
     resolved = copy.deepcopy(dict(instance or {}))
-    subschema, prefix = (schema(), ()) if section is None else (schema()["properties"][section], (section,))
-    errors = sorted(_DefaultingValidator(subschema).iter_errors(resolved), key=lambda e: list(map(str, e.absolute_path)))
+    whole = _parsed_schema()
+    subschema, prefix = (whole, ()) if section is None else (whole["properties"][section], (section,))
+    errors = sorted(_DefaultingValidator(subschema).iter_errors(resolved),
+                    key=lambda e: list(map(str, e.absolute_path)))
+    # A non-finite value is reported once, as not a number, not again against its limits.
+    errors = [e for e in errors if not _non_finite(e.instance) or e.validator == "type"]
     if errors:
         raise ConfigError(f"{source}: invalid configuration:\n"
                           + "\n".join(_error_line(e, resolved, prefix) for e in errors))

@@ -99,7 +99,7 @@ def provenance_attrs(config: Mapping, config_hash: str, seed: int) -> dict:
     return {
         "package_version": __version__,
         "git_sha": git_sha(),
-        "config": json.dumps(config, sort_keys=True),
+        "config": json.dumps(config, sort_keys=True, allow_nan=False),  # validated configs hold finite numbers
         "config_hash": config_hash,
         "seed": int(seed),
     }
@@ -295,8 +295,11 @@ class RaggedReader:
             text = self._file.attrs.get("config")
         if text is None:
             raise DataFileError(f"{self.path}: no 'config' attribute; {expected}")
+        def non_finite(name: str):
+            raise ValueError(f"it holds {name}, and a config holds finite numbers only")
+
         try:
-            config = json.loads(text)
+            config = json.loads(text, parse_constant=non_finite)
         except (TypeError, ValueError) as err:
             raise DataFileError(f"{self.path}: 'config' attribute is not JSON ({err}); {expected}") from None
         if not isinstance(config, dict):
