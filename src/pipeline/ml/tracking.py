@@ -102,9 +102,10 @@ def _prepared_store(uri: str, experiment: str | None) -> str:
 #: 3.x defaults (7 retries, backoff factor 2, 120 s time-out) keep a job whose server died
 #: retrying for minutes per call, and Lightning makes more calls while it fails (about 8
 #: minutes in all). With these, a call gives up after 4 attempts of at most 20 s each and
-#: backoffs of 0, 2 and 4 s (+ up to 1 s jitter each): ``client_give_up_s()``, 88 s; at
-#: once, plus the 8 s of backoff, when the host refuses connections (a killed server). A
-#: Retry-After header (a proxy's 503) could ask for any wait, so it is not honoured.
+#: backoffs of 0, 2 and 4 s (+ up to 1 s jitter each): ``client_give_up_s()``, 88 s; about
+#: 8 s, the backoffs alone, when the host refuses connections (a killed server). A job adds
+#: at most two PROBE_TIMEOUT_S probes: about 100 s in all (docs/running.md). A Retry-After
+#: header (a proxy's 503) could ask for any wait, so it is not honoured.
 CLIENT_RETRIES = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
