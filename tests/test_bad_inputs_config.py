@@ -55,6 +55,12 @@ CASES = [
     ("uri-sqlite-no-path", with_uri("sqlite://"), f"mlflow.tracking_uri: 'sqlite://': {URI_FORMS}"),
     ("uri-postgresql-empty", with_uri("postgresql://"), f"mlflow.tracking_uri: 'postgresql://': {URI_FORMS}"),
     ("uri-file-empty", with_uri("file:"), f"mlflow.tracking_uri: 'file:': {URI_FORMS}"),
+    # Credentials, which the config snapshots and job logs would keep in clear text.
+    ("uri-password", with_uri("http://alice:s3cret@host:5000"),
+     "mlflow.tracking_uri: 'http://alice:***@host:5000' holds a password; the config is written to results/config/"),
+    ("uri-password-database", with_uri("postgresql://bob:s3cret@db/mlflow"),
+     "'postgresql://bob:***@db/mlflow' holds a password; "),
+    ("uri-password-and-no-port", with_uri("http://alice:s3cret@host:port"), f"'http://alice:***@host:port': {URI_FORMS}"),
     # Absurd counts.
     ("huge-events-per-shard", sample(events_per_shard=2_000_000),
      "samples.ttbar.events_per_shard: 2000000 is greater than the maximum of 1000000 (use more shards instead)"),
@@ -166,3 +172,13 @@ def test_a_stored_config_with_nan_is_refused_naming_the_file(tmp_path):
             reader.config
     with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
         provenance_attrs({"training": {"learning_rate": NAN}}, "hash", 1)
+
+
+@pytest.mark.parametrize("uri", ["http://alice:s3cret@host:5000", "https://alice:s3cret@host/mlflow",
+                                 "mysql+pymysql://bob:s3cret@db:3306/runs", "http://alice:s3cret@host:port"])
+def test_a_password_in_the_tracking_uri_is_never_repeated(uri, tmp_path):
+    with pytest.raises(ConfigError) as info:
+        resolve_config(with_uri(uri), source=SOURCE)
+    assert "s3cret" not in str(info.value) and ":***@" in str(info.value)
+    # A user name alone is no secret: a database store may take its password from the environment.
+    assert resolve_config(with_uri("postgresql://bob@db/mlflow"))["mlflow"]["tracking_uri"] == "postgresql://bob@db/mlflow"

@@ -10,13 +10,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import urllib.parse
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import yaml
 
-from pipeline.config_schema import ConfigError, schema, validate_section, validated
+from pipeline.config_schema import ConfigError, schema, validate_section, validated, without_password
 from pipeline.io.outputs import write_text
 
 __all__ = ["ConfigError", "schema", "validate_section", "validate_config", "read_config_file"]
@@ -26,8 +27,8 @@ def validate_config(config: Mapping[str, Any], source: str = "config") -> dict:
 
     Raises ConfigError naming ``source`` and the offending key for an unknown key, a
     wrong type (also 2.0 for an integer), a value out of range, split fractions that do
-    not add up to one, a lower limit (pthat_min, jets.min_pt) not below its upper limit or
-    an unknown validation sample. The detector's and the studies' cross-checks run on top
+    not add up to one, a lower limit (pthat_min, jets.min_pt) not below its upper limit, a
+    password in the tracking URI or an unknown validation sample. The detector's and the studies' cross-checks run on top
     of this in ``pipeline.studies.resolve_config``, the generators' in
     ``pipeline.simulation.checks.check_generators``.
     """
@@ -41,6 +42,7 @@ def validate_config(config: Mapping[str, Any], source: str = "config") -> dict:
     for name, sample in resolved["samples"].items():
         _check_below_limit(source, f"samples.{name}", sample, "pthat_min", "pthat_max")
         _check_below_limit(source, f"samples.{name}.jets", sample["jets"], "min_pt", "max_pt")
+    _check_no_credentials(source, resolved["mlflow"]["tracking_uri"])
     for name in resolved["validation"]["samples"]:
         if name not in resolved["samples"]:
             raise ConfigError(
@@ -66,6 +68,20 @@ def _check_below_limit(source: str, where: str, section: Mapping[str, Any], low:
             f"{source}: invalid configuration:\n  {where}.{low} ({section[low]}) is not below "
             f"{where}.{high} ({section[high]}); expected {low} < {high}, or {high}: -1 for no limit"
         )
+
+
+def _check_no_credentials(source: str, uri: str) -> None:
+    """Refuse a tracking URI with a password in it: the config is written to results/config/
+    and quoted in job logs and errors, so the password would be kept in clear text. MLflow
+    reads the credentials from the environment instead."""
+    user_info = urllib.parse.urlsplit(uri).netloc.rpartition("@")[0]
+    if ":" in user_info:
+        raise ConfigError(
+            f"{source}: invalid configuration:\n  mlflow.tracking_uri: {without_password(uri)!r} holds a password; "
+            "the config is written to results/config/ and quoted in the job logs, so write the URI without it and "
+            "give the credentials to the jobs' environment: MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+            "(or MLFLOW_TRACKING_TOKEN) for a tracking server, the database's own (PGPASSWORD, a ~/.pgpass or "
+            "~/.my.cnf file) for a database store")
 
 
 def gun_samples(config: Mapping[str, Any]) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+import re
 from importlib import resources
 from typing import Any, Mapping
 
@@ -85,6 +86,16 @@ def _key_path(error, instance: Any, prefix: tuple = ()) -> str:
     return ".".join(parts) or "<top level>"
 
 
+#: The password of a URI's user information (``scheme://user:password@host``).
+_URI_PASSWORD = re.compile(r"(://[^/@\s:]*):[^/@\s]*@")
+
+
+def without_password(text: str) -> str:
+    """``text`` with the password of every URI in it replaced by ``***``: error messages and
+    logs quote settings, and a password must not reach them."""
+    return _URI_PASSWORD.sub(r"\1:***@", text)
+
+
 def _error_line(error, instance: Any, prefix: tuple = ()) -> str:
     """One error as "key: message", with the schema's ``x-hint`` for the failed keyword.
 
@@ -101,7 +112,7 @@ def _error_line(error, instance: Any, prefix: tuple = ()) -> str:
         message = f"{error.instance!r}: {hint}"
     else:
         message = f"{error.message} ({hint})" if hint else error.message
-    return f"  {_key_path(error, instance, prefix)}: {message}"
+    return without_password(f"  {_key_path(error, instance, prefix)}: {message}")
 
 
 def validated(instance: Mapping[str, Any] | None, source: str = "config", section: str | None = None) -> dict:
