@@ -51,7 +51,7 @@ class Fault:
 @dataclasses.dataclass
 class Place:
     tmp: Path
-    real: dict  # {"particle_jets": path, "track_jets": path, "config": path}
+    real: dict  # {"particle_jets": path, "track_jets": path, "config": path, "graphs_<split>": path}
 
     def good(self) -> Path:
         """A fresh good file of the test schema: 5 events with 2, 0, 3, 1, 4 hits."""
@@ -204,6 +204,21 @@ def damaged_chunk(place: Place) -> Fault:
     with h5py.File(path, "r") as f:
         chunk = f["tracks/d0"].id.get_chunk_info(0)
     return split(place, overwritten(path, chunk.byte_offset, chunk.size))
+
+
+def damaged_training_input(place: Place) -> Fault:
+    """A compressed chunk of track features overwritten in a training file: the file opens and
+    its schema checks, the training fails at its first read of those rows."""
+    path = Path(shutil.copy(place.real["graphs_train"], place.tmp / "graphs_train.h5"))
+    with h5py.File(path, "r") as f:
+        chunk = f["tracks/features"].id.get_chunk_info(0)
+    config, _ = study_config(place)
+    out = place.tmp / "models"
+    argv = ["vertexing", "train", "--config", str(config), "--method", "set2graph", "--train", str(path),
+            "--val", str(place.real["graphs_val"]), "--checkpoint", str(out / "set2graph.ckpt"),
+            "--history", str(out / "history.csv"), "--quiet"]
+    overwritten(path, chunk.byte_offset, chunk.size)
+    return Fault(argv, path, outputs=(out / "set2graph.ckpt", out / "history.csv"), command="vertexing train")
 
 
 def missing_input(place: Place) -> Fault:
@@ -480,6 +495,8 @@ CASES = [
     ("tracker: unwritable output directory", unwritable_output_directory, "Permission denied", AS_USER),
     ("tracker: full disk", full_disk_tracker, "File too large"),
     ("split: damaged data chunk", damaged_chunk, "reading tracks rows"),
+    ("vertexing train: damaged data chunk", damaged_training_input,
+     "failed (Can't synchronously read data (filter returned failure during read)); the file may be damaged"),
     ("split: full disk", full_disk_split, "File too large"),
     ("vertexing evaluate: rnn given set2graph's checkpoint", vertexing_other_method,
      "holds the vertexing study's 'set2graph' model, but was given as the vertexing study's 'rnn' model"),
@@ -505,10 +522,10 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def real_files(tmp_path_factory, tiny_files, tiny_config_session) -> dict:
+def real_files(tmp_path_factory, tiny_files, tiny_config_session, track_graphs) -> dict:
     config = tmp_path_factory.mktemp("bad_inputs") / "config.yaml"
     config.write_text(yaml.safe_dump(tiny_config_session))
-    return {**tiny_files, "config": config}
+    return {**tiny_files, "config": config, **{f"graphs_{split}": path for split, path in track_graphs.items()}}
 
 
 def read_everything(path: Path, schema: FileSchema) -> None:

@@ -179,6 +179,25 @@ def test_loader_batches_are_the_file_cells(pflow):
     assert np.all(np.abs(phi[j] - arrays["events"]["track_layer_phi"][rows, TRACK_LAYER]) <= 0.8 / 64 / 2 + 1e-6)
 
 
+def test_a_damaged_chunk_in_a_loaded_file_is_an_error_naming_it(pflow, tmp_path):
+    # The file opens and its schema checks: only reading the batch's cells finds the damage.
+    import h5py
+
+    from pipeline.io.hdf5 import DataFileError
+    from pipeline.studies.particle_flow.data import ParticleFlowBatches
+
+    path = tmp_path / "damaged.h5"
+    path.write_bytes(pflow[3].read_bytes())
+    with h5py.File(path, "r") as f:
+        chunk = f["cells/energy"].id.get_chunk_info(0)
+    batches = ParticleFlowBatches(path, 50)
+    with open(path, "r+b") as f:
+        f.seek(chunk.byte_offset)
+        f.write(b"\xff" * chunk.size)
+    with pytest.raises(DataFileError, match=f"{path}: reading events 0:50 failed .Can't synchronously read data"):
+        batches[0]
+
+
 def test_bad_study_settings_are_refused_with_the_key():
     raw = {"samples": {"gun": {"process": "particle_gun", "gun": {"particles": [PI_PLUS]}},
                        "tt": {"process": "ttbar"}},

@@ -72,6 +72,12 @@ class LazyFile:
             self._datasets[name] = self._open()[name]
         return self._datasets[name]
 
+    def _reading(self, what: str):
+        """A context in which a failed read names this file and ``what`` was read: HDF5
+        reports a damaged chunk of a file that opens as "Can't synchronously read data
+        (filter returned failure during read)", with no file named."""
+        return naming_file(self.path, f"reading {what}")
+
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_file"] = None

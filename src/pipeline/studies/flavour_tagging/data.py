@@ -111,8 +111,9 @@ class FlavourBatches(Dataset):
         part = self.tracks.read(index)
         if self.edges is not None:
             start = int(part["jets"][0])
-            pairs = self.edges._dataset("pairs/offsets")[start : start + len(part["jets"]) + 1]
-            part["score"] = self.edges._dataset("pairs/score")[int(pairs[0]) : int(pairs[-1])]
+            with self.edges._reading(f"the edge scores of jets {start}:{start + len(part['jets'])}"):
+                pairs = self.edges._dataset("pairs/offsets")[start : start + len(part["jets"]) + 1]
+                part["score"] = self.edges._dataset("pairs/score")[int(pairs[0]) : int(pairs[-1])]
         return part
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:

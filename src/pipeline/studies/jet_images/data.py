@@ -148,9 +148,10 @@ class JetImageBatches(FileBatches):
         if not 0 <= index < len(self):
             raise IndexError(index)
         start, stop = int(self.boundaries[index]), int(self.boundaries[index + 1])
-        jets = self._open()["jets"]
-        clean = jets["image"][start:stop].astype(np.float32)
-        labels = jets["label"][start:stop]
+        with self._reading(f"jets {start}:{stop}"):
+            jets = self._open()["jets"]
+            clean = jets["image"][start:stop].astype(np.float32)
+            labels = jets["label"][start:stop]
         keep = np.arange(stop - start) if self.select is None else np.flatnonzero(labels == self.select)
         batch = {"label": torch.from_numpy(labels[keep].astype(np.float32)),
                  "row": torch.from_numpy(start + keep.astype(np.int64))}

@@ -111,9 +111,10 @@ class ImageBatches(LazyFile):
         start, stop = index * self.batch_size, min((index + 1) * self.batch_size, self.n_events)
         h5 = self._open()
         event_fields = EVENT_FIELDS + (_TRUTH_FIELDS if self.evaluation else ())
-        events = {key: h5["events"][key][start:stop] for key in event_fields}
         c0, c1 = int(self.offsets[start]), int(self.offsets[stop])
-        cells = {key: h5["cells"][key][c0:c1] for key in CELL_FIELDS + (("cluster",) if self.evaluation else ())}
+        with self._reading(f"events {start}:{stop}"):
+            events = {key: h5["events"][key][start:stop] for key in event_fields}
+            cells = {key: h5["cells"][key][c0:c1] for key in CELL_FIELDS + (("cluster",) if self.evaluation else ())}
         cell_event = np.repeat(np.arange(stop - start), np.diff(self.offsets[start : stop + 1]))
         batch = dense_batch(events, cells, cell_event, self.shapes, self.fine, self.window)
         batch["row"] = np.arange(start, stop)

@@ -80,14 +80,15 @@ class SuperResolutionBatches(ImageBatches):
         n, h5 = stop - start, self._open()
         extra = tuple(key for key in EVALUATION_FIELDS if key not in EVENT_FIELDS) if self.evaluation else ()
         event_fields = EVENT_FIELDS + extra
-        events = {key: h5["events"][key][start:stop] for key in event_fields}
         c0, c1 = int(self.offsets[start]), int(self.offsets[stop])
-        cells = {key: h5["cells"][key][c0:c1] for key in CELL_FIELDS}
-        cell_event = np.repeat(np.arange(n), np.diff(self.offsets[start : stop + 1]))
-        dense = dense_batch(events, cells, cell_event, self.shapes, self.fine, self.window)
         f0, f1 = int(self.fine_offsets[start]), int(self.fine_offsets[stop])
         fields = _FINE_FIELDS + (("energy_charged", "energy_neutral") if self.evaluation else ())
-        fine_cells = {key: h5["fine_cells"][key][f0:f1] for key in fields}
+        with self._reading(f"events {start}:{stop}"):
+            events = {key: h5["events"][key][start:stop] for key in event_fields}
+            cells = {key: h5["cells"][key][c0:c1] for key in CELL_FIELDS}
+            fine_cells = {key: h5["fine_cells"][key][f0:f1] for key in fields}
+        cell_event = np.repeat(np.arange(n), np.diff(self.offsets[start : stop + 1]))
+        dense = dense_batch(events, cells, cell_event, self.shapes, self.fine, self.window)
         fine_event = np.repeat(np.arange(n), np.diff(self.fine_offsets[start : stop + 1]))
         images = self._fine_images(fine_cells, fine_event, n, fields[3:])
         batch = {"coarse": dense["layers"], "track": dense["track"], "fine": images["energy"],

@@ -68,11 +68,12 @@ class TrackGraphBatches(FileBatches):
             raise IndexError(index)
         start = index * self.batch_size
         stop = min(start + self.batch_size, self.n_jets)
-        offsets = self._dataset("tracks/offsets")[start : stop + 1]
-        t0, t1 = int(offsets[0]), int(offsets[-1])
-        return {"offsets": offsets - offsets[0], "jets": np.arange(start, stop, dtype=np.int64),
-                "features": self._dataset("tracks/features")[t0:t1], "vertex": self._dataset("tracks/vertex")[t0:t1],
-                "flavour": self._dataset("jets/flavour")[start:stop]}
+        with self._reading(f"jets {start}:{stop}"):
+            offsets = self._dataset("tracks/offsets")[start : stop + 1]
+            t0, t1 = int(offsets[0]), int(offsets[-1])
+            return {"offsets": offsets - offsets[0], "jets": np.arange(start, stop, dtype=np.int64),
+                    "features": self._dataset("tracks/features")[t0:t1],
+                    "vertex": self._dataset("tracks/vertex")[t0:t1], "flavour": self._dataset("jets/flavour")[start:stop]}
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         part = self.read(index)
