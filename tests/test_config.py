@@ -382,7 +382,7 @@ def test_vertexing_track_range_must_be_ordered():
 
 @pytest.mark.parametrize("uri", [
     "sqlite:///results/mlflow.db", "sqlite:////scratch/mlflow.db", "http://127.0.0.1:5000", "https://mlflow.example.org",
-    "http://[::1]:5000/mlflow", "postgresql://user:pw@db.example.org/mlflow", "mysql+pymysql://db/mlflow",
+    "http://[::1]:5000/mlflow", "postgresql://user@db.example.org/mlflow", "mysql+pymysql://db/mlflow",
     "file:///scratch/mlruns", "file:mlruns", "databricks://profile",
 ])
 def test_tracking_uris_of_every_store_are_accepted(uri):

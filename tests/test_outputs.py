@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from pipeline.io.outputs import atomic_output, write_text
+from pipeline.io.outputs import atomic_output, check_output_directory, write_text
 
 
 def test_atomic_output_renames_on_success(tmp_path):
@@ -86,3 +86,14 @@ def test_temporary_files_of_dead_writers_are_removed_and_live_ones_kept(tmp_path
         live.kill()
         live.wait()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([writing.name, other_output.name, "table.md"])
+
+
+def test_the_output_directory_is_checked_before_the_first_write(tmp_path, monkeypatch):
+    check_output_directory(tmp_path / "results")  # absent: it will be made
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="file is a file, not a directory: the workflow writes"):
+        check_output_directory(tmp_path / "file")
+    # Read-only (as seen by a user who is not root: root may write anywhere).
+    monkeypatch.setattr(os, "access", lambda path, mode: str(path) != str(tmp_path))
+    with pytest.raises(PermissionError, match=f"{tmp_path} is not writable by this user.*snakemake --directory"):
+        check_output_directory(tmp_path / "results" / "deeper")

@@ -61,6 +61,15 @@ def test_unknown_key_fails_before_any_job(tmp_path):
     assert not (tmp_path / "results" / "tiny").exists()
 
 
+def test_a_results_path_that_is_a_file_stops_the_run_before_anything_is_written(tmp_path):
+    config = write_config(tmp_path, TINY)
+    (tmp_path / "results").write_text("not a directory")
+    result = run_snakemake(tmp_path, "--configfile", str(config), check=False)
+    assert result.returncode != 0
+    assert "results is a file, not a directory: the workflow writes its outputs under results/" in result.stderr
+    assert "results/config" not in result.stderr and (tmp_path / "results").read_text() == "not a directory"
+
+
 def test_a_command_line_config_file_is_the_whole_configuration(tmp_path):
     # config.yaml next to it (configfile: is relative to --directory) must not add its samples.
     (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())
@@ -276,6 +285,15 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
     # A second run has nothing to do.
     again = run_snakemake(tmp_path, "--configfile", str(config))
     assert "Nothing to be done" in again.stdout + again.stderr
+
+    # The metrics do not depend on the cores: every evaluation again on one core (Snakemake
+    # then gives each job one thread) writes the same bytes, as torch runs evaluation.threads.
+    tables = sorted(p for study in ("vertexing", "flavour_tagging", "jet_images", "particle_flow", "super_resolution")
+                    for p in (results / study).glob("*.csv"))
+    before = {path: path.read_bytes() for path in tables}
+    evaluations = [study.rule("evaluate") for study in active_studies(resolve_config(TINY))]
+    run_snakemake(tmp_path, "--configfile", str(config), "--forcerun", *evaluations, cores="1")
+    assert len(tables) > 15 and {path: path.read_bytes() for path in tables} == before
 
     # Moving MLflow to a server, or the resume directory, reruns nothing.
     write_config(tmp_path, {**TINY, "mlflow": {"tracking_uri": "http://127.0.0.1:5999"},

@@ -6,8 +6,11 @@
 shell.prefix(f'export PYTHONPATH="{Path(workflow.basedir) / "src"}${{{{PYTHONPATH:+:$PYTHONPATH}}}}"; ')
 
 from pipeline.config import snapshot_config, stage_config
-from pipeline.io.outputs import write_text
+from pipeline.io.outputs import check_output_directory, write_text
 from pipeline.studies import active_studies, tracking_samples
+
+# Before anything is written (the config snapshots under results/config/ at parse time).
+check_output_directory("results")
 
 SAMPLES = list(config["samples"])
 SPLITS = ["train", "val", "test"]

@@ -31,13 +31,13 @@ rule score_edges_flavour_tagging:
     wildcard_constraints:
         finder="|".join(VERTEX_FINDERS),
     params:
-        config=stage_config_file("vertexing", "mlflow", sample=VERTEXING_SAMPLE),
+        config=stage_config_file("vertexing", "evaluation", "mlflow", sample=VERTEXING_SAMPLE),
         checkpoint=lambda wc, input: f"--checkpoint {input.checkpoint}" if input.checkpoint else "",
     log:
         "logs/flavour_tagging/score_edges_{finder}.log",
     benchmark:
         "logs/benchmarks/flavour_tagging/score_edges_{finder}.tsv"
-    threads: 1
+    threads: config["evaluation"]["threads"]
     priority: TAGGING_CHAIN_PRIORITY
     resources:
         mem_mb=4000,
@@ -98,7 +98,7 @@ rule evaluate_flavour_tagging:
     output:
         reported(FLAVOUR_TAGGING.outputs(config), "flavour_tagging", FLAVOUR_TAGGING_REPORT),
     params:
-        config=stage_config_file("vertexing", "flavour_tagging", "mlflow", sample=VERTEXING_SAMPLE),
+        config=stage_config_file("vertexing", "flavour_tagging", "evaluation", "mlflow", sample=VERTEXING_SAMPLE),
         checkpoints=lambda wc, input: " ".join(
             f"--checkpoint {m}={p}" for (m, _), p in
             zip(itertools.product(FLAVOUR_TAGGING_METHODS, FLAVOUR_TAGGING_REPLICAS), input.checkpoints)
@@ -108,7 +108,7 @@ rule evaluate_flavour_tagging:
         "logs/flavour_tagging/evaluate.log",
     benchmark:
         "logs/benchmarks/flavour_tagging/evaluate.tsv"
-    threads: 2
+    threads: config["evaluation"]["threads"]
     resources:
         mem_mb=4000,
         runtime=30,

@@ -127,13 +127,13 @@ rule evaluate_jet_images:
         reported([path for path in JET_IMAGES.outputs(config) if not path.startswith("results/jet_images/data/")
                   and "average_images" not in path and "single_jets" not in path], "jet_images", JET_IMAGE_REPORT),
     params:
-        config=study_config_file("jet_images", IMAGE_SAMPLES, "jet_images", "mlflow"),
+        config=study_config_file("jet_images", IMAGE_SAMPLES, "jet_images", "evaluation", "mlflow"),
         checkpoints=lambda wc, input: " ".join(f"--checkpoint {m}={p}" for m, p in zip(IMAGE_MODELS, input.checkpoints)),
     log:
         "logs/jet_images/evaluate.log",
     benchmark:
         "logs/benchmarks/jet_images/evaluate.tsv"
-    threads: 2
+    threads: config["evaluation"]["threads"]
     resources:
         mem_mb=4000,
         runtime=30,

@@ -129,13 +129,13 @@ rule evaluate_particle_flow:
     output:
         reported(PARTICLE_FLOW.outputs(config), "particle_flow", PARTICLE_FLOW_REPORT),
     params:
-        config=study_config_file("particle_flow", PF_SAMPLES, "calorimeter", "particle_flow", "mlflow"),
+        config=study_config_file("particle_flow", PF_SAMPLES, "calorimeter", "particle_flow", "evaluation", "mlflow"),
         checkpoints=lambda wc, input: " ".join(f"--checkpoint {m}={p}" for m, p in zip(PF_LEARNED, input.checkpoints)),
     log:
         "logs/particle_flow/evaluate.log",
     benchmark:
         "logs/benchmarks/particle_flow/evaluate.tsv"
-    threads: 2
+    threads: config["evaluation"]["threads"]
     resources:
         mem_mb=4000,
         runtime=30,

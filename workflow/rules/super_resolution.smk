@@ -117,7 +117,7 @@ rule evaluate_super_resolution:
     output:
         reported(SUPER_RESOLUTION.outputs(config), "super_resolution", SUPER_RESOLUTION_REPORT),
     params:
-        config=study_config_file("super_resolution", SR_SAMPLES, *SR_IMAGE_SECTIONS[1:], "mlflow"),
+        config=study_config_file("super_resolution", SR_SAMPLES, *SR_IMAGE_SECTIONS[1:], "evaluation", "mlflow"),
         checkpoints=lambda wc, input: " ".join(f"--checkpoint {m}={p}" for m, p in zip(SR_LEARNED, input.checkpoints)),
         downstream=lambda wc, input: (f"--particle-flow-checkpoint {input.particle_flow[0]} "
                                       f"--particle-flow-metrics {input.particle_flow[1]}") if SR_DOWNSTREAM else "",
@@ -125,7 +125,7 @@ rule evaluate_super_resolution:
         "logs/super_resolution/evaluate.log",
     benchmark:
         "logs/benchmarks/super_resolution/evaluate.tsv"
-    threads: 2
+    threads: config["evaluation"]["threads"]
     resources:
         mem_mb=4000,
         runtime=30,

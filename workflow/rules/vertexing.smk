@@ -79,7 +79,7 @@ rule evaluate_vertexing:
     output:
         reported(VERTEXING.outputs(config), "vertexing", VERTEXING_REPORT),
     params:
-        config=stage_config_file("vertexing", "mlflow", sample=VERTEXING_SAMPLE),
+        config=stage_config_file("vertexing", "evaluation", "mlflow", sample=VERTEXING_SAMPLE),
         checkpoints=lambda wc, input: " ".join(
             f"--checkpoint {m}={p}" for m, p in zip(LEARNED_VERTEX_FINDERS, input.checkpoints)
         ),
@@ -87,7 +87,7 @@ rule evaluate_vertexing:
         "logs/vertexing/evaluate.log",
     benchmark:
         "logs/benchmarks/vertexing/evaluate.tsv"
-    threads: 2
+    threads: config["evaluation"]["threads"]
     resources:
         mem_mb=4000,
         runtime=30,

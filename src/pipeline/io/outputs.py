@@ -58,6 +58,23 @@ def atomic_output(target: str | Path) -> Iterator[Path]:
         raise
 
 
+def check_output_directory(path: str | Path) -> None:
+    """Raise OSError, saying what to do, unless ``path`` is a directory this process may
+    write in or may create: a run checks its results/ before the first job, not when the
+    first output (a config snapshot at parse time) cannot be written."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{path} is a file, not a directory: the workflow writes its outputs under "
+                                 f"{path}/; move the file away")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"{existing} is not writable by this user, and the workflow writes its outputs under "
+                              f"{path}/; run in a directory you may write (snakemake --directory <dir>) or change "
+                              "its permissions")
+
+
 def write_text(target: str | Path, text: str) -> Path:
     with atomic_output(target) as tmp:
         tmp.write_text(text)

@@ -30,6 +30,7 @@ from pipeline.ml.checkpoints import IDENTITY_KEY, RUN_ID_KEY, checkpoint_identit
 from pipeline.ml.memory_format import channels_last
 from pipeline.ml.resume import ResumeState
 from pipeline.ml.tracking import mlflow_logger, run_name, run_tags, tracking_server_lost
+from pipeline.ml.threads import use_threads
 from pipeline.seeds import derive_seed
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def build_trainer(config: Mapping, checkpoint_dir: str | Path, logger=None, prog
     a killed training can resume from it.
     """
     settings = config["training"]
-    torch.set_num_threads(settings["threads"])
+    use_threads(settings["threads"])
     retain_freed_memory()
     checkpoint = ModelCheckpoint(
         dirpath=str(checkpoint_dir), filename="best", monitor="val_loss", mode="min", save_top_k=1, save_last=True,

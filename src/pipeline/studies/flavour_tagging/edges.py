@@ -20,6 +20,7 @@ from tqdm import tqdm
 from pipeline.config import config_hash
 from pipeline.io.hdf5 import RaggedWriter, provenance_attrs
 from pipeline.ml.checkpoints import load_module
+from pipeline.ml.threads import use_evaluation_threads
 from pipeline.ml.tracking import log_run, run_name, run_tags
 from pipeline.studies.flavour_tagging.formats import VERTEX_EDGES
 from pipeline.studies.vertexing.classical import CLASSICAL, SETTINGS, classical_partition
@@ -82,6 +83,7 @@ def score_edges(config: Mapping, finder: str, graphs: Mapping[str, str | Path], 
         raise ValueError(f"vertex finder {finder!r}: " + ("takes no checkpoint" if finder in CLASSICAL
                                                            else "needs its checkpoint (--checkpoint)"))
     model = None
+    use_evaluation_threads(config)
     if checkpoint is not None:
         # Its recorded method and network settings against --method and the config's vertexing section.
         model = load_module(VertexFinder, checkpoint, vertex_finder_identity(config, finder)).eval()

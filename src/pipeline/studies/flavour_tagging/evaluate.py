@@ -22,6 +22,7 @@ from sklearn.metrics import confusion_matrix
 from pipeline.io.outputs import pyplot, save_figure, write_csv, write_text
 from pipeline.ml.checkpoints import check_checkpoint, check_checkpoint_names, checkpoint_run_id, load_module
 from pipeline.ml.roc import rejection_at
+from pipeline.ml.threads import use_evaluation_threads
 from pipeline.ml.tracking import log_run, run_name, run_tags
 from pipeline.seeds import derive_seed
 from pipeline.studies.flavour_tagging.data import CLASSES, FlavourBatches
@@ -204,6 +205,7 @@ def evaluate_flavour_tagging(config: Mapping, test_graphs: str | Path,
     table's rows (means over replicas)."""
     checkpoints = {m: [paths] if isinstance(paths, (str, Path)) else list(paths) for m, paths in checkpoints.items()}
     check_checkpoint_names(checkpoints, METHODS, "flavour_tagging evaluate")
+    use_evaluation_threads(config)
     seeds = config["flavour_tagging"]["seeds"]
     wrong = {m: len(paths) for m, paths in checkpoints.items() if len(paths) != seeds}
     if wrong:

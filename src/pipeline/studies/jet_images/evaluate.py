@@ -32,6 +32,7 @@ from matplotlib.colors import LogNorm
 from pipeline.io.outputs import pyplot, save_figure, write_csv, write_text
 from pipeline.ml.checkpoints import check_checkpoint, check_checkpoint_names, checkpoint_run_id, load_module
 from pipeline.ml.roc import efficiency_curve
+from pipeline.ml.threads import use_evaluation_threads
 from pipeline.ml.tracking import log_run, run_name, run_tags
 from pipeline.studies.jet_images.data import ROWS_PER_READ, iterate_images, normalise_images
 from pipeline.studies.jet_images.formats import IMAGE_CLASSES
@@ -179,6 +180,7 @@ def evaluate_jet_images(config: Mapping, test: str | Path, checkpoints: Mapping[
     each checked (``model_identity``) before any of the three evaluations (taggers,
     autoencoders, denoising) starts. Returns their rows by evaluation."""
     check_checkpoint_names(checkpoints, METHODS, "jet_images evaluate")
+    use_evaluation_threads(config)
     for name in METHODS:
         check_checkpoint(checkpoints[name], model_identity(config, name))
     return {"taggers": evaluate_taggers(config, test, {n: checkpoints[n] for n in TAGGERS}, output_dir),

@@ -19,6 +19,7 @@ import torch
 
 from pipeline.io.outputs import write_csv, write_text
 from pipeline.ml.checkpoints import check_checkpoint_names, checkpoint_run_id, load_module
+from pipeline.ml.threads import use_evaluation_threads
 from pipeline.ml.tracking import log_run, run_name, run_tags
 from pipeline.simulation.window_geometry import WindowGeometry
 from pipeline.studies.particle_flow.calibration import baseline_inputs
@@ -114,6 +115,7 @@ def evaluate_particle_flow(config: Mapping, test: str | Path, checkpoints: Mappi
     energy bin), distance.csv (per bin of the pions' distance), cell_mse.csv (per layer),
     the figures, and one MLflow run per method. Returns the metrics.csv rows."""
     check_checkpoint_names(checkpoints, LEARNED, "particle_flow evaluate")
+    use_evaluation_threads(config)
     output_dir = Path(output_dir)
     geometry = WindowGeometry.from_config(config)
     networks, device = _networks(config, checkpoints, geometry)

@@ -27,6 +27,7 @@ import torch
 
 from pipeline.io.outputs import write_csv, write_text
 from pipeline.ml.checkpoints import check_checkpoint_names, checkpoint_run_id, load_module
+from pipeline.ml.threads import use_evaluation_threads
 from pipeline.ml.tracking import log_run, run_name, run_tags
 from pipeline.simulation.window_geometry import WindowGeometry
 from pipeline.studies.particle_flow.evaluate import markdown_table as particle_flow_table
@@ -110,6 +111,7 @@ def evaluate_super_resolution(config: Mapping, test: str | Path, pi0_test: str |
     downstream_resolution.png/pdf: that CNN fed every method's images (``downstream``).
     Returns the tables' rows."""
     check_checkpoint_names(checkpoints, LEARNED, "super_resolution evaluate")
+    use_evaluation_threads(config)
     output_dir = Path(output_dir)
     geometry = WindowGeometry.from_config(detector_config(config))
     physics_layer = geometry.names.index(config["super_resolution"]["physics"]["layer"])

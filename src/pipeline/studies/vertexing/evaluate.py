@@ -20,6 +20,7 @@ from pipeline.config import config_hash
 from pipeline.io.hdf5 import RaggedWriter, provenance_attrs
 from pipeline.io.outputs import pyplot, save_figure, write_csv, write_text
 from pipeline.ml.checkpoints import check_checkpoint_names, load_module
+from pipeline.ml.threads import use_evaluation_threads
 from pipeline.ml.tracking import log_run, run_name, run_tags
 from pipeline.studies.vertexing.classical import CLASSICAL, classical_partition
 from pipeline.studies.vertexing.data import TrackGraphBatches
@@ -159,6 +160,7 @@ def evaluate_vertexing(config: Mapping, test_path: str | Path, checkpoints: Mapp
                        output_dir: str | Path) -> list[dict]:
     """Evaluate all methods on the test file; write the tables, figure and predictions."""
     models = load_finders(config, checkpoints)  # before any output: a wrong checkpoint stops here
+    use_evaluation_threads(config)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     predictions = predict(test_path, models)
