@@ -254,12 +254,13 @@ def unwritable_output_directory(place: Place) -> Fault:
 
 
 def study_config(place: Place, **sections) -> tuple[Path, dict]:
-    """(file, resolved config): the session's config with its MLflow store in the test's
-    directory and ``sections`` replaced (the resolved one is what the steps read)."""
+    """(file, resolved config): the session's config with its MLflow store and its trainings'
+    resume directory in the test's directory and ``sections`` replaced (the resolved one is what the steps read)."""
     from pipeline.run_config import load_config
 
     config = yaml.safe_load(place.real["config"].read_text())
     config["mlflow"] = {**config["mlflow"], "tracking_uri": f"sqlite:///{place.tmp}/mlflow.db"}
+    config["training"] = {**config.get("training", {}), "resume_dir": str(place.tmp / "resume")}
     config.update(sections)
     path = place.tmp / f"config{len(list(place.tmp.glob('config*.yaml')))}.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -29,8 +29,8 @@ from pipeline.io.outputs import atomic_output
 from pipeline.ml.checkpoints import IDENTITY_KEY, RUN_ID_KEY, checkpoint_identity, load_checkpoint, save_checkpoint
 from pipeline.ml.memory_format import channels_last
 from pipeline.ml.resume import ResumeState
-from pipeline.ml.tracking import mlflow_logger, run_name, run_tags, tracking_server_lost
 from pipeline.ml.threads import use_threads
+from pipeline.ml.tracking import mlflow_logger, run_name, run_tags, tracking_server_lost
 from pipeline.seeds import derive_seed
 
 log = logging.getLogger(__name__)

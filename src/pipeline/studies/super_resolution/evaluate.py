@@ -46,8 +46,8 @@ from pipeline.studies.super_resolution.interpolation import super_resolve
 from pipeline.studies.super_resolution.methods import INTERPOLATIONS, LEARNED, METHODS, REFERENCES
 from pipeline.studies.super_resolution.metrics import ImageMetrics, physics_row
 from pipeline.studies.super_resolution.models import SuperResolutionModule
-from pipeline.studies.super_resolution.train import network_identity
 from pipeline.studies.super_resolution.physics import diphoton_mass, neutral_fractions, shower_shapes, two_cluster_split
+from pipeline.studies.super_resolution.train import network_identity
 
 log = logging.getLogger(__name__)
 
