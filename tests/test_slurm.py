@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -87,9 +86,9 @@ def test_the_tiny_dag_runs_through_slurm_and_a_failing_job_is_reported(tmp_path,
     assert not (results / "tiny" / "split" / "train.h5").exists()  # no output of a failed job is kept
 
 
-def planned_jobs(profile: str, configfile) -> list[tuple[str, dict]]:
-    """The rule and resources of every job a dry run with `profile` plans for `configfile`."""
-    plan = run_snakemake(Path(tempfile.mkdtemp()), "-n", "--profile", str(PROFILES / profile),
+def planned_jobs(workdir: Path, profile: str, configfile) -> list[tuple[str, dict]]:
+    """The rule and resources of every job a dry run in ``workdir`` with `profile` plans for `configfile`."""
+    plan = run_snakemake(workdir, "-n", "--profile", str(PROFILES / profile),
                          "--configfile", str(configfile), cores=None)
     jobs = []
     for block in (plan.stdout + plan.stderr).split("\nrule ")[1:]:
@@ -109,11 +108,11 @@ def partition_of(profile: str, rule: str, resources: dict) -> str | None:
     return get_best_partition(partitions, job, logging.getLogger("slurm partitions"))
 
 
-def test_the_users_profile_sends_exactly_the_training_jobs_to_the_gpu_partition():
+def test_the_users_profile_sends_exactly_the_training_jobs_to_the_gpu_partition(tmp_path):
     """A dry run with profiles/slurm (no cluster needed): the training jobs ask for gpu=1 and
     the plugin's partition selection, reading the profile's partitions.yaml, sends them and
     only them to the GPU partition; no rule is named in the profile."""
-    jobs = planned_jobs("slurm", REPO / "config.yaml")
+    jobs = planned_jobs(tmp_path, "slurm", REPO / "config.yaml")
     training = {study.training_rule for study in registered() if study.training_rule}
     assert "train_vertexing" in training and len(training) == 5
     assert training < {rule for rule, _ in jobs} and len(jobs) > 100

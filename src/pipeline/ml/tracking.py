@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from pipeline import __version__
+from pipeline.config_schema import without_password
 from pipeline.io.hdf5 import git_sha
 
 log = logging.getLogger(__name__)
@@ -142,14 +143,6 @@ def client_give_up_s(environ: Mapping[str, str] | None = None) -> float:
     return (retries + 1) * timeout + backoff
 
 
-def shown_uri(uri: str) -> str:
-    """``uri`` without any user and password in it, fit for messages."""
-    parts = urllib.parse.urlsplit(uri)
-    if "@" not in parts.netloc:
-        return uri
-    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-
-
 def server_answers(uri: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
     """Whether the store at ``uri`` answers now: always for a file store; one ``/health``
     request, no retries, for a server (it answers it without credentials)."""
@@ -199,7 +192,7 @@ def tracking_server_lost(config: Mapping, error: BaseException, run: str,
     else:
         kept = "no epoch had finished, so nothing is kept: run the job again once the server is back"
     return TrackingServerError(
-        f"mlflow.tracking_uri = {shown_uri(uri)!r}: the MLflow tracking server stopped answering while {run} "
+        f"mlflow.tracking_uri = {without_password(uri)!r}: the MLflow tracking server stopped answering while {run} "
         f"trained (MLflow's client gave up after its retries, at most {client_give_up_s():.0f} s per call); {kept}")
 
 
@@ -247,12 +240,12 @@ def check_tracking_server(uri: str, experiment: str = "pipeline", timeout: float
         {"experiment_name": experiment})
     host = urllib.parse.urlsplit(uri).netloc.rpartition("@")[2]
     user = os.environ.get("MLFLOW_TRACKING_USERNAME")
-    prefix = f"mlflow.tracking_uri = {shown_uri(uri)!r}: "
+    prefix = f"mlflow.tracking_uri = {without_password(uri)!r}: "
     try:
         status, body = _server_request(api, timeout)
     except (urllib.error.URLError, OSError) as error:
         raise TrackingServerError(
-            prefix + f"no MLflow tracking server answers at {shown_uri(uri)} ({getattr(error, 'reason', error)}). "
+            prefix + f"no MLflow tracking server answers at {without_password(uri)} ({getattr(error, 'reason', error)}). "
             "Start the server (docs/running.md: 'When to use a tracking server'), fix the URI, or use the embedded "
             "store: mlflow.tracking_uri: sqlite:///results/mlflow.db") from None
     if status == 200 or (status == 404 and "RESOURCE_DOES_NOT_EXIST" in body):
@@ -276,7 +269,7 @@ def check_tracking_server(uri: str, experiment: str = "pipeline", timeout: float
             prefix + f"user {user!r} may not read experiment {experiment!r} (HTTP 403 {body.strip()[:200]}); "
             "ask the server's admin for permission, or log to another experiment (mlflow.experiment)")
     raise TrackingServerError(
-        prefix + f"HTTP {status} from {shown_uri(api)} ({body.strip()[:200]}): is this an MLflow tracking server?")
+        prefix + f"HTTP {status} from {without_password(api)} ({body.strip()[:200]}): is this an MLflow tracking server?")
 
 
 def initialise_sqlite_store(uri: str, path: Path, experiment: str | None = None) -> None:
