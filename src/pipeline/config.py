@@ -28,7 +28,8 @@ def validate_config(config: Mapping[str, Any], source: str = "config") -> dict:
     Raises ConfigError naming ``source`` and the offending key for an unknown key, a
     wrong type (also 2.0 for an integer), a value out of range, split fractions that do
     not add up to one, a lower limit (pthat_min, jets.min_pt) not below its upper limit, a
-    password in the tracking URI or an unknown validation sample. The detector's and the studies' cross-checks run on top
+    password in the tracking URI, training settings that cannot run (``check_training_settings``)
+    or an unknown validation sample. The detector's and the studies' cross-checks run on top
     of this in ``pipeline.studies.resolve_config``, the generators' in
     ``pipeline.simulation.checks.check_generators``.
     """
@@ -43,6 +44,11 @@ def validate_config(config: Mapping[str, Any], source: str = "config") -> dict:
         _check_below_limit(source, f"samples.{name}", sample, "pthat_min", "pthat_max")
         _check_below_limit(source, f"samples.{name}.jets", sample["jets"], "min_pt", "max_pt")
     _check_no_credentials(source, resolved["mlflow"]["tracking_uri"])
+    with config_errors(source):
+        check_training_settings(resolved["training"])
+        for study, section in resolved.items():
+            if isinstance(section, Mapping) and isinstance(section.get("training"), Mapping):
+                check_training_settings({**resolved["training"], **section["training"]}, f"{study}.training")
     for name in resolved["validation"]["samples"]:
         if name not in resolved["samples"]:
             raise ConfigError(
@@ -50,6 +56,19 @@ def validate_config(config: Mapping[str, Any], source: str = "config") -> dict:
                 f"{name!r}, expected one of {sorted(resolved['samples'])}"
             )
     return resolved
+
+
+def check_training_settings(settings: Mapping[str, Any], where: str = "training") -> None:
+    """ValueError naming the key unless a training section (a study's: with its overrides
+    applied) can run: several nodes need Slurm to start their processes, and 16-bit mixed
+    precision a GPU."""
+    if settings["num_nodes"] > 1 and settings["launcher"] != "srun":
+        raise ValueError(f"training.num_nodes: {settings['num_nodes']} nodes need training.launcher: srun (Slurm "
+                         f"starts the processes of the other nodes); launcher {settings['launcher']!r} starts them "
+                         "on this machine only")
+    if settings["precision"] == "16-mixed" and settings["accelerator"] == "cpu":
+        raise ValueError(f"{where}.precision: 16-mixed runs on GPUs only (PyTorch has no float16 autocast with a "
+                         "gradient scaler on CPUs); use bf16-mixed with accelerator cpu")
 
 
 @contextmanager

@@ -46,16 +46,23 @@ class ResumeState:
     def _file(self, name: str) -> Path:
         return self.directory / name
 
-    def last_checkpoint(self) -> Path | None:
-        """``last.ckpt`` of an interrupted run of this same training, else None (a stale
-        directory, of another config or other inputs, is removed)."""
+    def last_checkpoint(self, discard_stale: bool = True) -> Path | None:
+        """``last.ckpt`` of an interrupted run of this same training, else None. A stale
+        directory, of another config or other inputs, is removed if ``discard_stale`` (the
+        ranks of a data-parallel training but the first only read)."""
         stamp = self._file("fingerprint")
-        if stamp.exists() and stamp.read_text() != self.fingerprint:
-            log.warning("%s holds an interrupted training of another config or other inputs; starting over",
-                        self.directory)
-            shutil.rmtree(self.directory)
+        try:
+            current = stamp.read_text() == self.fingerprint
+        except FileNotFoundError:
+            return None
+        if not current:
+            if discard_stale:
+                log.warning("%s holds an interrupted training of another config or other inputs; starting over",
+                            self.directory)
+                shutil.rmtree(self.directory)
+            return None
         last = self.checkpoints / "last.ckpt"
-        return last if stamp.exists() and last.exists() else None
+        return last if last.exists() else None
 
     def run_id(self) -> str | None:
         path = self._file("mlflow_run_id")

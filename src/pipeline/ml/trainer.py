@@ -6,13 +6,16 @@ stopping on the validation loss, the best checkpoint kept, and an ``MLFlowLogger
 (``pipeline.ml.tracking``). Trainings resume: the epoch checkpoints of a running training
 live in a ``ResumeState`` directory (``pipeline.ml.resume``) outside the workflow's
 outputs, and a training that was killed continues from its last epoch, to the same result
-(seeded per-epoch batch orders, the random streams stored in the checkpoint).
+(seeded per-epoch batch orders, the random streams stored in the checkpoint). With
+``training.devices`` x ``training.num_nodes`` > 1 the same fit runs data-parallel
+(``pipeline.ml.parallel``): every rank runs this code, rank 0 alone writes.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
+import os
 import random
 import signal
 from pathlib import Path
@@ -28,6 +31,7 @@ from pipeline.allocator import retain_freed_memory
 from pipeline.io.outputs import atomic_output
 from pipeline.ml.checkpoints import IDENTITY_KEY, RUN_ID_KEY, checkpoint_identity, load_checkpoint, save_checkpoint
 from pipeline.ml.memory_format import channels_last
+from pipeline.ml.parallel import build_strategy, check_launch, follow_launcher, process_rank, world_size
 from pipeline.ml.resume import ResumeState
 from pipeline.ml.threads import use_threads
 from pipeline.ml.tracking import mlflow_logger, run_name, run_tags, tracking_server_lost
@@ -36,17 +40,29 @@ from pipeline.seeds import derive_seed
 log = logging.getLogger(__name__)
 
 
+def use_deterministic_kernels(settings: Mapping) -> None:
+    """Before CUDA starts: cuBLAS takes its workspace setting when it first runs, and with
+    ``training.deterministic`` it needs a fixed one for reproducible sums (docs/determinism.md);
+    the Trainer then turns on torch's deterministic algorithms."""
+    if settings["deterministic"]:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
 def build_trainer(config: Mapping, checkpoint_dir: str | Path, logger=None, progress: bool = True,
                   callbacks: Iterable[pl.Callback] = ()):
     """A Lightning Trainer configured from ``config['training']``.
 
-    Early stopping and checkpointing both watch ``val_loss``; the best checkpoint is
-    ``checkpoint_callback.best_model_path``; ``last.ckpt`` in ``checkpoint_dir`` is
-    rewritten after every epoch, with the random streams (``RandomStreams``), so that
-    a killed training can resume from it.
+    Early stopping and checkpointing both watch ``val_loss`` (reduced over the ranks of a
+    data-parallel training); the best checkpoint is ``checkpoint_callback.best_model_path``;
+    ``last.ckpt`` in ``checkpoint_dir`` is rewritten after every epoch, with the random
+    streams (``RandomStreams``), so that a killed training can resume from it. The batches
+    are shared out by the DataModules themselves (``PrebatchedDataModule``), not by Lightning.
     """
     settings = config["training"]
     use_threads(settings["threads"])
+    if world_size(settings) > 1:  # Lightning's launcher sets every rank's threads from the cores unless this is set
+        os.environ["OMP_NUM_THREADS"] = str(settings["threads"])
+    use_deterministic_kernels(settings)
     retain_freed_memory()
     checkpoint = ModelCheckpoint(
         dirpath=str(checkpoint_dir), filename="best", monitor="val_loss", mode="min", save_top_k=1, save_last=True,
@@ -54,41 +70,72 @@ def build_trainer(config: Mapping, checkpoint_dir: str | Path, logger=None, prog
     return pl.Trainer(
         accelerator=settings["accelerator"],
         devices=settings["devices"],
+        num_nodes=settings["num_nodes"],
+        strategy=build_strategy(settings),
+        use_distributed_sampler=False,
         precision=settings["precision"],
+        accumulate_grad_batches=settings["accumulate_batches"],
+        deterministic=settings["deterministic"],
         max_epochs=settings["max_epochs"],
         # Lightning runs the ModelCheckpoint last, so the others' states are current in it.
         callbacks=[EarlyStopping(monitor="val_loss", mode="min", patience=settings["patience"]), checkpoint,
-                   RandomStreams(), *callbacks],
+                   RandomStreams(config["seed"]), *callbacks],
         logger=logger if logger is not None else False,
         enable_progress_bar=progress,
         log_every_n_steps=10,
     )
 
 
-class RandomStreams(pl.Callback):
-    """Carries the global random streams (torch, CUDA, NumPy, Python) through checkpoints.
-    Their state is saved with every checkpoint and, on resuming, set back when training
-    starts (after the sanity check, which draws from them too), so the resumed epochs
-    draw the dropout masks and loader seeds of the uninterrupted run."""
+def _random_state() -> dict:
+    """This process's global random streams (torch, CUDA, NumPy, Python), as plain data."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss],
+            "python": random.getstate()}
 
-    def __init__(self):
-        self._saved: dict | None = None
+
+class RandomStreams(pl.Callback):
+    """Carries the global random streams (torch, CUDA, NumPy, Python) of every rank through
+    checkpoints. Their states are saved with every checkpoint and, on resuming, set back
+    when training starts (after the sanity check, which draws from them too), so the
+    resumed epochs draw the dropout masks and loader seeds of the uninterrupted run.
+
+    The ranks of a data-parallel training are seeded alike (the same initial weights);
+    when the fit starts, every rank but 0 reseeds from ``derive_seed(seed, "rank", rank)``,
+    so that the ranks draw their own dropout masks, not copies of rank 0's."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+        self._saved: list[dict] | None = None
+
+    def setup(self, trainer, module, stage: str) -> None:
+        if trainer.global_rank > 0:
+            seed = derive_seed(self.seed, "rank", trainer.global_rank)
+            torch.manual_seed(seed)
+            np.random.seed(seed % 2**32)
+            random.seed(seed)
 
     def state_dict(self) -> dict:
-        kind, keys, position, has_gauss, gauss = np.random.get_state()
-        return {"torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss],
-                "python": random.getstate()}
+        # Lightning asks every rank when it saves a checkpoint (rank 0 writes it): all take part.
+        states = [_random_state()]
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            states = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(states, _random_state())
+        return {"ranks": states}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self._saved = state_dict
+        self._saved = state_dict["ranks"]
 
     def on_train_start(self, trainer, module) -> None:
         if self._saved is None:
             return
 
-        state, self._saved = self._saved, None
+        states, self._saved = self._saved, None
+        if len(states) != trainer.world_size:
+            raise RuntimeError(f"the checkpoint holds the random streams of {len(states)} processes, this training "
+                               f"has {trainer.world_size}")
+        state = states[trainer.global_rank]
         torch.set_rng_state(state["torch"])
         if state["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
@@ -125,6 +172,7 @@ class EpochHistory(pl.Callback):
         self.rows: list[dict[str, float]] = []
 
     def on_validation_end(self, trainer, module):
+        # Every rank keeps them (the metrics are reduced over the ranks); rank 0 writes them.
         if not trainer.sanity_checking:
             self.rows.append({"epoch": trainer.current_epoch,
                               **{k: float(v) for k, v in trainer.callback_metrics.items()}})
@@ -163,17 +211,26 @@ def fit_and_export(
 
     A training that was killed (SIGKILL, a Slurm time limit) resumes from the last
     epoch checkpoint in its ``ResumeState`` directory and continues its MLflow run; the
-    directory is removed once the outputs are written."""
+    directory is removed once the outputs are written.
+
+    Data-parallel, every rank runs this; rank 0 alone keeps the MLflow run and the resume
+    directory and writes the outputs; the others return (their last epoch's metrics, None)."""
     checkpoint, history = Path(checkpoint), Path(history)
-    resume = ResumeState(config["training"]["resume_dir"], checkpoint,
-                         ResumeState.fingerprint_of(config, params, tags))
-    last = resume.last_checkpoint()
-    logger = mlflow_logger(config, run_name=run_name, tags=tags, run_id=resume.run_id() if last else None)
-    resume.start(logger.run_id)
-    if last is None:
-        logger.log_hyperparams({"parameters": sum(p.numel() for p in model.parameters()), **params})
-    else:
-        log.info("resuming %s from %s (MLflow run %s)", run_name, last, logger.run_id)
+    settings = config["training"]
+    rank, world = process_rank(settings["launcher"]), world_size(settings)
+    main = rank == 0
+    resume = ResumeState(settings["resume_dir"], checkpoint, ResumeState.fingerprint_of(config, params, tags))
+    last = resume.last_checkpoint(discard_stale=main)
+    logger = None
+    if main:
+        logger = mlflow_logger(config, run_name=run_name, tags=tags, run_id=resume.run_id() if last else None)
+        resume.start(logger.run_id)
+        if last is None:
+            logger.log_hyperparams({"parameters": sum(p.numel() for p in model.parameters()), **params})
+        else:
+            log.info("resuming %s from %s (MLflow run %s)", run_name, last, logger.run_id)
+    if world > 1:
+        log.info("%s: process %d of %d (data-parallel)", run_name, rank, world)
     recorder = EpochHistory()
     trainer = build_trainer(config, resume.checkpoints, logger=logger, progress=progress, callbacks=[recorder])
     try:
@@ -190,6 +247,9 @@ def fit_and_export(
             raise
         raise lost from None
 
+    final = recorder.rows[-1] if recorder.rows else {}
+    if not main:
+        return final, None
     best = trainer.checkpoint_callback.best_model_path
     if not best:
         raise RuntimeError(f"training {run_name} produced no checkpoint in {resume.directory}")
@@ -201,7 +261,6 @@ def fit_and_export(
     logger.experiment.log_artifact(logger.run_id, str(checkpoint), artifact_path="model")
     logger.experiment.log_artifact(logger.run_id, str(history))
     resume.clear()
-    final = recorder.rows[-1] if recorder.rows else {}
     log.info("trained %s: best checkpoint %s, last epoch %s", run_name, checkpoint, final)
     return final, logger.run_id
 
@@ -234,8 +293,14 @@ def train_method(
     The checkpoint records ``checkpoint_identity(study, method, network, **recorded)``:
     ``network`` the config's settings the model is built with (what the study's evaluation
     computes from its config and compares), ``recorded`` what else it is specific to.
-    Returns the last epoch's metrics."""
+    Returns the last epoch's metrics.
+
+    Data-parallel (``training.devices`` x ``num_nodes`` > 1), every rank runs this whole
+    function: the same seed, the same data and initial weights (``fit_and_export``)."""
     config = study_training_config(config, study)
+    check_launch(config["training"])
+    follow_launcher()
+    use_deterministic_kernels(config["training"])
     pl.seed_everything(derive_seed(config["seed"], study, method) if seed is None else seed,
                        workers=True, verbose=False)
     datamodule, module = data(config), model(config)

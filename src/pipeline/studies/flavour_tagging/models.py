@@ -132,5 +132,5 @@ class FlavourTagger(StudyModule):
             weights = self.class_weights[graph["label"]]
             correct = (logits.argmax(-1) == graph["label"]).to(weights.dtype)
             # Class-weighted accuracy: the accuracy on a flavour-balanced sample.
-            self.log("val_accuracy", (weights * correct).sum() / weights.sum(), prog_bar=True, batch_size=n)
+            self.log_validation("val_accuracy", (weights * correct).sum() / weights.sum(), n, prog_bar=True)
         return loss

@@ -104,7 +104,7 @@ class ImageTagger(StudyModule):
     def on_validation_epoch_end(self) -> None:
         if not self._val_outputs:
             return
-        logits, labels = (torch.cat(parts).numpy() for parts in zip(*self._val_outputs))
+        logits, labels = (self.gather_validation(torch.cat(parts).numpy()) for parts in zip(*self._val_outputs))
         self._val_outputs.clear()
         self.log("val_accuracy", float(np.mean((logits > 0) == (labels > 0.5))), prog_bar=True)
         if 0 < labels.sum() < len(labels):

@@ -241,7 +241,7 @@ class VertexFinder(StudyModule):
             labels = self.partition(logits, batch["mask"])
             metrics = batch_metrics(batch["vertex"], labels, batch["mask"])
             for key in ("f1", "ari"):
-                self.log(f"val_{key}", metrics[key], prog_bar=key == "f1", batch_size=n)
+                self.log_validation(f"val_{key}", metrics[key], n, prog_bar=key == "f1")
         return loss
 
     def partition(self, logits: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
