@@ -17,6 +17,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import yaml
 from workflow_runs import REPO, job_counts, run_snakemake
 
 from pipeline.studies import registered
@@ -122,3 +123,31 @@ def test_the_users_profile_sends_exactly_the_training_jobs_to_the_gpu_partition(
         elif rule != "all":
             assert "gpu" not in resources and partition_of("slurm", rule, resources) == "cpu", (rule, resources)
 
+
+
+@pytest.mark.slow
+def test_a_two_process_training_is_one_slurm_job_of_two_tasks_and_writes_once(tmp_path, slurm):
+    """training.devices 2 through the Slurm profile: the training job asks for two tasks,
+    srun starts both ranks (they take part or the training fails: check_launch compares
+    SLURM_NTASKS with the ranks), and rank 0 alone writes the checkpoint and the MLflow run."""
+    two = tmp_path / "two_processes.yaml"
+    # Batches of 2 events: the tiny validation split has enough for both ranks.
+    two.write_text(yaml.safe_dump({"training": {"devices": 2}, "particle_flow": {"training": {"batch_size": 2}}}))
+    configs = [str(TINY_WORKFLOW_CONFIG), str(two)]
+    # The training's data made here, on local cores; only the training goes through Slurm.
+    data = [f"results/particle_flow/data/{split}.h5" for split in ("train", "val")]
+    run_snakemake(tmp_path, *data, "--configfile", *configs)
+    run = through_slurm(tmp_path, "results/particle_flow/models/cnn.ckpt", "--configfile", *configs)
+    output = run.stdout + run.stderr
+    assert len(re.findall(r"has been submitted with SLURM jobid (\d+)", output)) == 1
+    assert "tasks=2" in output and "mpi=srun" in output  # the job's resources: two tasks, started by srun
+    log = (tmp_path / "logs" / "particle_flow" / "train_cnn.log").read_text()
+    assert "process 0 of 2 (data-parallel)" in log and "process 1 of 2 (data-parallel)" in log
+    assert log.count("trained particle_flow.train.cnn") == 1  # one writer
+    assert (tmp_path / "results" / "particle_flow" / "models" / "cnn.ckpt").stat().st_size > 0
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/results/mlflow.db")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                              "attributes.run_name = 'particle_flow.train.cnn'")
+    assert [run.info.status for run in runs] == ["FINISHED"]

@@ -21,12 +21,25 @@ ACTIVE_STUDIES = active_studies(config)
 # that read another detector (the jet images' calorimeter pair).
 TRACKING_SAMPLES = tracking_samples(config)
 VALIDATION_SAMPLES = config["validation"]["samples"] or TRACKING_SAMPLES
-# GPUs a training job asks for (the `gpu` resource; `--executor slurm` turns it into
-# --gpus): training.devices (default 1), none when the config trains on CPUs (or Apple's
-# mps). A Slurm profile's partition file sends the jobs that ask for GPUs to a GPU partition.
-_DEVICES = config["training"]["devices"]
-TRAINING_GPUS = 0 if config["training"]["accelerator"] in ("cpu", "mps") else (
-    _DEVICES if isinstance(_DEVICES, int) else 1)
+# The resources of a training job. One training runs training.devices x num_nodes
+# processes (data-parallel when more than one, docs/training_at_scale.md), each on
+# training.threads threads and, unless the config trains on CPUs (or Apple's mps), one GPU:
+# `gpu` is the job's GPUs (`--executor slurm` turns it into --gpus; a Slurm profile's
+# partition file sends the jobs that ask for GPUs to a GPU partition). With launcher srun
+# and several processes the job is one Slurm job of that many tasks on num_nodes nodes,
+# whose shell starts them with srun (TRAINING_LAUNCH; the plugin's `mpi` resource keeps
+# the job step from being wrapped in a one-task srun); otherwise Lightning starts them.
+_TRAINING = config["training"]
+TRAINING_PROCESSES = _TRAINING["devices"] * _TRAINING["num_nodes"]
+_TRAINING_GPUS = 0 if _TRAINING["accelerator"] in ("cpu", "mps") else TRAINING_PROCESSES
+_SRUN = _TRAINING["launcher"] == "srun" and TRAINING_PROCESSES > 1
+# The job step's geometry is spelled out: the plugin clears the SLURM_* variables of the
+# allocation before the rule's shell runs. --kill-on-bad-exit: a rank that fails ends the
+# others instead of leaving them waiting for it.
+# Per node (Lightning's Slurm environment reads the ranks of a node from --ntasks-per-node).
+TRAINING_LAUNCH = (f"srun --nodes={_TRAINING['num_nodes']} --ntasks-per-node={_TRAINING['devices']} "
+                   + (f"--gpus-per-node={_TRAINING['devices']} " if _TRAINING_GPUS else "")
+                   + "--kill-on-bad-exit=1 ") if _SRUN else ""
 
 
 def training_runtime(minutes):
@@ -34,6 +47,18 @@ def training_runtime(minutes):
     second, and so on, so that a training a cluster stopped at its time limit (and that
     resumes from its last epoch) gets more time when `retries` submits it again."""
     return lambda wildcards, attempt: attempt * minutes
+
+
+def training_resources(mem_mb, minutes):
+    """A training rule's resources: `mem_mb` per process (times the processes on a node),
+    `training_runtime(minutes)`, its GPUs and, for srun, its tasks and nodes."""
+    resources = {"mem_mb": mem_mb * _TRAINING["devices"], "runtime": training_runtime(minutes),
+                 "gpu": _TRAINING_GPUS}
+    if _SRUN:
+        resources.update(mpi="srun", tasks=TRAINING_PROCESSES, nodes=_TRAINING["num_nodes"])
+        if _TRAINING_GPUS:  # one task per GPU (the plugin would otherwise take `tasks` per GPU)
+            resources["tasks_per_gpu"] = 1
+    return resources
 
 # Job order among those ready (Snakemake runs the highest priority first and does not pass
 # a job's priority on to the jobs it waits for), so that the run ends on short jobs and not

@@ -77,13 +77,11 @@ rule train_flavour_tagging:
     threads: config["flavour_tagging"]["training"].get("threads", config["training"]["threads"])
     priority: TAGGING_CHAIN_PRIORITY
     resources:
-        mem_mb=6000,
-        runtime=training_runtime(120),
-        gpu=TRAINING_GPUS,
+        **training_resources(mem_mb=6000, minutes=120),
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline flavour_tagging train --config {params.config} --method {wildcards.method}"
+        TRAINING_LAUNCH + "python -m pipeline flavour_tagging train --config {params.config} --method {wildcards.method}"
         " --replica {wildcards.replica}"
         " --train {input.train} --val {input.val} {params.edges}"
         " --checkpoint {output.checkpoint} --history {output.history} --quiet 2> {log}"

@@ -108,13 +108,11 @@ rule train_jet_images:
         "logs/benchmarks/jet_images/train_{method}.tsv"
     threads: config["jet_images"]["training"].get("threads", config["training"]["threads"])
     resources:
-        mem_mb=6000,
-        runtime=training_runtime(180),
-        gpu=TRAINING_GPUS,
+        **training_resources(mem_mb=6000, minutes=180),
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline jet_images train --config {params.config} --method {wildcards.method}"
+        TRAINING_LAUNCH + "python -m pipeline jet_images train --config {params.config} --method {wildcards.method}"
         " --train {input.train} --val {input.val} --checkpoint {output.checkpoint}"
         " --history {output.history} --quiet 2> {log}"
 

@@ -110,13 +110,11 @@ rule train_particle_flow:
     threads: config["particle_flow"]["training"].get("threads", config["training"]["threads"])
     priority: LONG_TRAINING_PRIORITY
     resources:
-        mem_mb=6000,
-        runtime=training_runtime(240),
-        gpu=TRAINING_GPUS,
+        **training_resources(mem_mb=6000, minutes=240),
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline particle_flow train --config {params.config} --method {wildcards.method}"
+        TRAINING_LAUNCH + "python -m pipeline particle_flow train --config {params.config} --method {wildcards.method}"
         " --train {input.train} --val {input.val} --checkpoint {output.checkpoint}"
         " --history {output.history} --quiet 2> {log}"
 

@@ -61,13 +61,11 @@ rule train_vertexing:
     threads: config["training"]["threads"]
     priority: LONG_TRAINING_PRIORITY
     resources:
-        mem_mb=8000,
-        runtime=training_runtime(120),
-        gpu=TRAINING_GPUS,
+        **training_resources(mem_mb=8000, minutes=120),
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline vertexing train --config {params.config} --method {wildcards.method}"
+        TRAINING_LAUNCH + "python -m pipeline vertexing train --config {params.config} --method {wildcards.method}"
         " --train {input.train} --val {input.val} --checkpoint {output.checkpoint}"
         " --history {output.history} --quiet 2> {log}"
 
