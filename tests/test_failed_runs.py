@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.ml.resume import ResumeState
 from pipeline.ml.tracking import log_run, mlflow_logger
-from pipeline.ml.trainer import build_trainer
+from pipeline.ml.trainer import build_trainer, process_flags_kept
 from pipeline.run_config import resolve_config
 from pipeline.tiny import tiny_config
 
@@ -50,9 +50,9 @@ def test_a_training_that_fails_ends_its_run_failed_with_the_reason(tmp_path):
     assert resume.last_checkpoint() is None
     logger = mlflow_logger(config, "test.train.diverging", {"study": "test"})
     resume.start(logger.run_id)
-    trainer = build_trainer(config, resume.checkpoints, logger=logger, progress=False)
     data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(64, 2)), batch_size=8)
-    with pytest.raises(FloatingPointError):
+    with pytest.raises(FloatingPointError), process_flags_kept():
+        trainer = build_trainer(config, resume.checkpoints, logger=logger, progress=False)
         trainer.fit(Diverging(), train_dataloaders=data)
 
     [run] = runs(tmp_path)

@@ -12,7 +12,7 @@ from default_config import default_config
 from test_deterministic_ops import MODELS
 from torch.utils.data import DataLoader
 
-from pipeline.ml.trainer import EpochHistory, build_trainer
+from pipeline.ml.trainer import EpochHistory, build_trainer, process_flags_kept
 
 #: Optimiser steps, one an epoch: the validation loss (the same batch) is read after each.
 STEPS = 8
@@ -27,9 +27,10 @@ def test_bf16_mixed_trains_every_model_on_the_cpu_to_a_falling_loss(name, tmp_pa
     module, batch = MODELS[name](config, torch.Generator().manual_seed(0))
     module.hparams.learning_rate = 3e-3
     history = EpochHistory()
-    trainer = build_trainer(config, tmp_path, progress=False, callbacks=[history])
     loader = DataLoader([batch], batch_size=None)
-    trainer.fit(module, loader, loader)
+    with process_flags_kept():
+        trainer = build_trainer(config, tmp_path, progress=False, callbacks=[history])
+        trainer.fit(module, loader, loader)
     assert trainer.precision == "bf16-mixed"
     losses = [row["val_loss"] for row in history.rows]
     assert len(losses) == STEPS and all(torch.isfinite(torch.tensor(losses))), losses

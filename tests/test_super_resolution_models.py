@@ -370,8 +370,11 @@ def test_training_writes_a_checkpoint_that_rebuilds_the_module(files, tmp_path, 
     config = files["config"]
     data = {"train": [files["pflow"], files["pi0"]], "val": [files["pi0"]]}
     checkpoint, history = tmp_path / "redistribute.ckpt", tmp_path / "redistribute.csv"
+    assert not torch.are_deterministic_algorithms_enabled()
     final = train.train_super_resolution(config, "redistribute", data, checkpoint, history, progress=False)
     assert final["val_loss"] > 0 and math.isfinite(final["val_loss"])
+    # The training ran deterministic (training.deterministic) and left the process as it found it.
+    assert not torch.are_deterministic_algorithms_enabled()
     with open(history, newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 1 and float(rows[0]["val_loss"]) == pytest.approx(final["val_loss"])

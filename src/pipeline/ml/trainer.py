@@ -13,6 +13,7 @@ outputs, and a training that was killed continues from its last epoch, to the sa
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import os
@@ -46,6 +47,21 @@ def use_deterministic_kernels(settings: Mapping) -> None:
     the Trainer then turns on torch's deterministic algorithms."""
     if settings["deterministic"]:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+@contextlib.contextmanager
+def process_flags_kept():
+    """Torch's process-wide flags as they were before, once the block ends: the Trainer of
+    ``training.deterministic`` turns on deterministic algorithms for the whole process, and
+    a process that trains and then goes on (an evaluation, the tests) keeps its own choice."""
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    benchmark = torch.backends.cudnn.benchmark
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.backends.cudnn.benchmark = benchmark
 
 
 def build_trainer(config: Mapping, checkpoint_dir: str | Path, logger=None, progress: bool = True,
@@ -232,9 +248,11 @@ def fit_and_export(
     if world > 1:
         log.info("%s: process %d of %d (data-parallel)", run_name, rank, world)
     recorder = EpochHistory()
-    trainer = build_trainer(config, resume.checkpoints, logger=logger, progress=progress, callbacks=[recorder])
     try:
-        trainer.fit(channels_last(model), datamodule=data, ckpt_path=last, weights_only=True)
+        with process_flags_kept():
+            trainer = build_trainer(config, resume.checkpoints, logger=logger, progress=progress,
+                                    callbacks=[recorder])
+            trainer.fit(channels_last(model), datamodule=data, ckpt_path=last, weights_only=True)
     except SIGTERMException:
         # Lightning stops at the next batch and raises a SystemExit that would exit 0.
         log.error("%s stopped by SIGTERM (a Slurm time limit?); run it again to resume from %s",
