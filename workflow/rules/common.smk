@@ -27,7 +27,7 @@ VALIDATION_SAMPLES = config["validation"]["samples"] or TRACKING_SAMPLES
 # `gpu` is the job's GPUs (`--executor slurm` turns it into --gpus; a Slurm profile's
 # partition file sends the jobs that ask for GPUs to a GPU partition). With launcher srun
 # and several processes the job is one Slurm job of that many tasks on num_nodes nodes,
-# whose shell starts them with srun (TRAINING_LAUNCH; the plugin's `mpi` resource keeps
+# whose shell starts them with srun (TRAINING_LAUNCH, the rules' params.launch; the plugin's `mpi` resource keeps
 # the job step from being wrapped in a one-task srun); otherwise Lightning starts them.
 _TRAINING = config["training"]
 TRAINING_PROCESSES = _TRAINING["devices"] * _TRAINING["num_nodes"]

@@ -66,6 +66,7 @@ rule train_flavour_tagging:
         method="|".join(FLAVOUR_TAGGING_METHODS),
         replica=r"\d+",
     params:
+        launch=TRAINING_LAUNCH,
         config=stage_config_file("vertexing", "flavour_tagging", "training", "mlflow", sample=VERTEXING_SAMPLE),
         edges=lambda wc, input: (
             f"--edges-train {input.edges[0]} --edges-val {input.edges[1]}" if input.edges else ""
@@ -81,7 +82,7 @@ rule train_flavour_tagging:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        TRAINING_LAUNCH + "python -m pipeline flavour_tagging train --config {params.config} --method {wildcards.method}"
+        "{params.launch}python -m pipeline flavour_tagging train --config {params.config} --method {wildcards.method}"
         " --replica {wildcards.replica}"
         " --train {input.train} --val {input.val} {params.edges}"
         " --checkpoint {output.checkpoint} --history {output.history} --quiet 2> {log}"

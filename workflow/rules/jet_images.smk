@@ -100,6 +100,7 @@ rule train_jet_images:
     wildcard_constraints:
         method="|".join(IMAGE_MODELS),
     params:
+        launch=TRAINING_LAUNCH,
         config=study_config_file("jet_images", IMAGE_SAMPLES, "jet_images", "training",
                                  "mlflow"),
     log:
@@ -112,7 +113,7 @@ rule train_jet_images:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        TRAINING_LAUNCH + "python -m pipeline jet_images train --config {params.config} --method {wildcards.method}"
+        "{params.launch}python -m pipeline jet_images train --config {params.config} --method {wildcards.method}"
         " --train {input.train} --val {input.val} --checkpoint {output.checkpoint}"
         " --history {output.history} --quiet 2> {log}"
 

@@ -102,6 +102,7 @@ rule train_particle_flow:
     wildcard_constraints:
         method="|".join(PF_LEARNED),
     params:
+        launch=TRAINING_LAUNCH,
         config=study_config_file("particle_flow", PF_SAMPLES, "calorimeter", "particle_flow", "training", "mlflow"),
     log:
         "logs/particle_flow/train_{method}.log",
@@ -114,7 +115,7 @@ rule train_particle_flow:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        TRAINING_LAUNCH + "python -m pipeline particle_flow train --config {params.config} --method {wildcards.method}"
+        "{params.launch}python -m pipeline particle_flow train --config {params.config} --method {wildcards.method}"
         " --train {input.train} --val {input.val} --checkpoint {output.checkpoint}"
         " --history {output.history} --quiet 2> {log}"
 

@@ -89,6 +89,7 @@ rule train_super_resolution:
     wildcard_constraints:
         method="|".join(SR_LEARNED),
     params:
+        launch=TRAINING_LAUNCH,
         config=study_config_file("super_resolution", SR_SAMPLES, *SR_IMAGE_SECTIONS[1:], "training", "mlflow"),
     log:
         "logs/super_resolution/train_{method}.log",
@@ -101,7 +102,7 @@ rule train_super_resolution:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        TRAINING_LAUNCH + "python -m pipeline super_resolution train --config {params.config} --method {wildcards.method}"
+        "{params.launch}python -m pipeline super_resolution train --config {params.config} --method {wildcards.method}"
         " --train {input.train} --val {input.val} --checkpoint {output.checkpoint}"
         " --history {output.history} --quiet 2> {log}"
 

@@ -53,6 +53,7 @@ rule train_vertexing:
     wildcard_constraints:
         method="|".join(LEARNED_VERTEX_FINDERS),
     params:
+        launch=TRAINING_LAUNCH,
         config=stage_config_file("vertexing", "training", "mlflow", sample=VERTEXING_SAMPLE),
     log:
         "logs/vertexing/train_{method}.log",
@@ -65,7 +66,7 @@ rule train_vertexing:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        TRAINING_LAUNCH + "python -m pipeline vertexing train --config {params.config} --method {wildcards.method}"
+        "{params.launch}python -m pipeline vertexing train --config {params.config} --method {wildcards.method}"
         " --train {input.train} --val {input.val} --checkpoint {output.checkpoint}"
         " --history {output.history} --quiet 2> {log}"
 
