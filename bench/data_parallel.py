@@ -44,9 +44,9 @@ def _jet_images(directory: Path):
     config = image_config(directory)
     config["jet_images"].pop("mlp"), config["jet_images"].pop("cnn")  # the schema's default networks
     config["jet_images"]["training"] = {"batch_size": 128}
-    files = {"train": write_images(directory / "train.h5", 4096, seed=1),
+    files = {"train": write_images(directory / "train.h5", 16384, seed=1),
              "val": write_images(directory / "val.h5", 1024, seed=2)}
-    return config, files, "cnn", 4096
+    return config, files, "cnn", 16384
 
 
 def _track_graphs(directory: Path, config: dict) -> dict:
@@ -67,19 +67,27 @@ def _jets(path: Path) -> int:
         return len(f["jets/flavour"])
 
 
-def _vertexing(directory: Path):
+#: ttbar events whose jets both track-set studies train on (generated once).
+TTBAR_EVENTS = 2000
+_made: dict[str, tuple] = {}
+
+
+def _ttbar_jets(directory: Path) -> tuple[dict, dict]:
     from pipeline.tiny import tiny_config
 
-    config = tiny_config(events_per_shard=400, shards=1, seed=5)
-    files = _track_graphs(directory, config)
+    if "ttbar" not in _made:
+        config = tiny_config(events_per_shard=TTBAR_EVENTS, shards=1, seed=5)
+        _made["ttbar"] = config, _track_graphs(directory, config)
+    return _made["ttbar"]
+
+
+def _vertexing(directory: Path):
+    config, files = _ttbar_jets(directory)
     return config, files, "set2graph", _jets(files["train"])
 
 
 def _flavour_tagging(directory: Path):
-    from pipeline.tiny import tiny_config
-
-    config = tiny_config(events_per_shard=400, shards=1, seed=5)
-    files = _track_graphs(directory, config)
+    config, files = _ttbar_jets(directory)
     return config, files, "no_vertex", _jets(files["train"])
 
 
@@ -150,7 +158,7 @@ def measure(study: str, directory: Path, config: dict, files: dict, method: str,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--studies", nargs="+", default=list(STUDIES))
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")

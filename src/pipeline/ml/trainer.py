@@ -95,7 +95,7 @@ def build_trainer(config: Mapping, checkpoint_dir: str | Path, logger=None, prog
         max_epochs=settings["max_epochs"],
         # Lightning runs the ModelCheckpoint last, so the others' states are current in it.
         callbacks=[EarlyStopping(monitor="val_loss", mode="min", patience=settings["patience"]), checkpoint,
-                   RandomStreams(config["seed"]), *callbacks],
+                   RandomStreams(), *callbacks],
         logger=logger if logger is not None else False,
         enable_progress_bar=progress,
         log_every_n_steps=10,
@@ -118,16 +118,16 @@ class RandomStreams(pl.Callback):
     resumed epochs draw the dropout masks and loader seeds of the uninterrupted run.
 
     The ranks of a data-parallel training are seeded alike (the same initial weights);
-    when the fit starts, every rank but 0 reseeds from ``derive_seed(seed, "rank", rank)``,
-    so that the ranks draw their own dropout masks, not copies of rank 0's."""
+    when the fit starts, every rank but 0 reseeds from ``derive_seed(training seed, "rank",
+    rank)`` (the training seed: torch's, which ``train_method`` set), so that the ranks draw
+    their own dropout masks, not copies of rank 0's."""
 
-    def __init__(self, seed: int):
-        self.seed = seed
+    def __init__(self):
         self._saved: list[dict] | None = None
 
     def setup(self, trainer, module, stage: str) -> None:
         if trainer.global_rank > 0:
-            seed = derive_seed(self.seed, "rank", trainer.global_rank)
+            seed = derive_seed(torch.initial_seed(), "rank", trainer.global_rank)
             torch.manual_seed(seed)
             np.random.seed(seed % 2**32)
             random.seed(seed)
