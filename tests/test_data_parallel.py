@@ -30,19 +30,25 @@ import yaml
 RTOL, ATOL = 1e-5, 1e-6
 
 
-def train(study: str, method: str, config: Path, data: dict, out: Path, check: bool = True, **popen):
-    """``python -m pipeline <study> train`` with ``data`` {"train": path(s), "val": path(s)}."""
+def train(study: str, method: str, config: Path, data: dict, out: Path, **popen) -> subprocess.Popen:
+    """``python -m pipeline <study> train`` with ``data`` {"train": path(s), "val": path(s)},
+    started (``popen``: Popen's arguments, default: output captured as text)."""
     command = [sys.executable, "-m", "pipeline", study, "train", "--config", str(config), "--method", method]
     for split in ("train", "val"):
         paths = data[split] if isinstance(data[split], list) else [data[split]]
         command += [f"--{split}", *map(str, paths)]
     command += ["--checkpoint", str(out / f"{method}.ckpt"), "--history", str(out / f"{method}.csv"), "--quiet"]
-    if popen:
-        return subprocess.Popen(command, **popen)
-    result = subprocess.run(command, capture_output=True, text=True)
-    if check:
-        assert result.returncode == 0, result.stderr[-3000:]
-    return result
+    return subprocess.Popen(command, **(popen or {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}))
+
+
+def finished(*jobs: subprocess.Popen) -> list[str]:
+    """The standard errors of ``jobs``, each of which must end well."""
+    errors = []
+    for job in jobs:
+        _, stderr = job.communicate()
+        assert job.returncode == 0, stderr[-3000:]
+        errors.append(stderr)
+    return errors
 
 
 def write_config(config: dict, path: Path, **training) -> Path:
@@ -194,11 +200,13 @@ def cases(tmp_path_factory, track_graphs) -> dict:
 @pytest.mark.parametrize("study", CASES)
 def test_two_processes_take_the_steps_of_one_that_accumulates_two_batches(cases, study):
     directory, config, data, method = cases[study]
-    parallel = train(study, method, write_config(config, directory / "ddp.yaml", devices=2), data, directory / "ddp")
-    single = train(study, method, write_config(config, directory / "acc.yaml", accumulate_batches=2), data,
-                   directory / "acc")
-    assert "process 1 of 2 (data-parallel)" in parallel.stderr and "process 0 of 2" in parallel.stderr
-    assert "data-parallel" not in single.stderr
+    # Side by side: the launches' start-up (imports, the second rank's) leaves the cores idle.
+    parallel, single = finished(
+        train(study, method, write_config(config, directory / "ddp.yaml", devices=2), data, directory / "ddp"),
+        train(study, method, write_config(config, directory / "acc.yaml", accumulate_batches=2), data,
+              directory / "acc"))
+    assert "process 1 of 2 (data-parallel)" in parallel and "process 0 of 2" in parallel
+    assert "data-parallel" not in single
     found, expected = (torch.load(directory / name / f"{method}.ckpt", map_location="cpu", weights_only=True)
                        for name in ("ddp", "acc"))
     # The same optimiser steps (half the batches: two per step), the same weights after them.
@@ -228,7 +236,7 @@ def uninterrupted(tmp_path_factory) -> tuple[Path, dict]:
     config["jet_images"]["training"] = {"batch_size": 32, "max_epochs": EPOCHS, "patience": EPOCHS}
     config["jet_images"]["cnn"]["dropout"] = 0.2
     write_config(config, directory / "config.yaml", devices=2)
-    train("jet_images", "cnn", directory / "config.yaml", data, directory / "uninterrupted")
+    finished(train("jet_images", "cnn", directory / "config.yaml", data, directory / "uninterrupted"))
     return directory, data
 
 
@@ -250,8 +258,8 @@ def test_a_killed_two_process_training_resumes_to_the_uninterrupted_result(unint
     assert saved["epoch"] < EPOCHS - 1
     assert len(saved["callbacks"]["RandomStreams"]["ranks"]) == 2  # both ranks' streams
 
-    resumed = train("jet_images", "cnn", directory / "config.yaml", data, directory / "killed")
-    assert "resuming jet_images.train.cnn from" in resumed.stderr
+    [resumed] = finished(train("jet_images", "cnn", directory / "config.yaml", data, directory / "killed"))
+    assert "resuming jet_images.train.cnn from" in resumed
     expected, found = history(directory / "uninterrupted" / "cnn.csv"), history(directory / "killed" / "cnn.csv")
     assert [row["epoch"] for row in found] == list(range(EPOCHS))
     for a, b in zip(expected, found):
