@@ -241,31 +241,36 @@ def uninterrupted(tmp_path_factory) -> tuple[Path, dict]:
 
 
 @pytest.mark.slow
-def test_a_killed_two_process_training_resumes_to_the_uninterrupted_result(uninterrupted):
+@pytest.mark.parametrize("kill", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_killed_two_process_training_resumes_to_the_uninterrupted_result(uninterrupted, kill):
     directory, data = uninterrupted
-    # Both ranks killed at once once an epoch is saved, as Slurm ends a job step at its time limit.
-    job = train("jet_images", "cnn", directory / "config.yaml", data, directory / "killed",
-                start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed = f"killed_{kill.name}"
+    # Both ranks signalled at once once an epoch is saved, as Slurm ends a job step at its
+    # time limit (SIGTERM, then SIGKILL) or a node dies.
+    job = train("jet_images", "cnn", directory / "config.yaml", data, directory / killed,
+                start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline, last = time.monotonic() + 120, []
     while not last and job.poll() is None and time.monotonic() < deadline:
         last = list((directory / "resume").glob("cnn-*/checkpoints/last.ckpt"))
         time.sleep(0.05)
     assert last, "the training wrote no last.ckpt"
-    os.killpg(job.pid, signal.SIGKILL)
-    job.wait()
-    assert not (directory / "killed" / "cnn.ckpt").exists()
+    os.killpg(job.pid, kill)
+    stderr = job.communicate(timeout=60)[1]  # SIGTERM: both ranks end at once, none waits for the other
+    if kill == signal.SIGTERM:
+        assert job.returncode == 143 and "process 0 of 2: jet_images.train.cnn stopped by SIGTERM" in stderr
+    assert not (directory / killed / "cnn.ckpt").exists()
     saved = torch.load(last[0], map_location="cpu", weights_only=True)
     assert saved["epoch"] < EPOCHS - 1
     assert len(saved["callbacks"]["RandomStreams"]["ranks"]) == 2  # both ranks' streams
 
-    [resumed] = finished(train("jet_images", "cnn", directory / "config.yaml", data, directory / "killed"))
+    [resumed] = finished(train("jet_images", "cnn", directory / "config.yaml", data, directory / killed))
     assert "resuming jet_images.train.cnn from" in resumed
-    expected, found = history(directory / "uninterrupted" / "cnn.csv"), history(directory / "killed" / "cnn.csv")
+    expected, found = history(directory / "uninterrupted" / "cnn.csv"), history(directory / killed / "cnn.csv")
     assert [row["epoch"] for row in found] == list(range(EPOCHS))
     for a, b in zip(expected, found):
         assert b == pytest.approx(a, rel=1e-6, abs=1e-12)
     a, b = (torch.load(directory / name / "cnn.ckpt", map_location="cpu", weights_only=True)
-            for name in ("uninterrupted", "killed"))
+            for name in ("uninterrupted", killed))
     for key, value in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][key], value, rtol=1e-6, atol=1e-9, msg=lambda m: f"{key}: {m}")
     assert not (directory / "resume").exists()
@@ -275,5 +280,6 @@ def test_a_killed_two_process_training_resumes_to_the_uninterrupted_result(unint
 
     client = MlflowClient(f"sqlite:///{directory}/mlflow.db")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    assert sorted(run.info.status for run in runs) == ["FINISHED", "FINISHED"]
-    assert b["mlflow_run_id"] in {run.info.run_id for run in runs}
+    # One run a training (the uninterrupted one, each resumed one), all finished.
+    assert len(runs) == 1 + len(list(directory.glob("killed_*/cnn.ckpt")))
+    assert {run.info.status for run in runs} == {"FINISHED"} and b["mlflow_run_id"] in {r.info.run_id for r in runs}

@@ -172,6 +172,25 @@ def adam_with_schedule(module: pl.LightningModule, learning_rate: float, schedul
     raise ValueError(f"unknown learning-rate schedule {schedule!r}; expected constant or cosine")
 
 
+class ExitOnSigterm(pl.Callback):
+    """A data-parallel rank that gets SIGTERM (a Slurm time limit, a stopped workflow) exits
+    at once with 128 + 15, saying ``message`` (what resumes it): the epoch under way is lost,
+    the training resumes from the last one. Lightning's own SIGTERM handler broadcasts from
+    inside the signal handler, which deadlocks ranks that are in another collective (two gloo
+    ranks hung until killed). Set once the fit has started, over Lightning's handler."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+    def on_train_start(self, trainer, module) -> None:
+        signal.signal(signal.SIGTERM, self._exit)
+
+    def _exit(self, signum, frame) -> None:
+        # os.write, not logging: a signal handler may interrupt a logging call holding its lock.
+        os.write(2, f"{self.message}\n".encode())
+        os._exit(128 + signum)
+
+
 def study_training_config(config: Mapping, study: str) -> dict:
     """The config whose ``training`` section has the study's own overrides
     (``config[study]["training"]``: its epochs, batch size...) applied; a study without
@@ -248,15 +267,15 @@ def fit_and_export(
     if world > 1:
         log.info("%s: process %d of %d (data-parallel)", run_name, rank, world)
     recorder = EpochHistory()
+    stopped = f"{run_name} stopped by SIGTERM (a Slurm time limit?); run it again to resume from {resume.directory}"
+    callbacks = [recorder, *([ExitOnSigterm(f"process {rank} of {world}: {stopped}")] if world > 1 else [])]
     try:
         with process_flags_kept():
-            trainer = build_trainer(config, resume.checkpoints, logger=logger, progress=progress,
-                                    callbacks=[recorder])
+            trainer = build_trainer(config, resume.checkpoints, logger=logger, progress=progress, callbacks=callbacks)
             trainer.fit(channels_last(model), datamodule=data, ckpt_path=last, weights_only=True)
     except SIGTERMException:
         # Lightning stops at the next batch and raises a SystemExit that would exit 0.
-        log.error("%s stopped by SIGTERM (a Slurm time limit?); run it again to resume from %s",
-                  run_name, resume.directory)
+        log.error(stopped)
         raise SystemExit(128 + signal.SIGTERM) from None
     except Exception as error:
         # A tracking server gone mid-training: one line naming it, not MLflow's chained retries.
