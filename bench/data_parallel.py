@@ -49,19 +49,6 @@ def _jet_images(directory: Path):
     return config, files, "cnn", 16384
 
 
-def _track_graphs(directory: Path, config: dict) -> dict:
-    from pipeline.simulation.split import split_sample
-    from pipeline.studies.vertexing.features import build_track_graphs
-    from pipeline.tiny import write_tiny_dataset
-
-    tiny = write_tiny_dataset(directory, config)
-    splits = {name: directory / f"{name}.h5" for name in ("train", "val", "test")}
-    split_sample(config, "tiny", [tiny["track_jets"]], splits)
-    graphs = {name: directory / f"graphs_{name}.h5" for name in splits}
-    build_track_graphs(config, "tiny", splits, graphs)
-    return {"train": graphs["train"], "val": graphs["val"]}
-
-
 def _jets(path: Path) -> int:
     with h5py.File(path) as f:
         return len(f["jets/flavour"])
@@ -73,11 +60,12 @@ _made: dict[str, tuple] = {}
 
 
 def _ttbar_jets(directory: Path) -> tuple[dict, dict]:
-    from pipeline.tiny import tiny_config
+    from pipeline.tiny import tiny_config, write_tiny_dataset, write_tiny_track_graphs
 
     if "ttbar" not in _made:
         config = tiny_config(events_per_shard=TTBAR_EVENTS, shards=1, seed=5)
-        _made["ttbar"] = config, _track_graphs(directory, config)
+        graphs = write_tiny_track_graphs(directory, config, write_tiny_dataset(directory, config)["track_jets"])
+        _made["ttbar"] = config, {"train": graphs["train"], "val": graphs["val"]}
     return _made["ttbar"]
 
 

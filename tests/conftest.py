@@ -14,7 +14,7 @@ import pytest
 
 from pipeline.io.hdf5 import RaggedReader, parent_index, read_tree
 from pipeline.simulation.formats import PARTICLE_JETS, TRACK_JETS
-from pipeline.tiny import tiny_config, write_tiny_dataset
+from pipeline.tiny import tiny_config, write_tiny_dataset, write_tiny_track_graphs
 
 #: Events in the session's data set (ttbar at 13 TeV, the schema's default sqrt_s).
 TINY_EVENTS = 600
@@ -59,15 +59,8 @@ def particle_data(tiny_files) -> dict:
 @pytest.fixture(scope="session")
 def track_graphs(tmp_path_factory, tiny_config_session, tiny_files) -> dict:
     """track_graphs files (train, val, test) of the session's data set."""
-    from pipeline.simulation.split import split_sample
-    from pipeline.studies.vertexing.features import build_track_graphs
-
-    tmp = tmp_path_factory.mktemp("track_graphs")
-    splits = {name: tmp / f"{name}.h5" for name in ("train", "val", "test")}
-    split_sample(tiny_config_session, "tiny", [tiny_files["track_jets"]], splits)
-    graphs = {name: tmp / f"graphs_{name}.h5" for name in splits}
-    build_track_graphs(tiny_config_session, "tiny", splits, graphs)
-    return graphs
+    return write_tiny_track_graphs(tmp_path_factory.mktemp("track_graphs"), tiny_config_session,
+                                   tiny_files["track_jets"])
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ each rank draws its own masks (``RandomStreams``), one process draws others.
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import signal
@@ -23,6 +22,7 @@ import h5py
 import pytest
 import torch
 import yaml
+from test_resumable_training import history
 
 #: Weights of the two forms after the same steps: the same sums in another order (gloo adds
 #: the two ranks' gradients, then divides; one process scales each loss by 1/2, then adds),
@@ -55,11 +55,6 @@ def write_config(config: dict, path: Path, **training) -> Path:
     config = {**config, "training": {**config["training"], "accelerator": "cpu", "threads": 1, **training}}
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-def history(path: Path) -> list[dict[str, float]]:
-    with open(path) as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def even_batch_size(batches, sizes=range(100, 1000)) -> int:

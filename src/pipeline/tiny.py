@@ -45,6 +45,24 @@ def write_tiny_dataset(directory: str | Path, config: dict | None = None, shard:
     return {"particle_jets": generated, "track_jets": tracks}
 
 
+def write_tiny_track_graphs(directory: str | Path, config: dict, track_jets: str | Path) -> dict[str, Path]:
+    """Split a track_jets file of ``config``'s first sample (``write_tiny_dataset``) and
+    build its track graphs, the vertex finders' and the flavour tagger's input, in directory.
+
+    Returns {"train": path, "val": path, "test": path} of the track_graphs files.
+    """
+    from pipeline.simulation.split import split_sample
+    from pipeline.studies.vertexing.features import build_track_graphs
+
+    sample = next(iter(config["samples"]))
+    directory = Path(directory)
+    splits = {name: directory / f"{name}.h5" for name in ("train", "val", "test")}
+    split_sample(config, sample, [track_jets], splits)
+    graphs = {name: directory / f"graphs_{name}.h5" for name in splits}
+    build_track_graphs(config, sample, splits, graphs)
+    return graphs
+
+
 #: The tiny configuration of the whole DAG, a file at the repository root (``.test/``, where
 #: the Snakemake workflow catalog looks), found from the package's source tree.
 TINY_WORKFLOW_CONFIG = Path(__file__).resolve().parents[2] / ".test" / "config" / "config.yaml"

@@ -89,9 +89,7 @@ class FileOrder(Sampler):
         return rank_share(self.order(epoch), self.rank, self.world, self.equal)
 
     def __len__(self) -> int:
-        if self.world == 1:
-            return self.n_batches
-        return -(-self.n_batches // self.world) if self.equal else len(range(self.rank, self.n_batches, self.world))
+        return len(rank_share(range(self.n_batches), self.rank, self.world, self.equal))
 
     def __iter__(self):
         return iter(self.share(0))

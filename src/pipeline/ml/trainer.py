@@ -42,9 +42,10 @@ log = logging.getLogger(__name__)
 
 
 def use_deterministic_kernels(settings: Mapping) -> None:
-    """Before CUDA starts: cuBLAS takes its workspace setting when it first runs, and with
-    ``training.deterministic`` it needs a fixed one for reproducible sums (docs/determinism.md);
-    the Trainer then turns on torch's deterministic algorithms."""
+    """Before CUDA starts (``train_method``, before the data and the network are built):
+    cuBLAS takes its workspace setting when it first runs, and with ``training.deterministic``
+    it needs a fixed one for reproducible sums (docs/determinism.md); the Trainer then turns
+    on torch's deterministic algorithms (and sets the same variable, later)."""
     if settings["deterministic"]:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
@@ -78,7 +79,6 @@ def build_trainer(config: Mapping, checkpoint_dir: str | Path, logger=None, prog
     use_threads(settings["threads"])
     if world_size(settings) > 1:  # Lightning's launcher sets every rank's threads from the cores unless this is set
         os.environ["OMP_NUM_THREADS"] = str(settings["threads"])
-    use_deterministic_kernels(settings)
     retain_freed_memory()
     checkpoint = ModelCheckpoint(
         dirpath=str(checkpoint_dir), filename="best", monitor="val_loss", mode="min", save_top_k=1, save_last=True,
