@@ -3,6 +3,7 @@
 
 from pathlib import Path
 
+from pipeline.datasets import check_sources
 from pipeline.simulation.checks import check_generators
 from pipeline.run_config import resolve_config
 
@@ -22,6 +23,8 @@ if workflow.config_settings.config:
     _SOURCE += " (with --config overrides)"
 config.update(resolve_config(config, source=_SOURCE))
 check_generators(config, source=_SOURCE)
+# The public data sets' files (file samples): every file there, in its authors' layout.
+check_sources(config, source=_SOURCE)
 
 
 include: "workflow/rules/common.smk"

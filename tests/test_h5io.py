@@ -68,10 +68,20 @@ def good_file(tmp_path):
 # --- round trip ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("flush_rows", [h5io.FLUSH_ROWS, 1, 3])
-def test_round_trip_of_appended_batches(tmp_path, monkeypatch, flush_rows):
-    # A small FLUSH_ROWS makes the writer flush between (and within) appends.
+@pytest.mark.parametrize("flush_rows, flush_bytes", [(h5io.FLUSH_ROWS, h5io.FLUSH_BYTES), (1, h5io.FLUSH_BYTES),
+                                                     (3, h5io.FLUSH_BYTES), (h5io.FLUSH_ROWS, 40)])
+def test_round_trip_of_appended_batches(tmp_path, monkeypatch, flush_rows, flush_bytes):
+    # A small FLUSH_ROWS or FLUSH_BYTES makes the writer flush between (and within) appends.
     monkeypatch.setattr(h5io, "FLUSH_ROWS", flush_rows)
+    monkeypatch.setattr(h5io, "FLUSH_BYTES", flush_bytes)
+    flushes = []
+    original = h5io.RaggedWriter._flush
+
+    def counted(self):
+        flushes.append(self._pending_rows)
+        original(self)
+
+    monkeypatch.setattr(h5io.RaggedWriter, "_flush", counted)
     path = write_file(tmp_path / "data.h5", [batch([0, 1, 2], [2, 0, 3]), batch([3, 4], [1, 4]),
                                              batch([5], [0])])
     with RaggedReader(path, SCHEMA) as reader:
@@ -97,6 +107,10 @@ def test_round_trip_of_appended_batches(tmp_path, monkeypatch, flush_rows):
     assert attrs["schema_version"] == 3
     assert attrs["seed"] == 42 and attrs["note"] == "hello"
     assert bool(attrs["complete"])
+    if flush_rows > 10 and flush_bytes > 1000:
+        assert flushes == [10]  # no bound reached: one write of everything (10 hits), at the end
+    if flush_bytes == 40:  # every batch is larger: a write after each of the three, and an empty one at the end
+        assert flushes == [5, 5, 1, 0]
 
 
 def test_dtypes_and_units_as_declared(good_file):

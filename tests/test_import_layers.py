@@ -3,7 +3,8 @@ module imports itself back through others. Read from the import statements (modu
 inside functions alike), so an upward import fails here before it can make a circle.
 
 Layers, bottom to top: the foundation (io, the config and its schema, the allocator, vertex
-partitions), the simulation, the machine-learning pieces, the studies, and the commands (the
+partitions), the simulation, the readers of the papers' public data sets, the machine-learning
+pieces, the studies, and the commands (the
 CLI, each package's ``commands`` module, the run's config across studies, the tiny data set
 of the tests and ``pipeline inspect``).
 """
@@ -17,7 +18,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
-LAYERS = ("foundation", "simulation", "ml", "studies", "commands")
+LAYERS = ("foundation", "simulation", "datasets", "ml", "studies", "commands")
 COMMANDS = {"pipeline.cli", "pipeline.__main__", "pipeline.commands", "pipeline.run_config", "pipeline.tiny",
             "pipeline.inspect"}
 
@@ -27,7 +28,7 @@ def layer(module: str) -> str:
     parts = module.split(".")
     if module in COMMANDS or parts[-1] == "commands":
         return "commands"
-    if len(parts) > 1 and parts[1] in ("simulation", "ml", "studies"):
+    if len(parts) > 1 and parts[1] in ("simulation", "datasets", "ml", "studies"):
         return parts[1]
     return "foundation"
 

@@ -26,11 +26,13 @@ def _inspect(args) -> None:
 
 def _config(args) -> None:
     from pipeline.config import config_hash
+    from pipeline.datasets import check_sources
     from pipeline.run_config import load_config
     from pipeline.simulation.checks import check_generators
 
     config = load_config(args.config)
     check_generators(config, source=str(args.config))
+    check_sources(config, source=str(args.config))
     text = yaml.safe_dump(config, sort_keys=False)
     if args.output:
         from pipeline.config import write_resolved_config

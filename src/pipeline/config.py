@@ -40,7 +40,7 @@ def validate_config(config: Mapping[str, Any], source: str = "config") -> dict:
         raise ConfigError(
             f"{source}: invalid configuration:\n  split: train + val + test = {total:g}, expected 1"
         )
-    for name, sample in resolved["samples"].items():
+    for name, sample in generated(resolved["samples"]).items():
         _check_below_limit(source, f"samples.{name}", sample, "pthat_min", "pthat_max")
         _check_below_limit(source, f"samples.{name}.jets", sample["jets"], "min_pt", "max_pt")
     _check_no_credentials(source, resolved["mlflow"]["tracking_uri"])
@@ -50,10 +50,10 @@ def validate_config(config: Mapping[str, Any], source: str = "config") -> dict:
             if isinstance(section, Mapping) and isinstance(section.get("training"), Mapping):
                 check_training_settings({**resolved["training"], **section["training"]}, f"{study}.training")
     for name in resolved["validation"]["samples"]:
-        if name not in resolved["samples"]:
+        if name not in generated(resolved["samples"]):
             raise ConfigError(
-                f"{source}: invalid configuration:\n  validation.samples: unknown sample "
-                f"{name!r}, expected one of {sorted(resolved['samples'])}"
+                f"{source}: invalid configuration:\n  validation.samples: unknown generated sample "
+                f"{name!r}, expected one of {sorted(generated(resolved['samples']))}"
             )
     return resolved
 
@@ -103,9 +103,15 @@ def _check_no_credentials(source: str, uri: str) -> None:
             "~/.my.cnf file) for a database store")
 
 
+def generated(samples: Mapping[str, Any]) -> dict[str, Any]:
+    """The samples (``config["samples"]``) made by a generator: all but those read from a public
+    data set's files (``source``, ``pipeline.datasets``)."""
+    return {name: sample for name, sample in samples.items() if "source" not in sample}
+
+
 def gun_samples(config: Mapping[str, Any]) -> list[str]:
     """The particle-gun samples (they skip the tracker and the jets' studies)."""
-    return [name for name, sample in config["samples"].items() if sample["process"] == "particle_gun"]
+    return [name for name, sample in generated(config["samples"]).items() if sample["process"] == "particle_gun"]
 
 
 def read_config_file(path: str | Path) -> dict:

@@ -1,10 +1,14 @@
 # The jet-image study: jet images per shard of its signal (top) and background (QCD) samples
 # (from the calorimeter, simulation.smk), the study's train/val/test files and the average images.
 
+from pipeline.datasets import source_files
 from pipeline.studies.jet_images import STUDY as JET_IMAGES
+from pipeline.studies.jet_images import reference_sample
 from pipeline.studies.jet_images.methods import METHODS as IMAGE_MODELS
 
 IMAGE_SAMPLES = JET_IMAGES.samples(config)
+# The top-tagging reference data set's sample, if the study reads one instead of the simulation.
+JET_IMAGES_REFERENCE = reference_sample(config)
 
 # In the report (category jet_images): {output: (caption in workflow/report/, subcategory)}.
 JET_IMAGE_REPORT = {
@@ -20,54 +24,83 @@ JET_IMAGE_REPORT = {
 }
 
 
-rule build_jet_images:
-    input:
-        generated="results/{sample}/generated/shard_{shard}.h5",
-        cells="results/{sample}/calorimeter/shard_{shard}.h5",
-    output:
-        "results/{sample}/jet_images/shard_{shard}.h5",
-    params:
-        config=stage_config_file("calorimeter", "jet_images"),
-    log:
-        "logs/jet_images/build/{sample}/shard_{shard}.log",
-    benchmark:
-        "logs/benchmarks/jet_images/build/{sample}/shard_{shard}.tsv"
-    threads: 1
-    priority: DATA_PRIORITY
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        "../envs/pipeline.yaml"
-    shell:
-        "python -m pipeline jet_images build --config {params.config} --generated {input.generated}"
-        " --cells {input.cells} --output {output} --quiet 2> {log}"
+if JET_IMAGES_REFERENCE:
+
+    # The Top Quark Tagging Reference Dataset's files (docs/public_datasets.md): its own splits.
+    rule convert_jet_images:
+        input:
+            **{split: str(path) for split, path in source_files(config["samples"][JET_IMAGES_REFERENCE]).items()},
+        output:
+            train="results/jet_images/data/train.h5",
+            val="results/jet_images/data/val.h5",
+            test="results/jet_images/data/test.h5",
+        params:
+            config=study_config_file("jet_images", IMAGE_SAMPLES, "jet_images"),
+        log:
+            "logs/jet_images/convert.log",
+        benchmark:
+            "logs/benchmarks/jet_images/convert.tsv"
+        threads: 1
+        priority: DATA_PRIORITY
+        resources:
+            mem_mb=2000,
+            runtime=lambda wc, input: 10 + int(input.size_mb) // 20,
+        conda:
+            "../envs/pipeline.yaml"
+        shell:
+            "python -m pipeline jet_images convert --config {params.config}"
+            " --train {output.train} --val {output.val} --test {output.test} --quiet 2> {log}"
+
+else:
+
+    rule build_jet_images:
+        input:
+            generated="results/{sample}/generated/shard_{shard}.h5",
+            cells="results/{sample}/calorimeter/shard_{shard}.h5",
+        output:
+            "results/{sample}/jet_images/shard_{shard}.h5",
+        params:
+            config=stage_config_file("calorimeter", "jet_images"),
+        log:
+            "logs/jet_images/build/{sample}/shard_{shard}.log",
+        benchmark:
+            "logs/benchmarks/jet_images/build/{sample}/shard_{shard}.tsv"
+        threads: 1
+        priority: DATA_PRIORITY
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        conda:
+            "../envs/pipeline.yaml"
+        shell:
+            "python -m pipeline jet_images build --config {params.config} --generated {input.generated}"
+            " --cells {input.cells} --output {output} --quiet 2> {log}"
 
 
-rule split_jet_images:
-    input:
-        [path for sample in IMAGE_SAMPLES for path in sample_shard_files(sample, "jet_images")],
-    output:
-        train="results/jet_images/data/train.h5",
-        val="results/jet_images/data/val.h5",
-        test="results/jet_images/data/test.h5",
-    params:
-        config=study_config_file("jet_images", IMAGE_SAMPLES, "split", "calorimeter",
-                                 "jet_images"),
-    log:
-        "logs/jet_images/split.log",
-    benchmark:
-        "logs/benchmarks/jet_images/split.tsv"
-    threads: 1
-    priority: DATA_PRIORITY
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        "../envs/pipeline.yaml"
-    shell:
-        "python -m pipeline jet_images split --config {params.config} --inputs {input}"
-        " --train {output.train} --val {output.val} --test {output.test} 2> {log}"
+    rule split_jet_images:
+        input:
+            [path for sample in IMAGE_SAMPLES for path in sample_shard_files(sample, "jet_images")],
+        output:
+            train="results/jet_images/data/train.h5",
+            val="results/jet_images/data/val.h5",
+            test="results/jet_images/data/test.h5",
+        params:
+            config=study_config_file("jet_images", IMAGE_SAMPLES, "split", "calorimeter",
+                                     "jet_images"),
+        log:
+            "logs/jet_images/split.log",
+        benchmark:
+            "logs/benchmarks/jet_images/split.tsv"
+        threads: 1
+        priority: DATA_PRIORITY
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        conda:
+            "../envs/pipeline.yaml"
+        shell:
+            "python -m pipeline jet_images split --config {params.config} --inputs {input}"
+            " --train {output.train} --val {output.val} --test {output.test} 2> {log}"
 
 
 rule plot_jet_images:

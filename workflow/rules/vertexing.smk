@@ -1,6 +1,7 @@
 # Secondary-vertex finding in jets: track sets, learned and classical vertex finders,
 # evaluation with the metrics of Shlomi et al. (EPJC 81 (2021) 540).
 
+from pipeline.datasets import dataset, source_files
 from pipeline.studies.vertexing import STUDY as VERTEXING
 from pipeline.studies.vertexing.methods import LEARNED as LEARNED_VERTEX_FINDERS
 from pipeline.studies.vertexing.methods import METHODS as VERTEX_FINDERS
@@ -14,17 +15,22 @@ VERTEXING_REPORT = {
 }
 
 
+# The track sets: the sample's splits, or the Set2Graph data set's own files (docs/public_datasets.md).
+if dataset(config["samples"][VERTEXING_SAMPLE]):
+    VERTEXING_INPUTS = {split: str(path) for split, path in source_files(config["samples"][VERTEXING_SAMPLE]).items()}
+else:
+    VERTEXING_INPUTS = {split: f"results/{VERTEXING_SAMPLE}/split/{split}.h5" for split in SPLITS}
+
+
 rule build_graphs_vertexing:
     input:
-        train=f"results/{VERTEXING_SAMPLE}/split/train.h5",
-        val=f"results/{VERTEXING_SAMPLE}/split/val.h5",
-        test=f"results/{VERTEXING_SAMPLE}/split/test.h5",
+        **VERTEXING_INPUTS,
     output:
         train="results/vertexing/data/train.h5",
         val="results/vertexing/data/val.h5",
         test="results/vertexing/data/test.h5",
     params:
-        config=stage_config_file("vertexing", sample=VERTEXING_SAMPLE),
+        config=stage_config_file("vertexing", "tracker", sample=VERTEXING_SAMPLE),
         sample=VERTEXING_SAMPLE,
     log:
         "logs/vertexing/build_track_graphs.log",

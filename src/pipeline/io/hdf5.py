@@ -37,13 +37,16 @@ from pipeline.io.outputs import atomic_output
 from pipeline.io.schema import Collection, DataFileError, Field, FileSchema, fields
 
 __all__ = ["Collection", "DataFileError", "Field", "FileSchema", "fields", "check_schema", "file_schema", "open_file",
-           "RaggedReader", "RaggedWriter", "git_sha", "provenance_attrs", "ragged_rows", "parent_index", "read_tree",
+           "RaggedReader", "RaggedWriter", "data_set_of", "git_sha", "provenance_attrs", "ragged_rows", "parent_index", "read_tree",
            "select_tree"]
 
 #: Rows per HDF5 chunk; large enough for fast streaming, small enough for slicing.
 CHUNK_ROWS = 32768
 #: Rows buffered in memory per collection before they are written.
 FLUSH_ROWS = 4 * CHUNK_ROWS
+#: ... or bytes buffered in all, whichever comes first: 131k rows of 40 x 40 jet images
+#: would hold 840 MB (twice that while they are joined for the write).
+FLUSH_BYTES = 64 * 2**20
 COMPRESSION = dict(compression="gzip", compression_opts=1, shuffle=True)
 
 
@@ -83,6 +86,15 @@ class LazyFile:
         state["_file"] = None
         state["_datasets"] = None
         return state
+
+
+def data_set_of(path: str | Path) -> str | None:
+    """What a study's data file was made from, its ``dataset`` attribute ("simulation, sample
+    ttbar" or a public data set's name and directory), for the tables and the MLflow runs;
+    None for a file without one (edge scores, predictions)."""
+    with h5py.File(path, "r") as f:
+        value = f.attrs.get("dataset")
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def git_sha() -> str:
@@ -130,6 +142,7 @@ class RaggedWriter:
         self._flushed = dict(self._rows)
         self._pending: dict[tuple[str, str], list[np.ndarray]] = defaultdict(list)
         self._pending_rows = 0
+        self._pending_bytes = 0
 
     def __enter__(self) -> "RaggedWriter":
         tmp = self._output.__enter__()
@@ -217,12 +230,12 @@ class RaggedWriter:
             )
         for collection in self.schema.collections:
             for fld in collection.fields:
-                self._pending[(collection.name, fld.name)].append(
-                    np.asarray(arrays[collection.name][fld.name], dtype=fld.dtype)
-                )
+                column = np.asarray(arrays[collection.name][fld.name], dtype=fld.dtype)
+                self._pending[(collection.name, fld.name)].append(column)
+                self._pending_bytes += column.nbytes
             self._rows[collection.name] += new_rows[collection.name]
             self._pending_rows = max(self._pending_rows, self._rows[collection.name] - self._flushed[collection.name])
-        if self._pending_rows >= FLUSH_ROWS:
+        if self._pending_rows >= FLUSH_ROWS or self._pending_bytes >= FLUSH_BYTES:
             self._flush()
 
     def _flush(self) -> None:
@@ -241,6 +254,7 @@ class RaggedWriter:
             self._sink.raise_error()
         self._flushed = dict(self._rows)
         self._pending_rows = 0
+        self._pending_bytes = 0
 
     def __exit__(self, exc_type, exc, tb) -> None:
         assert self._file is not None

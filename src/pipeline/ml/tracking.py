@@ -22,9 +22,11 @@ import urllib.request
 from pathlib import Path
 from typing import Iterable, Mapping
 
+import h5py
+
 from pipeline import __version__
 from pipeline.config_schema import without_password
-from pipeline.io.hdf5 import git_sha
+from pipeline.io.hdf5 import data_set_of, git_sha
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +48,18 @@ def run_name(study: str, step: str, method: str) -> str:
 def run_tags(config: Mapping, inputs: Iterable[str | Path], study: str, step: str, method: str) -> dict[str, str]:
     """Tags every MLflow run carries: its study, step (the ``pipeline <study> <step>``
     sub-command), method and workflow rule (PIPELINE_RULE, set by the sub-command), by which
-    the UI groups runs; package version, git SHA, the config, input-file checksums."""
+    the UI groups runs; package version, git SHA, the config, input-file checksums and the
+    data set the input files were made from (``dataset``)."""
     tags = {"study": study, "step": step, "method": method, "rule": os.environ.get("PIPELINE_RULE", "none"),
             "pipeline.version": __version__, "pipeline.git_sha": git_sha() or "unknown"}
+    data = []
     for key, path in _input_keys(inputs).items():
         tags[f"input.{key}.sha256"] = file_checksum(path)
         tags[f"input.{key}.path"] = str(path)
+        if h5py.is_hdf5(path) and data_set_of(path):
+            data.append(data_set_of(path))
+    if data:  # what the run's data were made from: the simulation or a public data set
+        tags["dataset"] = "; ".join(dict.fromkeys(data))
     tags["config.json"] = json.dumps(config, sort_keys=True)[:5000]
     return tags
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from pipeline.config import config_errors
+from pipeline.config import config_errors, generated
 from pipeline.simulation.calorimeter_geometry import CalorimeterGeometry
 
 
@@ -28,7 +28,7 @@ def check_generators(config: Mapping[str, Any], source: str = "config") -> None:
     from pipeline.simulation.gun import check_gun
     from pipeline.simulation.pythia import check_pythia_settings, particle_data
 
-    for name, sample in config["samples"].items():
+    for name, sample in generated(config["samples"]).items():
         with config_errors(source):
             try:
                 check_pythia_settings(sample["pythia_settings"])

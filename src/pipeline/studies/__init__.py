@@ -54,11 +54,12 @@ def active(name: str, config: Mapping[str, Any]) -> bool:
 
 
 def tracking_samples(config: Mapping[str, Any]) -> list[str]:
-    """The samples whose jets go through the tracker: all but the particle guns and the
-    samples of studies that read another detector (the jet images' calorimeter pair)."""
-    from pipeline.config import gun_samples  # here: the registry stays light for `pipeline --help`
+    """The samples whose jets go through the tracker: the generated ones (not a public data
+    set's files) but the particle guns and the samples of studies that read another
+    detector (the jet images' calorimeter pair)."""
+    from pipeline.config import generated, gun_samples  # here: the registry stays light for `pipeline --help`
 
-    skipped = set(gun_samples(config))
+    skipped = set(gun_samples(config)) | (set(config["samples"]) - set(generated(config["samples"])))
     for descriptor in registered():
         if not descriptor.uses_tracker:
             skipped.update(descriptor.samples(config))

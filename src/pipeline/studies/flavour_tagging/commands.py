@@ -28,7 +28,8 @@ def _score_edges(args) -> None:
     from pipeline.studies.flavour_tagging.edges import classical_finder_run, score_edges
 
     config = logged_config(args.config)
-    run_id = checkpoint_run_id(args.checkpoint) if args.checkpoint else classical_finder_run(config, args.method)
+    run_id = (checkpoint_run_id(args.checkpoint) if args.checkpoint
+              else classical_finder_run(config, args.method, split_paths(args).values()))
     counts = score_edges(config, args.method,
                          split_paths(args), split_paths(args, "out-"),
                          checkpoint=args.checkpoint, run_id=run_id)

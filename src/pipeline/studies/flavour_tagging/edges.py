@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 import torch
@@ -61,12 +61,13 @@ def jet_edge_scores(finder: str, batch: Mapping[str, torch.Tensor], model=None,
     return scores
 
 
-def classical_finder_run(config: Mapping, finder: str) -> str:
-    """An MLflow run recording a classical finder's settings: what the flavour-tagging runs
-    link to for AVR and the baseline, which have no training run. Returns its id."""
+def classical_finder_run(config: Mapping, finder: str, graphs: Iterable[str | Path] = ()) -> str:
+    """An MLflow run recording a classical finder's settings and the track_graphs files it
+    scores (``graphs``: checksums and their data set): what the flavour-tagging runs link to
+    for AVR and the baseline, which have no training run. Returns its id."""
     stage = {key: config[key] for key in ("seed", "vertexing")}
     return log_run(config, run_name("flavour_tagging", "score-edges", finder),
-                   run_tags(stage, [], "flavour_tagging", "score-edges", finder), {}, params=SETTINGS[finder])
+                   run_tags(stage, graphs, "flavour_tagging", "score-edges", finder), {}, params=SETTINGS[finder])
 
 
 def score_edges(config: Mapping, finder: str, graphs: Mapping[str, str | Path], outputs: Mapping[str, str | Path],

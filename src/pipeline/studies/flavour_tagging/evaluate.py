@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix
 
+from pipeline.io.hdf5 import data_set_of
 from pipeline.io.outputs import pyplot, save_figure, write_csv, write_text
 from pipeline.ml.checkpoints import check_checkpoint, check_checkpoint_names, checkpoint_run_id, load_module
 from pipeline.ml.roc import rejection_at
@@ -93,12 +94,13 @@ def replica_summary(replica_rows: Mapping[str, Sequence[Mapping[str, float]]]) -
 
 def write_tables(rows: list[dict], output_dir: Path, spread: Mapping[str, Mapping[str, float]] | None = None,
                  seed_spread: Mapping[str, Mapping[str, float]] | None = None,
-                 replica_rows: Mapping[str, Sequence[Mapping[str, float]]] | None = None) -> None:
+                 replica_rows: Mapping[str, Sequence[Mapping[str, float]]] | None = None,
+                 data: str = "not recorded") -> None:
     """metrics.csv (one row per method: the mean over its training replicas), table.md
     (ours, then the lecture's rows, labelled as theirs) and, given ``replica_rows``,
     metrics_replicas.csv (every training). ``spread`` {method: {"accuracy": std, "f1_macro":
     std}}: the bootstrap uncertainty; ``seed_spread`` {method: {metric: std}}: the spread
-    between trainings with different seeds."""
+    between trainings with different seeds; ``data``: what the test jets were made from."""
     write_csv(output_dir / "metrics.csv", COLUMNS, rows, floats=".4f")
     if replica_rows is not None:
         write_csv(output_dir / "metrics_replicas.csv", ("method", "replica", *COLUMNS[1:]),
@@ -134,7 +136,7 @@ def write_tables(rows: list[dict], output_dir: Path, spread: Mapping[str, Mappin
             + "Accuracy and F1: the first ± is the standard deviation over bootstrap resamples of the test jets "
             "(test-set statistics). Acc. - no_vertex: the row's accuracy minus the control's, seed by seed.\n"
             "Lecture rows: the EPJC study's Delphes sample (theirs, not reproduced here).\n")
-    write_text(output_dir / "table.md", "\n".join(md) + "\n" + note)
+    write_text(output_dir / "table.md", f"Data: {data}.\n\n" + "\n".join(md) + "\n" + note)
 
 
 #: b-jet efficiencies at which the ROC figure evaluates every replica's rejection.
@@ -229,7 +231,7 @@ def evaluate_flavour_tagging(config: Mapping, test_graphs: str | Path,
     for method, replicas in predictions.items():
         stds = [bootstrap_spread(p["labels"], p["probabilities"], seed=bootstrap_seed) for p in replicas]
         spread[method] = {k: float(np.mean([s[k] for s in stds])) for k in stds[0]}
-    write_tables(rows, output_dir, spread, seed_spread, replica_rows)
+    write_tables(rows, output_dir, spread, seed_spread, replica_rows, data_set_of(test_graphs) or "not recorded")
     plot_roc(predictions, charm_fraction, output_dir)
     for method, replicas in predictions.items():
         plot_confusion(method, replicas, output_dir)

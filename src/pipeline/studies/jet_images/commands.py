@@ -38,6 +38,14 @@ def _split(args) -> None:
     log.info("jets per split: %s", counts)
 
 
+def _convert(args) -> None:
+    from pipeline.run_config import load_config
+    from pipeline.studies.jet_images.reference import convert_top_tagging
+
+    counts = convert_top_tagging(load_config(args.config), split_paths(args), progress=not args.quiet)
+    log.info("jets per split: %s", counts)
+
+
 def _plot(args) -> None:
     from pipeline.studies.jet_images.preparation import plot_jet_images
 
@@ -73,6 +81,13 @@ def register(sub) -> None:
     config_argument(p)
     p.add_argument("--inputs", required=True, nargs="+", type=Path, help="jet_images shard files")
     split_arguments(p, "jet_images file to write")
+
+    p = add_command(sub, "convert", _convert,
+                    "Build the train/val/test jet_images files from the Top Quark Tagging Reference Dataset's "
+                    "train.h5, val.h5 and test.h5 (the config's top_tagging sample: its source.path).")
+    config_argument(p)
+    split_arguments(p, "jet_images file to write")
+    quiet_argument(p)
 
     p = add_command(sub, "plot", _plot, "Draw the average jet image of each class and a few single jets (PNG and PDF).")
     p.add_argument("--input", required=True, type=Path, help="jet_images file")

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from matplotlib.colors import LogNorm
 
+from pipeline.io.hdf5 import data_set_of
 from pipeline.io.outputs import pyplot, save_figure, write_csv, write_text
 from pipeline.ml.checkpoints import check_checkpoint, check_checkpoint_names, checkpoint_run_id, load_module
 from pipeline.ml.roc import efficiency_curve
@@ -102,6 +103,11 @@ def _apply(function, images: np.ndarray) -> np.ndarray:
 def _probabilities(tagger, images: np.ndarray) -> np.ndarray:
     """P(top) (n,) of a tagger on model-input images (n, H, W)."""
     return _apply(lambda x: torch.sigmoid(tagger(x)), images)
+
+
+def _data_line(test: str | Path) -> str:
+    """The first line of every table: what the test jets were made from."""
+    return f"Data: {data_set_of(test) or 'not recorded'}.\n\n"
 
 
 def _table(rows: Sequence[Mapping], first: str) -> list[str]:
@@ -216,12 +222,12 @@ def evaluate_taggers(config: Mapping, test: str | Path, checkpoints: Mapping[str
         md.append(f"| {theirs} (landscape paper, theirs, on their data) | {auc:.3f} | {accuracy:.3f} | "
                   f"{rejection:.0f} | - |")
     note = (f"\nOurs: {len(labels)} test jets ({int(labels.sum())} top, {int(len(labels) - labels.sum())} QCD), "
-            f"{study['pixels']} x {study['pixels']} calorimeter images"
+            f"{study['pixels']} x {study['pixels']} images"
             + (" divided by their pixel sum" if study["normalise"] else "")
             + ". Accuracy at P(top) = 0.5; background (QCD) rejection 1/eps_B at top-tagging efficiency "
             "eps_S = 0.3 and 0.5. Landscape-paper rows: Kasieczka et al., SciPost Phys. 7 (2019) 014, "
             "on their Delphes top-tagging sample (theirs, not reproduced here; 1/eps_B at eps_S = 0.5 not quoted).\n")
-    write_text(output_dir / "taggers.md", "\n".join(md) + "\n" + note)
+    write_text(output_dir / "taggers.md", _data_line(test) + "\n".join(md) + "\n" + note)
     _plot_rejection({name: (probabilities[name][labels == 1], probabilities[name][labels == 0]) for name in TAGGERS},
                     output_dir / "roc", r"top-tagging efficiency $\varepsilon_S$",
                     {f"{LANDSCAPE[name][0]} (theirs)": (0.3, LANDSCAPE[name][3]) for name in TAGGERS})
@@ -275,7 +281,7 @@ def evaluate_autoencoders(config: Mapping, test: str | Path, checkpoints: Mappin
                "autoencoder that never saw them.\n" if fails else
                "unlike Finke et al. (JHEP 06 (2021) 161), who found that QCD is not flagged as anomalous by an "
                "autoencoder trained on top jets.\n"))
-    write_text(output_dir / "autoencoder.md", "\n".join(_table(rows, "model (trained on)")) + "\n" + note)
+    write_text(output_dir / "autoencoder.md", _data_line(test) + "\n".join(_table(rows, "model (trained on)")) + "\n" + note)
     curves = {f"{name} (anomaly: {IMAGE_CLASSES[anomaly[name]]})":
               (errors[name][labels == anomaly[name]], errors[name][labels != anomaly[name]]) for name in AUTOENCODERS}
     _plot_rejection(curves, output_dir / "autoencoder_roc", r"anomaly efficiency $\varepsilon_S$")
@@ -342,7 +348,7 @@ def evaluate_denoising(config: Mapping, test: str | Path, checkpoints: Mapping[s
             f"MSE per pixel against the clean images, in {units} squared; PSNR = 10 log10(peak^2 / MSE) per image, "
             "peak = the clean image's largest pixel, averaged over the images. CNN AUC: the CNN tagger, trained on "
             "clean images, on each version of the test images.\n")
-    write_text(output_dir / "denoising.md", "\n".join(md) + "\n" + note)
+    write_text(output_dir / "denoising.md", _data_line(test) + "\n".join(md) + "\n" + note)
     _plot_grid(examples, [[f"jet {k + 1}: {v}" for v in versions] for k in range(len(examples))],
                study["pixels"] * study["pixel_size"], output_dir / "denoising")
     metrics = {f"{key}_{row['images']}": row[key] for row in rows for key in DENOISING_COLUMNS[1:]}

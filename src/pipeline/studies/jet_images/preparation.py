@@ -207,7 +207,8 @@ def split_jet_images(config: Mapping, inputs: Sequence[str | Path], outputs: Map
         attrs = provenance_attrs(stage, config_hash(stage), config["seed"])
         attrs.update(pixels=settings["pixels"], pixel_size=settings["pixel_size"],
                      preprocessing=json.dumps(settings["preprocessing"]),
-                     sources=json.dumps([str(p) for p in inputs]))
+                     sources=json.dumps([str(p) for p in inputs]),
+                     dataset=f"simulation, samples {settings['signal']} (top) and {settings['background']} (QCD)")
         schema = jet_images_schema(settings["pixels"])
         writers = {name: stack.enter_context(RaggedWriter(outputs[name], schema, {**attrs, "split": name}))
                    for name in SPLITS}

@@ -45,11 +45,12 @@ def _evaluate(args) -> None:
 
 def register(sub) -> None:
     p = add_command(sub, "build-graphs", _build_graphs,
-                    "Turn a sample's train/val/test track_jets files into standardised track sets "
+                    "Turn a sample's train/val/test track_jets files (for a set2graph file sample: the data "
+                    "set's training_data.root, valid_data.root, test_data.root) into standardised track sets "
                     "(track_graphs files) for the vertex finders.")
     config_argument(p)
     p.add_argument("--sample", required=True)
-    split_arguments(p, "track_jets file")
+    split_arguments(p, "track_jets file (or the Set2Graph data set's ROOT file)")
     split_arguments(p, "track_graphs file to write", prefix="out-")
 
     p = add_command(sub, "train", _train,

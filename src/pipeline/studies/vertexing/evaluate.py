@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from pipeline.config import config_hash
-from pipeline.io.hdf5 import RaggedWriter, provenance_attrs
+from pipeline.io.hdf5 import RaggedWriter, data_set_of, provenance_attrs
 from pipeline.io.outputs import pyplot, save_figure, write_csv, write_text
 from pipeline.ml.checkpoints import check_checkpoint_names, load_module
 from pipeline.ml.threads import use_evaluation_threads
@@ -98,8 +98,8 @@ def summarise(predictions: Mapping[str, np.ndarray]) -> tuple[list[dict], dict[s
     return rows, per_jet
 
 
-def write_tables(rows: list[dict], output_dir: Path) -> None:
-    """metrics.csv, table.md and table.tex."""
+def write_tables(rows: list[dict], output_dir: Path, data: str) -> None:
+    """metrics.csv, table.md and table.tex; ``data``: what the test jets were made from."""
     write_csv(output_dir / "metrics.csv", COLUMNS, rows, floats=".4f")
 
     def paper(row):
@@ -120,8 +120,8 @@ def write_tables(rows: list[dict], output_dir: Path) -> None:
     tex += [r"\hline", r"\end{tabular}"]
     note = ("\nF1, paper: Shlomi et al., EPJC 81 (2021) 540, on their Delphes sample (theirs, not reproduced here). "
             "The `all` row is the mean of the b, c and light rows.\n")
-    write_text(output_dir / "table.md", "\n".join(md) + "\n" + note)
-    write_text(output_dir / "table.tex", "\n".join(tex) + "\n")
+    write_text(output_dir / "table.md", f"Data: {data}.\n\n" + "\n".join(md) + "\n" + note)
+    write_text(output_dir / "table.tex", f"% data: {data}\n" + "\n".join(tex) + "\n")
 
 
 def plot_f1_vs_tracks(predictions: Mapping[str, np.ndarray], per_jet: Mapping[str, dict], output_dir: Path) -> None:
@@ -165,7 +165,7 @@ def evaluate_vertexing(config: Mapping, test_path: str | Path, checkpoints: Mapp
     output_dir.mkdir(parents=True, exist_ok=True)
     predictions = predict(test_path, models)
     rows, per_jet = summarise(predictions)
-    write_tables(rows, output_dir)
+    write_tables(rows, output_dir, data_set_of(test_path) or "not recorded")
     plot_f1_vs_tracks(predictions, per_jet, output_dir)
     stage = {key: config[key] for key in ("seed", "vertexing")}
     write_predictions(predictions, output_dir / "predictions.h5",

@@ -1,6 +1,7 @@
 """Track sets for vertex finding: per-track features, standardised, with the truth partition.
 
-``build_track_graphs`` turns a sample's train/val/test track_jets files into track_graphs
+``build_track_graphs`` turns a sample's train/val/test track_jets files (or the Set2Graph
+data set's ROOT files, for a file sample: ``pipeline.datasets.set2graph``) into track_graphs
 files: jets with min_tracks..max_tracks tracks, ordered by track count (so contiguous
 slices batch with little padding), each track a feature vector standardised with the
 training split's mean and standard deviation (stored in the files' attributes).
@@ -17,6 +18,7 @@ from typing import Mapping
 import numpy as np
 
 from pipeline.config import config_hash, stage_config
+from pipeline.datasets import dataset, describe
 from pipeline.io.hdf5 import RaggedReader, RaggedWriter, parent_index, provenance_attrs, ragged_rows
 from pipeline.simulation.formats import TRACK_JETS
 from pipeline.simulation.kinematics import wrap_phi
@@ -70,13 +72,26 @@ def track_features(tracks: Mapping[str, np.ndarray], jets: Mapping[str, np.ndarr
     return np.stack([np.asarray(columns[name], np.float64) for name in TRACK_FEATURES], axis=1)
 
 
-def _selected_chunks(reader: RaggedReader, min_tracks: int, max_tracks: int):
-    """Yield (jets, tracks, offsets, jet rows) of jets with min..max tracks, chunk by chunk."""
-    n_jets = reader.n_rows("jets")
-    for start in range(0, n_jets, JETS_PER_CHUNK):
-        stop = min(start + JETS_PER_CHUNK, n_jets)
-        jets = reader.read("jets", None, start, stop)
-        tracks, offsets = reader.read_children("tracks", start, stop)
+def _jet_chunks(config: Mapping, sample: str, path: str | Path):
+    """Yield (jets, tracks, offsets, first jet row) of one split file in chunks of
+    JETS_PER_CHUNK jets: a track_jets file of a generated sample, or, for a file sample of
+    the Set2Graph jets, one of its ROOT files (``pipeline.datasets.set2graph``)."""
+    found = dataset(config["samples"][sample])
+    if found is None:
+        with RaggedReader(path, TRACK_JETS) as reader:
+            for start in range(0, reader.n_rows("jets"), JETS_PER_CHUNK):
+                stop = min(start + JETS_PER_CHUNK, reader.n_rows("jets"))
+                tracks, offsets = reader.read_children("tracks", start, stop)
+                yield reader.read("jets", None, start, stop), tracks, offsets, start
+    else:
+        with found.open(path) as reader:
+            for start in range(0, reader.n_jets, JETS_PER_CHUNK):
+                yield *reader.track_sets(start, start + JETS_PER_CHUNK, config["tracker"]["resolution"]), start
+
+
+def _selected_chunks(chunks, min_tracks: int, max_tracks: int):
+    """Yield (jets, tracks, offsets, jet rows) of the jets with min..max tracks of each chunk."""
+    for jets, tracks, offsets, start in chunks:
         n = np.diff(offsets)
         keep = np.flatnonzero((n >= min_tracks) & (n <= max_tracks))
         rows = ragged_rows(offsets, keep)
@@ -85,17 +100,17 @@ def _selected_chunks(reader: RaggedReader, min_tracks: int, max_tracks: int):
                kept_offsets, start + keep)
 
 
-def feature_statistics(path: str | Path, min_tracks: int, max_tracks: int) -> tuple[np.ndarray, np.ndarray]:
+def feature_statistics(config: Mapping, sample: str, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation of every feature over the selected jets' tracks of a file."""
+    min_tracks, max_tracks = config["vertexing"]["min_tracks"], config["vertexing"]["max_tracks"]
     total = np.zeros(len(TRACK_FEATURES))
     total_sq = np.zeros(len(TRACK_FEATURES))
     count = 0
-    with RaggedReader(path, TRACK_JETS) as reader:
-        for jets, tracks, offsets, _ in _selected_chunks(reader, min_tracks, max_tracks):
-            x = track_features(tracks, jets, offsets)
-            total += x.sum(axis=0)
-            total_sq += (x**2).sum(axis=0)
-            count += len(x)
+    for jets, tracks, offsets, _ in _selected_chunks(_jet_chunks(config, sample, path), min_tracks, max_tracks):
+        x = track_features(tracks, jets, offsets)
+        total += x.sum(axis=0)
+        total_sq += (x**2).sum(axis=0)
+        count += len(x)
     if count == 0:
         raise ValueError(f"{path}: no jets with {min_tracks} to {max_tracks} tracks to standardise on")
     mean = total / count
@@ -111,29 +126,33 @@ def build_track_graphs(config: Mapping, sample: str, inputs: Mapping[str, str | 
     missing = [name for name in SPLITS if name not in inputs or name not in outputs]
     if missing:
         raise ValueError(f"build_track_graphs: no input or output path for splits {missing}")
-    mean, std = feature_statistics(inputs["train"], lo, hi)
-    stage = stage_config(config, sample, "vertexing")
+    found = dataset(config["samples"][sample])
+    if found:  # every file's layout, before any work
+        for split in SPLITS:
+            found.open(inputs[split]).close()
+    mean, std = feature_statistics(config, sample, inputs["train"])
+    # A public data set's tracks take their errors from the tracker's resolution settings.
+    stage = stage_config(config, sample, "vertexing", *(("tracker",) if found else ()))
     counts = {}
     for split in SPLITS:
         counts[split] = 0
-        with RaggedReader(inputs[split], TRACK_JETS) as reader:
-            attrs = provenance_attrs(stage, config_hash(stage), config["seed"])
-            attrs.update(sample=sample, split=split, source=str(inputs[split]),
-                         feature_names=json.dumps(list(TRACK_FEATURES)),
-                         feature_mean=mean, feature_std=std, min_tracks=lo, max_tracks=hi)
-            with RaggedWriter(outputs[split], TRACK_GRAPHS, attrs) as writer:
-                for jets, tracks, offsets, source in _selected_chunks(reader, lo, hi):
-                    features = ((track_features(tracks, jets, offsets) - mean) / std).astype(np.float32)
-                    n_tracks = np.diff(offsets)
-                    # Order each chunk's jets by track count, so that contiguous slices
-                    # batch with little padding; memory stays at one chunk.
-                    order = np.argsort(n_tracks, kind="stable")
-                    rows = ragged_rows(offsets, order)
-                    writer.append(
-                        {"jets": {**{k: jets[k][order] for k in ("pt", "eta", "phi", "mass", "flavour")},
-                                  "n_tracks": n_tracks[order], "source_jet": source[order]},
-                         "tracks": {"features": features[rows], "vertex": tracks["vertex"][rows]}},
-                        {"tracks": n_tracks[order]},
-                    )
-                    counts[split] += len(order)
+        attrs = provenance_attrs(stage, config_hash(stage), config["seed"])
+        attrs.update(sample=sample, split=split, source=str(inputs[split]), dataset=describe(config, sample),
+                     feature_names=json.dumps(list(TRACK_FEATURES)),
+                     feature_mean=mean, feature_std=std, min_tracks=lo, max_tracks=hi)
+        with RaggedWriter(outputs[split], TRACK_GRAPHS, attrs) as writer:
+            for jets, tracks, offsets, source in _selected_chunks(_jet_chunks(config, sample, inputs[split]), lo, hi):
+                features = ((track_features(tracks, jets, offsets) - mean) / std).astype(np.float32)
+                n_tracks = np.diff(offsets)
+                # Order each chunk's jets by track count, so that contiguous slices
+                # batch with little padding; memory stays at one chunk.
+                order = np.argsort(n_tracks, kind="stable")
+                rows = ragged_rows(offsets, order)
+                writer.append(
+                    {"jets": {**{k: jets[k][order] for k in ("pt", "eta", "phi", "mass", "flavour")},
+                              "n_tracks": n_tracks[order], "source_jet": source[order]},
+                     "tracks": {"features": features[rows], "vertex": tracks["vertex"][rows]}},
+                    {"tracks": n_tracks[order]},
+                )
+                counts[split] += len(order)
     return counts
