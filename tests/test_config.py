@@ -417,5 +417,5 @@ def test_vertexing_is_off_without_a_tracked_sample_and_refuses_a_gun():
     config = resolve_config({"samples": {"g": gun}})
     assert config["vertexing"]["sample"] is None
     assert [study.name for study in active_studies(config)] == []  # nor flavour tagging, which needs it
-    with pytest.raises(ConfigError, match=r"vertexing.sample: 'g' does not go through the tracker"):
+    with pytest.raises(ConfigError, match=r"vertexing.sample: 'g' has no track sets \(a particle gun"):
         resolve_config({"samples": {"g": gun, "t": {"process": "ttbar"}}, "vertexing": {"sample": "g"}})

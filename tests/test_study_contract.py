@@ -21,7 +21,9 @@ from pipeline.commands import add_command
 from pipeline.studies import STUDIES, registered, study_module
 from pipeline.tiny import tiny_workflow_config
 
-RULE = re.compile(r"^rule (\w+):", re.M)
+# A rule file may define some rules only for some configs (the jet images: the calorimeter
+# chain or the reference data set's conversion), indented under an `if`.
+RULE = re.compile(r"^\s*rule (\w+):", re.M)
 
 
 def cli_steps(name: str) -> list[str]:
