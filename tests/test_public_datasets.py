@@ -381,3 +381,25 @@ def test_the_studies_run_end_to_end_on_files_in_the_authors_layouts(tmp_path, se
     for run in runs:
         expected = top_tagging if run.info.run_name.startswith("jet_images.") else set2graph
         assert run.data.tags.get("dataset") == expected, run.info.run_name
+
+    # The report's captions and front page say which files each result was made from.
+    import json
+    import zipfile
+
+    run_snakemake(tmp_path, "--report", str(tmp_path / "report.zip"), "--configfile", str(tmp_path / "config.yaml"))
+    with zipfile.ZipFile(tmp_path / "report.zip") as archive:
+        page = archive.read("report/report.html").decode()
+
+    def embedded(name):
+        return json.JSONDecoder().raw_decode(page.split(f'<script id="{name}">', 1)[1].split("=", 1)[1].strip())[0]
+
+    entries = embedded("results")
+    assert len(entries) == 3 + 2 + 6 + 9  # vertexing, flavour tagging (and its six confusion matrices), jet images
+    for path, entry in entries.items():
+        assert "system-message" not in entry["caption"], path  # rendered, no RST error
+        expected = str(top) if "/jet_images/" in path else str(set2graph_files)
+        assert expected in entry["caption"], path
+    assert "Set2Graph secondary-vertex jets" in entries["results/vertexing/table.md"]["caption"]
+    assert "Top Quark Tagging Reference Dataset" in entries["results/jet_images/taggers.md"]["caption"]
+    description = embedded("workflow-desc")
+    assert "not generated here" in description and str(top) in description and "system-message" not in description
