@@ -196,8 +196,9 @@ def tree_with_a_new_study(tmp_path_factory):
     schema.write_text(text.replace("\nproperties:\n", "\nproperties:\n" + SCHEMA_SECTION, 1))
     registry = tree / "src" / "pipeline" / "studies" / "__init__.py"
     text = registry.read_text()
-    assert '"super_resolution")' in text
-    registry.write_text(text.replace('"super_resolution")', '"super_resolution", "gun_energy")', 1))
+    last = f'"{STUDIES[-1]}")'  # the registry's closing line: the new study goes last
+    assert last in text
+    registry.write_text(text.replace(last, f'"{STUDIES[-1]}", "gun_energy")', 1))
     return tree
 
 

@@ -38,7 +38,8 @@ def planned_jobs(config: dict) -> dict[str, int]:
 def test_default_config_dry_run_plans_every_step(tmp_path):
     result = run_snakemake(tmp_path, "-n", "--configfile", str(REPO / "config.yaml"))
     default = load_config(REPO / "config.yaml")
-    assert [study.name for study in active_studies(default)] == list(STUDIES)  # every study runs by default
+    # Every study runs by default but the learning curves, whose config lists what they measure.
+    assert [study.name for study in active_studies(default)] == [s for s in STUDIES if s != "learning_curves"]
     planned = planned_jobs(default)
     # The plan itself, by hand for a few rules: 8 ttbar shards, 16 top and QCD shards for the
     # jet images, the 6 taggers trained once per seed.

@@ -37,8 +37,8 @@ from pipeline.io.outputs import atomic_output
 from pipeline.io.schema import Collection, DataFileError, Field, FileSchema, fields
 
 __all__ = ["Collection", "DataFileError", "Field", "FileSchema", "fields", "check_schema", "file_schema", "open_file",
-           "RaggedReader", "RaggedWriter", "data_set_of", "git_sha", "provenance_attrs", "ragged_rows", "parent_index", "read_tree",
-           "select_tree"]
+           "RaggedReader", "RaggedWriter", "data_set_of", "git_sha", "provenance_attrs", "ragged_rows", "parent_index",
+           "read_tree", "select_tree"]
 
 #: Rows per HDF5 chunk; large enough for fast streaming, small enough for slicing.
 CHUNK_ROWS = 32768

@@ -319,12 +319,15 @@ def train_method(
     *,
     network: Mapping,
     recorded: Mapping | None = None,
+    logged_as: str | None = None,
 ) -> dict[str, float]:
     """Train ``method`` of ``study``, every study's recipe: the config with the study's
     training overrides (``study_training_config``); the global random streams seeded with
     ``seed`` (default derive_seed(config seed, study, method)), then ``data(config)`` and
     ``model(config)`` built from that config, so their initial draws follow the seed; fitted
-    and exported by ``fit_and_export`` as the MLflow run ``<study>.train.<method>``, whose
+    and exported by ``fit_and_export`` as the MLflow run ``<study>.train.<method>`` (``logged_as``
+    in place of ``<study>``, in the name and the tags: another study training this study's
+    network, such as the learning curves), whose
     tags are ``run_tags`` of ``inputs`` and of the config's seed, ``sections`` and training,
     then ``tags``, and whose params the method, every training setting and ``params``.
     The checkpoint records ``checkpoint_identity(study, method, network, **recorded)``:
@@ -343,8 +346,8 @@ def train_method(
     datamodule, module = data(config), model(config)
     stage = {key: config[key] for key in ("seed", *sections, "training")}
     final, _ = fit_and_export(
-        config, module, datamodule, run_name(study, "train", method),
-        {**run_tags(stage, inputs, study, "train", method), **(tags or {})},
+        config, module, datamodule, run_name(logged_as or study, "train", method),
+        {**run_tags(stage, inputs, logged_as or study, "train", method), **(tags or {})},
         {"method": method, **{f"training.{k}": v for k, v in config["training"].items()}, **params},
         checkpoint, history, progress, identity=checkpoint_identity(study, method, network, **(recorded or {})))
     return final

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 from pipeline.studies.descriptor import Study
 
 #: The registry: every study, in the order of the workflow (a study comes after those whose outputs it reads).
-STUDIES = ("vertexing", "flavour_tagging", "jet_images", "particle_flow", "super_resolution")
+STUDIES = ("vertexing", "flavour_tagging", "jet_images", "particle_flow", "super_resolution", "learning_curves")
 
 
 def study(name: str) -> Study:

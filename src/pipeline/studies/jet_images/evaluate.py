@@ -281,7 +281,8 @@ def evaluate_autoencoders(config: Mapping, test: str | Path, checkpoints: Mappin
                "autoencoder that never saw them.\n" if fails else
                "unlike Finke et al. (JHEP 06 (2021) 161), who found that QCD is not flagged as anomalous by an "
                "autoencoder trained on top jets.\n"))
-    write_text(output_dir / "autoencoder.md", _data_line(test) + "\n".join(_table(rows, "model (trained on)")) + "\n" + note)
+    table = "\n".join(_table(rows, "model (trained on)"))
+    write_text(output_dir / "autoencoder.md", _data_line(test) + table + "\n" + note)
     curves = {f"{name} (anomaly: {IMAGE_CLASSES[anomaly[name]]})":
               (errors[name][labels == anomaly[name]], errors[name][labels != anomaly[name]]) for name in AUTOENCODERS}
     _plot_rejection(curves, output_dir / "autoencoder_roc", r"anomaly efficiency $\varepsilon_S$")

@@ -78,11 +78,12 @@ def build_model(config: Mapping, model_name: str) -> pl.LightningModule:
 
 
 def train_image_model(config: Mapping, model_name: str, data: Mapping[str, str | Path], checkpoint: str | Path,
-                      history: str | Path, progress: bool = True) -> dict[str, float]:
+                      history: str | Path, progress: bool = True, logged_as: str | None = None,
+                      tags: Mapping[str, str] | None = None) -> dict[str, float]:
     """Train one model of the study on ``data`` {"train": path, "val": path} (jet_images
     files); write the best checkpoint (lowest val_loss, with its MLflow run id) and the
-    per-epoch history CSV; log the run ``images-<model>`` to MLflow. Returns the last
-    epoch's metrics."""
+    per-epoch history CSV; log the run ``jet_images.train.<model>`` (``logged_as`` in place of
+    ``jet_images``, with extra ``tags``) to MLflow. Returns the last epoch's metrics."""
     settings = network_settings(config["jet_images"], model_name)
     missing = {"train", "val"} - set(data)
     if missing:
@@ -100,4 +101,5 @@ def train_image_model(config: Mapping, model_name: str, data: Mapping[str, str |
     params = {"trained_on": trained_on(model_name), **{f"network.{k}": v for k, v in settings.items()}}
     return train_method(config, "jet_images", model_name, datamodule, lambda resolved: build_model(resolved, model_name),
                         [data["train"], data["val"]], ("jet_images",), params, checkpoint, history, progress,
-                        tags={"trained_on": trained_on(model_name)}, network=settings)
+                        tags={"trained_on": trained_on(model_name), **(tags or {})}, network=settings,
+                        logged_as=logged_as)

@@ -37,9 +37,12 @@ def train_vertex_finder(
     checkpoint: str | Path,
     history: str | Path,
     progress: bool = True,
+    logged_as: str | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> dict[str, float]:
     """Train ``method`` (set2graph, track_pair, rnn); write the best checkpoint and the
-    per-epoch history CSV. Returns the final validation metrics."""
+    per-epoch history CSV. Returns the final validation metrics. ``logged_as``, ``tags``:
+    the study the MLflow run is logged under (not ``vertexing``) and extra tags (``train_method``)."""
     if method not in LEARNED:
         raise ValueError(f"unknown learned vertex finder {method!r}; expected one of {LEARNED}")
     network = config["vertexing"]["network"]
@@ -55,5 +58,5 @@ def train_vertex_finder(
                             threshold=config["vertexing"]["threshold"], lr_schedule=settings["lr_schedule"])
 
     return train_method(config, "vertexing", method, data, model, [train_path, val_path], ("vertexing",),
-                        {f"network.{k}": v for k, v in network.items()}, checkpoint, history, progress,
-                        network=vertex_finder_network(config, method))
+                        {f"network.{k}": v for k, v in network.items()}, checkpoint, history, progress, tags,
+                        network=vertex_finder_network(config, method), logged_as=logged_as)

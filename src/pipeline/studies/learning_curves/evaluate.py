@@ -1,0 +1,237 @@
+"""The learning curves' evaluation: every point's network on its study's test file, the mean
+and spread over the seeds, a power law fitted through the means and extrapolated to the
+paper's training size, the table and one figure per study, and an MLflow run per method.
+
+Metrics: the vertex finders' pairwise F1 per flavour (b, c, light; ``vertexing.metrics``,
+the EPJC paper's definition), the taggers' AUC and background rejection 1/eps_B at
+eps_S = 0.3 (``jet_images.metrics``, the landscape paper's). The fit: 1 - m = a N^-b for F1
+and AUC (which cannot pass 1), R = c N^d for a rejection, least squares in log-log over the
+points' seed means (N the training jets). A two-parameter law through three to five points
+of one decade says where the curve is heading, not where it ends: it cannot see a plateau
+(the detector's resolution, the label noise) below the paper's size.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from pipeline.io.hdf5 import RaggedReader, data_set_of
+from pipeline.io.outputs import pyplot, save_figure, write_csv, write_text
+from pipeline.ml.checkpoints import load_module
+from pipeline.ml.threads import use_evaluation_threads
+from pipeline.ml.tracking import log_run, run_name, run_tags
+from pipeline.studies.learning_curves.methods import STUDY_OF
+
+log = logging.getLogger(__name__)
+
+FLAVOURS = {"b": 5, "c": 4, "light": 0}
+#: Each study's metrics, in the table's and the figure's order.
+METRICS = {"vertexing": ("f1_b", "f1_c", "f1_light"), "jet_images": ("auc", "rejection_at_0.3")}
+#: The papers' numbers (theirs, on their Delphes samples): Shlomi et al., EPJC 81 (2021) 540,
+#: F1 b / c / light; Kasieczka et al., SciPost Phys. 7 (2019) 014, AUC and 1/eps_B at eps_S = 0.3.
+PAPER = {
+    "track_pair": {"f1_b": 0.62, "f1_c": 0.74, "f1_light": 0.96},
+    "rnn": {"f1_b": 0.59, "f1_c": 0.71, "f1_light": 0.93},
+    "set2graph": {"f1_b": 0.66, "f1_c": 0.75, "f1_light": 0.97},
+    "mlp": {"auc": 0.972, "rejection_at_0.3": 295.0},  # TopoDNN, the landscape paper's dense network
+    "cnn": {"auc": 0.981, "rejection_at_0.3": 914.0},
+}
+#: The papers' training jets. Top tagging: the reference data set's 1.211M training jets.
+#: Set2Graph: not stated in the paper; 3 x its ~181k test jets, the split of the public files
+#: (an assumption, said so in the figure).
+PAPER_TRAIN_JETS = {"vertexing": 543_000, "jet_images": 1_211_000}
+PAPER_SIZE_NOTE = {"vertexing": "assumed: 3 x their 181k test jets", "jet_images": "their 1.211M training jets"}
+COLUMNS = ("study", "method", "fraction", "train_jets", "replica", "metric", "value")
+
+
+def vertexing_metrics(config: Mapping, method: str, checkpoint: str | Path, test: str | Path,
+                      batch_size: int = 512) -> dict[str, float]:
+    """{f1_b, f1_c, f1_light}: a vertex finder's mean pairwise F1 per flavour on the test file."""
+    import torch
+
+    from pipeline.studies.vertexing.data import TrackGraphBatches
+    from pipeline.studies.vertexing.metrics import jet_metrics
+    from pipeline.studies.vertexing.models import VertexFinder
+    from pipeline.studies.vertexing.train import vertex_finder_identity
+
+    model = load_module(VertexFinder, checkpoint, vertex_finder_identity(config, method)).eval()
+    batches = TrackGraphBatches(test, batch_size)
+    truth, labels, n_tracks, flavour = [], [], [], []
+    with torch.no_grad():
+        for index in range(len(batches)):
+            batch = batches[index]
+            mask = batch["mask"].numpy()
+            labels.append(model.partition(model(batch["x"], batch["mask"]), batch["mask"])[mask])
+            truth.append(batch["vertex"].numpy()[mask])
+            n_tracks.append(batch["n_tracks"].numpy())
+            flavour.append(batch["flavour"].numpy())
+    n_tracks, flavour = np.concatenate(n_tracks), np.concatenate(flavour)
+    metrics = jet_metrics(np.concatenate(truth), np.concatenate(labels), np.concatenate([[0], np.cumsum(n_tracks)]))
+    out = {}
+    for name, code in FLAVOURS.items():
+        scored = metrics["scored"] & (flavour == code)
+        out[f"f1_{name}"] = float(metrics["f1"][scored].mean()) if scored.any() else float("nan")
+    return out
+
+
+def tagger_point_metrics(config: Mapping, method: str, checkpoint: str | Path, test: str | Path) -> dict[str, float]:
+    """{auc, rejection_at_0.3}: an image tagger's on the test file."""
+    import torch
+
+    from pipeline.studies.jet_images.data import iterate_images
+    from pipeline.studies.jet_images.metrics import tagger_metrics
+    from pipeline.studies.jet_images.models import ImageTagger
+    from pipeline.studies.jet_images.train import model_identity
+
+    study = config["jet_images"]
+    model = load_module(ImageTagger, checkpoint, model_identity(config, method)).eval()
+    labels, scores = [], []
+    with torch.no_grad():
+        for chunk in iterate_images(test, study["pixels"], study["normalise"]):
+            labels.append(chunk["label"])
+            scores.append(torch.sigmoid(model(torch.from_numpy(chunk["image"]))).numpy())
+    metrics = tagger_metrics(np.concatenate(labels), np.concatenate(scores))
+    return {"auc": metrics["auc"], "rejection_at_0.3": metrics["rejection_at_0.3"]}
+
+
+def power_law(train_jets: Sequence[float], values: Sequence[float], metric: str) -> tuple[float, float] | None:
+    """(prefactor, exponent) of the fit (module docstring) through ``values`` at ``train_jets``;
+    None with fewer than three usable points."""
+    x, y = np.asarray(train_jets, np.float64), np.asarray(values, np.float64)
+    target = y if metric.startswith("rejection") else 1.0 - y
+    usable = np.isfinite(target) & (target > 0)
+    if usable.sum() < 3:
+        return None
+    slope, intercept = np.polyfit(np.log(x[usable]), np.log(target[usable]), 1)
+    return float(np.exp(intercept)), float(slope)
+
+
+def predicted(fit: tuple[float, float], metric: str, train_jets: float) -> float:
+    """The fitted law's metric at ``train_jets``."""
+    value = fit[0] * train_jets ** fit[1]
+    return value if metric.startswith("rejection") else 1.0 - value
+
+
+def summarise(rows: Sequence[Mapping]) -> list[dict]:
+    """Mean and standard deviation over the replicas of every (method, fraction, metric)."""
+    keys = sorted({(r["study"], r["method"], r["fraction"], r["train_jets"], r["metric"]) for r in rows},
+                  key=lambda k: (k[0], k[1], k[4], k[2]))
+    out = []
+    for study, method, fraction, train_jets, metric in keys:
+        values = np.array([r["value"] for r in rows if (r["method"], r["fraction"], r["metric"]) == (method, fraction,
+                                                                                                     metric)])
+        out.append({"study": study, "method": method, "fraction": fraction, "train_jets": train_jets,
+                    "metric": metric, "mean": float(np.mean(values)),
+                    "std": float(np.std(values, ddof=1)) if len(values) > 1 else float("nan"), "seeds": len(values)})
+    return out
+
+
+def write_table(summary: Sequence[Mapping], data: Mapping[str, str], path: Path) -> None:
+    """curve.md: per study, method and metric the seed mean ± spread at each size, the paper's
+    number, and the fitted law's value at the paper's size."""
+    lines = []
+    for study in dict.fromkeys(r["study"] for r in summary):
+        mine = [r for r in summary if r["study"] == study]
+        sizes = sorted({r["train_jets"] for r in mine})
+        lines += [f"Data: {data[study]}.", "",
+                  "| method | metric | " + " | ".join(f"{n:,} jets" for n in sizes)
+                  + f" | paper, theirs ({PAPER_TRAIN_JETS[study]:,} jets) | fit at the paper's size |",
+                  "| --- | --- |" + " ---: |" * (len(sizes) + 2)]
+        for method in dict.fromkeys(r["method"] for r in mine):
+            for metric in METRICS[study]:
+                points = sorted((r for r in mine if (r["method"], r["metric"]) == (method, metric)),
+                                key=lambda r: r["train_jets"])
+                cells = [f"{r['mean']:.3g} ± {r['std']:.2g}" if np.isfinite(r["std"]) else f"{r['mean']:.3g}"
+                         for r in points]
+                fit = power_law([r["train_jets"] for r in points], [r["mean"] for r in points], metric)
+                at_paper = f"{predicted(fit, metric, PAPER_TRAIN_JETS[study]):.3g}" if fit else "-"
+                lines.append(f"| {method} | {metric} | " + " | ".join(cells)
+                             + f" | {PAPER[method][metric]:g} | {at_paper} |")
+        lines.append("")
+    note = ("Mean ± standard deviation over the seeds (the trainings of one point differ in their seed; the points "
+            "of one seed in their jets: nested subsets of one training split). Paper rows: theirs, on their "
+            "Delphes samples, not reproduced here. Fit: 1 - m = a N^-b (F1, AUC) or R = c N^d (rejection) through "
+            "the means, evaluated at the paper's training size: where the curve heads, not a prediction "
+            "(docs/learning_curves.md).\n")
+    write_text(path, "\n".join(lines) + "\n" + note)
+
+
+def plot_study(summary: Sequence[Mapping], study: str, path: Path) -> None:
+    """One panel per metric: each method's seed mean and spread against the training jets (log
+    x), its fitted law dashed out to the paper's size, the paper's number there as a star."""
+    plt = pyplot()
+    metrics = METRICS[study]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 5), squeeze=False)
+    paper_n = PAPER_TRAIN_JETS[study]
+    for ax, metric in zip(axes[0], metrics):
+        for index, method in enumerate(dict.fromkeys(r["method"] for r in summary if r["study"] == study)):
+            points = sorted((r for r in summary if (r["method"], r["metric"]) == (method, metric)),
+                            key=lambda r: r["train_jets"])
+            n = np.array([r["train_jets"] for r in points], np.float64)
+            mean = np.array([r["mean"] for r in points])
+            colour = f"C{index}"
+            ax.errorbar(n, mean, yerr=np.nan_to_num([r["std"] for r in points]), marker="o", color=colour,
+                        capsize=3, label=method)
+            fit = power_law(n, mean, metric)
+            if fit:
+                grid = np.geomspace(n.min(), paper_n, 50)
+                ax.plot(grid, [predicted(fit, metric, g) for g in grid], "--", color=colour, alpha=0.6)
+            ax.plot([paper_n], [PAPER[method][metric]], "*", color=colour, markersize=14, markeredgecolor="black")
+        ax.axvline(paper_n, color="grey", linestyle=":", label=f"paper's size ({PAPER_SIZE_NOTE[study]})")
+        ax.set_xscale("log")
+        if metric.startswith("rejection"):
+            ax.set_yscale("log")
+        ax.set_xlabel("training jets")
+        ax.set_ylabel({"f1_b": "F1, b jets", "f1_c": "F1, c jets", "f1_light": "F1, light jets", "auc": "AUC",
+                       "rejection_at_0.3": r"$1/\varepsilon_B$ at $\varepsilon_S = 0.3$"}[metric])
+        ax.legend(fontsize=9)
+    fig.suptitle("ours: points with seed spread, dashed: fitted law; stars: the paper's (theirs)", fontsize=11)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def evaluate_curves(config: Mapping, checkpoints: Mapping[tuple[str, float, int], str | Path],
+                    subsets: Mapping[tuple[str, float], str | Path], tests: Mapping[str, str | Path],
+                    output_dir: str | Path) -> list[dict]:
+    """Every point: ``checkpoints`` {(method, fraction, replica): path}; ``subsets`` {(study,
+    fraction): training subset} (its jets are the point's size); ``tests`` {study: test file}.
+    Writes curve.csv, curve.md and <study>.png/pdf; logs learning_curves.evaluate.<method>.
+    Returns the summary rows."""
+    from pipeline.studies.jet_images.formats import jet_images_schema
+    from pipeline.studies.vertexing.formats import TRACK_GRAPHS
+
+    use_evaluation_threads(config)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    schemas = {"vertexing": TRACK_GRAPHS, "jet_images": jet_images_schema()}
+    sizes = {}
+    for (study, fraction), path in subsets.items():
+        with RaggedReader(path, schemas[study]) as reader:
+            sizes[study, fraction] = reader.n_rows("jets")
+    rows = []
+    for (method, fraction, replica), path in sorted(checkpoints.items()):
+        study = STUDY_OF[method]
+        function = vertexing_metrics if study == "vertexing" else tagger_point_metrics
+        for metric, value in function(config, method, path, tests[study]).items():
+            rows.append({"study": study, "method": method, "fraction": fraction,
+                         "train_jets": sizes[study, fraction], "replica": replica, "metric": metric, "value": value})
+        log.info("%s at %s, replica %d: done", method, fraction, replica)
+    write_csv(output_dir / "curve.csv", COLUMNS, rows, floats=".6g")
+    summary = summarise(rows)
+    data = {study: data_set_of(path) or "not recorded" for study, path in tests.items()}
+    write_table(summary, data, output_dir / "curve.md")
+    for study in dict.fromkeys(r["study"] for r in summary):
+        plot_study(summary, study, output_dir / study)
+    stage = {key: config[key] for key in ("seed", "learning_curves")}
+    for method in dict.fromkeys(r["method"] for r in summary):
+        paths = [tests[STUDY_OF[method]], *(p for (m, _, _), p in checkpoints.items() if m == method)]
+        log_run(config, run_name("learning_curves", "evaluate", method), run_tags(stage, paths, "learning_curves",
+                                                                                 "evaluate", method),
+                {f"{r['metric']}_mean_{r['train_jets']}": r["mean"] for r in summary if r["method"] == method},
+                [output_dir / "curve.csv", output_dir / "curve.md"], stage=stage)
+    return summary
