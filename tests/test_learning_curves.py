@@ -1,22 +1,20 @@
 """The learning curves (``pipeline.studies.learning_curves``): nested subsets, the replicas'
-seeds, the fitted law by hand, the config's checks, the shipped configurations, and a tiny
-end-to-end run whose full-size, first-seed point is the study's own training."""
+seeds, the fitted law by hand, the config's checks and the shipped configurations. Their
+end-to-end run (the DAG, the table, the figures, MLflow, the full-size first-seed point
+against the study's own training) is part of tests/test_public_datasets.py's, on the
+reference-layout files: one run of the tiny DAG for both."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from pipeline.config_schema import ConfigError
 from pipeline.io.hdf5 import RaggedReader
-from pipeline.ml.checkpoints import load_checkpoint
 from pipeline.run_config import load_config, resolve_config
-from pipeline.studies import active_studies, study
-from pipeline.studies.jet_images.formats import jet_images_schema
+from pipeline.studies import active_studies
 from pipeline.studies.learning_curves.evaluate import power_law, predicted, summarise
 from pipeline.studies.learning_curves.subsets import subset_rows, write_subset
 from pipeline.studies.learning_curves.train import replica_config
@@ -111,55 +109,3 @@ def test_the_shipped_configurations_reach_ten_times_the_default_run():
     images = load_config(REPO_CONFIGS / "jet_images.yaml")
     assert images["learning_curves"]["studies"] == ["jet_images"]
     assert images["jet_images"]["training"]["max_epochs"] == 12
-
-
-@pytest.mark.slow
-def test_a_tiny_learning_curve_end_to_end(tmp_path):
-    """Two points, two seeds, Set2Graph and the CNN, on the tiny run's samples: the curve's
-    table and figures, one MLflow run per training; the full-size point of the first seed is
-    the vertexing study's own training, weight for weight."""
-    import torch
-    from mlflow.tracking import MlflowClient
-    from workflow_runs import job_counts, run_snakemake, write_config
-
-    from pipeline.tiny import tiny_workflow_config
-
-    raw = tiny_workflow_config()
-    raw["learning_curves"] = {"studies": ["vertexing", "jet_images"], "methods": ["set2graph", "cnn"],
-                              "fractions": [0.5, 1.0], "seeds": 2}
-    config_path = write_config(tmp_path, raw)
-    targets = ["results/learning_curves/curve.csv", "results/vertexing/models/set2graph.ckpt"]
-    result = run_snakemake(tmp_path, *targets, "--configfile", str(config_path))
-    jobs = job_counts(result.stdout + result.stderr)
-    assert jobs["train_learning_curves"] == 8 and jobs["subset_learning_curves"] == 4
-    results = tmp_path / "results" / "learning_curves"
-    with open(results / "curve.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) == 2 * 2 * 3 + 2 * 2 * 2  # set2graph: F1 b, c, light; cnn: AUC, rejection
-    sizes = set()
-    for fraction in ("0.5", "1"):
-        with RaggedReader(results / "jet_images" / "data" / f"train_{fraction}.h5", jet_images_schema()) as reader:
-            sizes.add(str(reader.n_rows("jets")))
-    assert {r["train_jets"] for r in rows if r["method"] == "cnn"} == sizes and len(sizes) == 2
-    table = (results / "curve.md").read_text()
-    assert "| set2graph | f1_b |" in table and "| cnn | auc |" in table and "1,211,000 jets" in table
-    for name in ("vertexing", "jet_images"):
-        assert (results / f"{name}.png").stat().st_size > 1000 and (results / f"{name}.pdf").exists()
-    # The full-size, first-seed point is the vertexing study's own training.
-    mine = load_checkpoint(results / "models" / "set2graph_1_seed0.ckpt")["state_dict"]
-    theirs = load_checkpoint(tmp_path / "results" / "vertexing" / "models" / "set2graph.ckpt")["state_dict"]
-    assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
-    other = load_checkpoint(results / "models" / "set2graph_1_seed1.ckpt")["state_dict"]
-    assert not all(torch.equal(other[k], theirs[k]) for k in theirs)
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("pipeline").experiment_id])
-    names = sorted(r.info.run_name for r in runs if r.info.run_name.startswith("learning_curves."))
-    config = resolve_config(yaml.safe_load(config_path.read_text()))
-    assert names == sorted(study("learning_curves").runs(config))
-    # Logged under this study (name and tags), though the networks and checkpoints are their studies'.
-    assert all(r.info.run_name == ".".join(r.data.tags[k] for k in ("study", "step", "method")) for r in runs)
-    assert {r.data.tags["rule"] for r in runs if r.info.run_name.startswith("learning_curves.")} == {
-        "train_learning_curves", "evaluate_learning_curves"}
-    tags = {(r.data.tags["learning_curve.fraction"], r.data.tags["learning_curve.replica"])
-            for r in runs if r.info.run_name == "learning_curves.train.cnn"}
-    assert tags == {("0.5", "0"), ("0.5", "1"), ("1.0", "0"), ("1.0", "1")}

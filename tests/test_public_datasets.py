@@ -5,9 +5,12 @@ studies' own files."""
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import uproot
 
 from pipeline.config_schema import ConfigError
@@ -15,6 +18,7 @@ from pipeline.datasets import check_sources, describe, source_files
 from pipeline.datasets.set2graph import Set2GraphFile, decreasing_pt_order, first_appearance_labels
 from pipeline.datasets.top_tagging import TopTaggingFile
 from pipeline.io.hdf5 import RaggedReader, data_set_of
+from pipeline.ml.checkpoints import load_checkpoint
 from pipeline.partition import all_pairs
 from pipeline.run_config import resolve_config
 from pipeline.studies.jet_images.formats import jet_images_schema
@@ -342,7 +346,9 @@ def test_file_samples_in_the_config(tmp_path, set2graph_files):
 def test_the_studies_run_end_to_end_on_files_in_the_authors_layouts(tmp_path, set2graph_files):
     """The tiny run's vertexing, flavour-tagging and jet-image studies on a Set2Graph and a
     top-tagging file sample: no generation, no detector; every table and MLflow run names
-    the data set."""
+    the data set. With them, a tiny learning curve (two points, two seeds, Set2Graph and the
+    CNN): its table, figures and runs, and its full-size, first-seed point is the study's own
+    training, weight for weight (one run of the DAG for both: the suite's time)."""
     from mlflow.tracking import MlflowClient
     from workflow_runs import job_counts, run_snakemake, write_config
 
@@ -354,15 +360,19 @@ def test_the_studies_run_end_to_end_on_files_in_the_authors_layouts(tmp_path, se
     raw["samples"] = {"toptag": {"source": {"format": "top_tagging", "path": str(top)}},
                       "s2g": {"source": {"format": "set2graph", "path": str(set2graph_files)}}}
     raw["jet_images"].update(signal="toptag", background="toptag")
+    raw["learning_curves"] = {"studies": ["vertexing", "jet_images"], "methods": ["set2graph", "cnn"],
+                              "fractions": [0.5, 1.0], "seeds": 2}
     result = run_snakemake(tmp_path, "--configfile", str(write_config(tmp_path, raw)))
     jobs = job_counts(result.stdout + result.stderr)
     config = resolve_config(raw)
-    assert [study.name for study in active_studies(config)] == ["vertexing", "flavour_tagging", "jet_images"]
+    assert [study.name for study in active_studies(config)] == ["vertexing", "flavour_tagging", "jet_images",
+                                                                 "learning_curves"]
     planned = {"all": 1}
     for study in active_studies(config):
         planned.update(study.jobs(config))
     assert jobs == {**planned, "total": sum(planned.values())}  # no generate, tracker, calorimeter or split
     assert jobs["convert_jet_images"] == 1 and jobs["build_graphs_vertexing"] == 1
+    assert jobs["train_learning_curves"] == 8 and jobs["subset_learning_curves"] == 4
 
     results = tmp_path / "results"
     set2graph, top_tagging = describe(config, "s2g"), describe(config, "toptag")
@@ -379,8 +389,35 @@ def test_the_studies_run_end_to_end_on_files_in_the_authors_layouts(tmp_path, se
     assert sorted(run.info.run_name for run in runs) == sorted(
         name for study in active_studies(config) for name in study.runs(config))
     for run in runs:
-        expected = top_tagging if run.info.run_name.startswith("jet_images.") else set2graph
-        assert run.data.tags.get("dataset") == expected, run.info.run_name
+        images = run.data.tags["study"] == "jet_images" or run.data.tags["method"] in ("mlp", "cnn")
+        assert run.data.tags.get("dataset") == (top_tagging if images else set2graph), run.info.run_name
+        # Named by its study, step and method, as its tags say (the learning curves' too).
+        assert run.info.run_name == ".".join(run.data.tags[k] for k in ("study", "step", "method"))
+    tags = {(r.data.tags["learning_curve.fraction"], r.data.tags["learning_curve.replica"])
+            for r in runs if r.info.run_name == "learning_curves.train.cnn"}
+    assert tags == {("0.5", "0"), ("0.5", "1"), ("1.0", "0"), ("1.0", "1")}
+
+    # The learning curve: every training's numbers, each point's size, the table and figures.
+    curves = results / "learning_curves"
+    with open(curves / "curve.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * 2 * 3 + 2 * 2 * 2  # set2graph: F1 b, c, light; cnn: AUC, rejection; 2 points, 2 seeds
+    sizes = set()
+    for fraction in ("0.5", "1"):
+        with RaggedReader(curves / "jet_images" / "data" / f"train_{fraction}.h5", jet_images_schema()) as reader:
+            sizes.add(str(reader.n_rows("jets")))
+    assert {r["train_jets"] for r in rows if r["method"] == "cnn"} == sizes == {"200", "400"}
+    table = (curves / "curve.md").read_text()
+    assert "| set2graph | f1_b |" in table and "| cnn | auc |" in table and "1,211,000 jets" in table
+    assert f"Data: {top_tagging}." in table and f"Data: {set2graph}." in table
+    for name in ("vertexing", "jet_images"):
+        assert (curves / f"{name}.png").stat().st_size > 1000 and (curves / f"{name}.pdf").exists()
+    # Its full-size, first-seed point is the vertexing study's own training; the second seed is not.
+    mine = load_checkpoint(curves / "models" / "set2graph_1_seed0.ckpt")["state_dict"]
+    theirs = load_checkpoint(results / "vertexing" / "models" / "set2graph.ckpt")["state_dict"]
+    other = load_checkpoint(curves / "models" / "set2graph_1_seed1.ckpt")["state_dict"]
+    assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
+    assert not all(torch.equal(other[k], theirs[k]) for k in theirs)
 
     # The report's captions and front page say which files each result was made from.
     import json
@@ -394,11 +431,12 @@ def test_the_studies_run_end_to_end_on_files_in_the_authors_layouts(tmp_path, se
         return json.JSONDecoder().raw_decode(page.split(f'<script id="{name}">', 1)[1].split("=", 1)[1].strip())[0]
 
     entries = embedded("results")
-    assert len(entries) == 3 + 2 + 6 + 9  # vertexing, flavour tagging (and its six confusion matrices), jet images
+    # vertexing, flavour tagging (and its six confusion matrices), jet images, learning curves
+    assert len(entries) == 3 + 2 + 6 + 9 + 3
     for path, entry in entries.items():
         assert "system-message" not in entry["caption"], path  # rendered, no RST error
-        expected = str(top) if "/jet_images/" in path else str(set2graph_files)
-        assert expected in entry["caption"], path
+        if "/learning_curves/" not in path:  # (whose captions name no sample)
+            assert (str(top) if "/jet_images/" in path else str(set2graph_files)) in entry["caption"], path
     assert "Set2Graph secondary-vertex jets" in entries["results/vertexing/table.md"]["caption"]
     assert "Top Quark Tagging Reference Dataset" in entries["results/jet_images/taggers.md"]["caption"]
     description = embedded("workflow-desc")

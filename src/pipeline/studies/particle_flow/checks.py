@@ -12,7 +12,7 @@ def check(config: Mapping[str, Any]) -> None:
     """ValueError naming the key: the study's samples must be particle guns, its window's cells nest (WindowGeometry)."""
     for role in ("sample", "calibration"):
         name = config["particle_flow"][role]
-        if name in config["samples"] and config["samples"][name]["process"] != "particle_gun":
+        if name in config["samples"] and config["samples"][name].get("process") != "particle_gun":
             raise ValueError(f"particle_flow.{role}: sample {name!r} has process "
-                             f"{config['samples'][name]['process']!r}; expected a particle_gun sample")
+                             f"{config['samples'][name].get('process', 'none: a public data set')!r}; expected a particle_gun sample")
     WindowGeometry.from_config(config)

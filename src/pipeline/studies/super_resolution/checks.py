@@ -14,9 +14,9 @@ def check(config: Mapping[str, Any]) -> None:
     section = config["super_resolution"]
     for role in ("sample", "pi0_sample"):
         name = section[role]
-        if name in config["samples"] and config["samples"][name]["process"] != "particle_gun":
+        if name in config["samples"] and config["samples"][name].get("process") != "particle_gun":
             raise ValueError(f"super_resolution.{role}: sample {name!r} has process "
-                             f"{config['samples'][name]['process']!r}; expected a particle_gun sample")
+                             f"{config['samples'][name].get('process', 'none: a public data set')!r}; expected a particle_gun sample")
     names = [layer["name"] for layer in config["particle_flow"]["calorimeter"]["layers"]]
     if section["physics"]["layer"] not in names:
         raise ValueError(f"super_resolution.physics.layer: {section['physics']['layer']!r} is not a layer of "
