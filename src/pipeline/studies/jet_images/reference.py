@@ -43,19 +43,22 @@ def constituent_images(p4: np.ndarray, settings: Mapping) -> dict[str, np.ndarra
     settings: the jet_images section. Returns the jet_images fields pt, eta, phi, mass (of
     the constituents' sum) and image (n, pixels, pixels) float32 [GeV pT per pixel].
     """
-    p4 = np.asarray(p4, np.float64)
+    p4 = np.asarray(p4)
     n = len(p4)
-    jet = p4.sum(axis=1)
+    # Only the real constituents, in float64 (the padding is most of the array).
+    owner, index = np.nonzero(p4[..., 0] > 0)
+    energy, px, py, pz = np.asarray(p4[owner, index], np.float64).T
+    jet = np.stack([np.bincount(owner, component, n) for component in (energy, px, py, pz)], axis=1)
     jet_pt = np.hypot(jet[:, 1], jet[:, 2])
     with np.errstate(divide="ignore", invalid="ignore"):
         jet_eta = np.where(jet_pt > 0, np.arcsinh(jet[:, 3] / jet_pt), 0.0)
     jet_phi = np.arctan2(jet[:, 2], jet[:, 1])
     mass = np.sqrt(np.maximum(jet[:, 0] ** 2 - (jet[:, 1:] ** 2).sum(axis=1), 0.0))
-    pt = np.hypot(p4[..., 1], p4[..., 2])
-    owner, index = np.nonzero((p4[..., 0] > 0) & (pt > 0))  # padding, and nothing along the beam
-    pt = pt[owner, index]
-    eta = np.arcsinh(p4[owner, index, 3] / pt)
-    phi = np.arctan2(p4[owner, index, 2], p4[owner, index, 1])
+    pt = np.hypot(px, py)
+    along = pt > 0  # nothing along the beam
+    owner, pt, pz, px, py = owner[along], pt[along], pz[along], px[along], py[along]
+    eta = np.arcsinh(pz / pt)
+    phi = np.arctan2(py, px)
     x, y = image_coordinates(eta - jet_eta[owner], wrap_phi(phi - jet_phi[owner]), pt, owner, n,
                              settings["preprocessing"])
     image = pixelate(x, y, pt, owner, n, settings["pixels"], settings["pixel_size"]).astype(np.float32)
