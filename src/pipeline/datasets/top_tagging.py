@@ -89,8 +89,7 @@ class TopTaggingFile:
                          "'frame_table' or 'frame')")
 
     def _check(self) -> None:
-        missing = [f"{q}_0" for q in MOMENTUM if f"{q}_0" not in self._columns] + [
-            name for name in (LABEL,) if name not in self._columns]
+        missing = [name for name in (*(f"{q}_0" for q in MOMENTUM), LABEL) if name not in self._columns]
         if missing:
             raise ValueError(f"{self.path}: key {KEY!r} has no column {missing[0]!r} (expected E_i, PX_i, PY_i, PZ_i "
                              f"per constituent and {LABEL!r})")

@@ -56,8 +56,9 @@ def run_tags(config: Mapping, inputs: Iterable[str | Path], study: str, step: st
     for key, path in _input_keys(inputs).items():
         tags[f"input.{key}.sha256"] = file_checksum(path)
         tags[f"input.{key}.path"] = str(path)
-        if h5py.is_hdf5(path) and data_set_of(path):
-            data.append(data_set_of(path))
+        made_from = data_set_of(path) if h5py.is_hdf5(path) else None
+        if made_from:
+            data.append(made_from)
     if data:  # what the run's data were made from: the simulation or a public data set
         tags["dataset"] = "; ".join(dict.fromkeys(data))
     tags["config.json"] = json.dumps(config, sort_keys=True)[:5000]

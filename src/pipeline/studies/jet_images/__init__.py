@@ -18,8 +18,8 @@ def samples(config) -> list[str]:
 
 def reference_sample(config) -> str | None:
     """The top-tagging reference data set's sample the study reads, if it reads one (not generated ones)."""
-    names = set(samples(config))
-    return next(iter(names)) if names and dataset(config["samples"][next(iter(names))]) else None
+    names = samples(config)
+    return names[0] if names and dataset(config["samples"][names[0]]) else None
 
 
 def outputs(config) -> list[str]:

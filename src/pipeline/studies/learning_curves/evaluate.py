@@ -24,22 +24,20 @@ from pipeline.io.outputs import pyplot, save_figure, write_csv, write_text
 from pipeline.ml.checkpoints import load_module
 from pipeline.ml.threads import use_evaluation_threads
 from pipeline.ml.tracking import log_run, run_name, run_tags
+from pipeline.studies.jet_images.evaluate import LANDSCAPE
 from pipeline.studies.learning_curves.methods import STUDY_OF
+from pipeline.studies.vertexing.evaluate import FLAVOURS, PAPER_F1
 
 log = logging.getLogger(__name__)
 
-FLAVOURS = {"b": 5, "c": 4, "light": 0}
 #: Each study's metrics, in the table's and the figure's order.
 METRICS = {"vertexing": ("f1_b", "f1_c", "f1_light"), "jet_images": ("auc", "rejection_at_0.3")}
-#: The papers' numbers (theirs, on their Delphes samples): Shlomi et al., EPJC 81 (2021) 540,
-#: F1 b / c / light; Kasieczka et al., SciPost Phys. 7 (2019) 014, AUC and 1/eps_B at eps_S = 0.3.
-PAPER = {
-    "track_pair": {"f1_b": 0.62, "f1_c": 0.74, "f1_light": 0.96},
-    "rnn": {"f1_b": 0.59, "f1_c": 0.71, "f1_light": 0.93},
-    "set2graph": {"f1_b": 0.66, "f1_c": 0.75, "f1_light": 0.97},
-    "mlp": {"auc": 0.972, "rejection_at_0.3": 295.0},  # TopoDNN, the landscape paper's dense network
-    "cnn": {"auc": 0.981, "rejection_at_0.3": 914.0},
-}
+#: The papers' numbers (theirs, on their Delphes samples), as the studies' own tables quote them:
+#: F1 b / c / light of Shlomi et al.; AUC and 1/eps_B at eps_S = 0.3 of Kasieczka et al. (the
+#: MLP beside their TopoDNN, the dense network).
+PAPER = {**{method: dict(zip(METRICS["vertexing"], PAPER_F1[method])) for method in ("track_pair", "rnn", "set2graph")},
+         **{method: {"auc": LANDSCAPE[method][1], "rejection_at_0.3": LANDSCAPE[method][3]}
+            for method in ("mlp", "cnn")}}
 #: The papers' training jets. Top tagging: the reference data set's 1.211M training jets.
 #: Set2Graph: not stated in the paper; 3 x its ~181k test jets, the split of the public files
 #: (an assumption, said so in the figure).
