@@ -89,6 +89,45 @@ def test_calorimeter_stage_is_reproducible_and_conserves_the_truth(image_files, 
     assert first["energy"].sum() == pytest.approx(truth, rel=0.15)
 
 
+def test_particle_level_images_hold_the_constituents_and_match_the_reference_imaging(image_files, tmp_path):
+    """jet_images.objects: particles images the same jets from their generator-level
+    constituents, without the calorimeter file, exactly as the reference data set's
+    constituents are imaged (constituent_images on the same four-momenta, padded)."""
+    from pipeline.studies.jet_images.reference import constituent_images
+
+    config, files = image_files
+    particle_config = {**config, "jet_images": {**config["jet_images"], "objects": "particles"}}
+    output = tmp_path / "particles.h5"
+    build_jet_images(particle_config, files["top", 0]["gen"], None, output, progress=False)
+    with RaggedReader(output, jet_images_schema()) as reader, \
+            RaggedReader(files["top", 0]["images"], jet_images_schema()) as calorimeter:
+        assert reader.attrs["objects"] == "particles" and calorimeter.attrs["objects"] == "calorimeter"
+        jets, cells = reader.read("jets"), calorimeter.read("jets")
+    # The same jets in the same order as the calorimeter's images.
+    assert np.array_equal(jets["event"], cells["event"]) and np.array_equal(jets["pt"], cells["pt"])
+    # Every constituent lands in the 1.6-wide image of an R = 0.8 jet: the image holds the
+    # scalar pT sum, a little above the jet's (vector) pT.
+    ratio = jets["image"].sum(axis=(1, 2)) / jets["pt"]
+    assert np.all(ratio > 0.999) and np.median(ratio) < 1.1
+    # The reference imaging of the same constituents, padded to (n, 200, 4), gives the same images.
+    with RaggedReader(files["top", 0]["gen"], PARTICLE_JETS) as reader:
+        events = reader.read("events", ["event"])["event"]
+        all_jets, jet_offsets = reader.read_children("jets", 0, len(events))
+        particles, offsets = reader.read_children("constituents", 0, len(all_jets["pt"]))
+    kept = np.flatnonzero(all_jets["top_contained"] == 1)
+    p4 = np.zeros((len(kept), 200, 4))
+    for row, jet in enumerate(kept):
+        part = slice(offsets[jet], offsets[jet + 1])
+        p4[row, : part.stop - part.start] = np.stack([particles[k][part] for k in ("energy", "px", "py", "pz")], axis=1)
+    reference = constituent_images(p4, config["jet_images"])
+    assert np.allclose(reference["pt"], jets["pt"], rtol=1e-4)
+    assert np.allclose(reference["image"], jets["image"], atol=1e-3 * jets["pt"].max())
+    # The calorimeter's images need their cells.
+    with pytest.raises(ValueError, match=r"jet_images.objects is calorimeter, so the calorimeter_cells file"):
+        build_jet_images(config, files["top", 0]["gen"], None, tmp_path / "no_cells.h5", progress=False)
+    assert not (tmp_path / "no_cells.h5").exists()
+
+
 def test_calorimeter_needs_the_stored_particles(tmp_path):
     from pipeline.tiny import tiny_config
 

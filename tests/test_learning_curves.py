@@ -15,7 +15,7 @@ from pipeline.config_schema import ConfigError
 from pipeline.io.hdf5 import RaggedReader
 from pipeline.run_config import load_config, resolve_config
 from pipeline.studies import active_studies
-from pipeline.studies.learning_curves.evaluate import power_law, predicted, summarise
+from pipeline.studies.learning_curves.evaluate import data_scale, power_law, predicted, rejection_precision, summarise
 from pipeline.studies.learning_curves.subsets import subset_rows, write_subset
 from pipeline.studies.learning_curves.train import replica_config
 from pipeline.studies.vertexing.formats import TRACK_GRAPHS
@@ -53,6 +53,39 @@ def test_subsets_are_nested_and_the_whole_is_the_file(track_graphs, tiny_config_
     first = position[3]
     np.testing.assert_array_equal(picked["vertex"][picked_offsets[3]:picked_offsets[4]],
                                   tracks["vertex"][offsets[first]:offsets[first + 1]])
+
+
+def test_the_training_jets_scale_by_a_plain_loop(track_graphs):
+    """data_scale's vectorised vertex count and un-standardised track pT against a loop over jets."""
+    from pipeline.studies.vertexing.formats import TRACK_FEATURES
+
+    scale = data_scale(track_graphs["train"])
+    with RaggedReader(track_graphs["train"], TRACK_GRAPHS) as reader:
+        jets = reader.read("jets")
+        tracks = reader.read("tracks")
+        mean, std = reader.attrs["feature_mean"], reader.attrs["feature_std"]
+    k = TRACK_FEATURES.index("log_pt")
+    track_pt = np.exp(tracks["features"][:, k] * std[k] + mean[k])
+    assert scale["track pT [GeV]"] == pytest.approx((track_pt.mean(), track_pt.std()), rel=1e-5)
+    assert scale["jet pT [GeV]"][0] == pytest.approx(jets["pt"].mean(), rel=1e-5)
+    start = 0
+    vertices = []
+    for n in jets["n_tracks"]:
+        vertices.append(len(set(tracks["vertex"][start:start + n].tolist())))
+        start += n
+    vertices = np.array(vertices)
+    for name, code in {"b": 5, "c": 4, "light": 0}.items():
+        mine = jets["flavour"] == code
+        if mine.any():
+            assert scale[f"{name} jets: true vertices"][0] == pytest.approx(vertices[mine].mean())
+            assert scale[f"{name} jets: tracks"][0] == pytest.approx(jets["n_tracks"][mine].mean())
+    assert sum(scale[f"{name} jets: fraction"][0] for name in ("b", "c", "light")) == pytest.approx(1.0)
+
+
+def test_a_rejections_test_set_precision_by_hand():
+    # 10,000 QCD jets at R = 100: 100 pass, Poisson 10 %; at R = 2,500: 4 pass, 50 %.
+    assert rejection_precision(100, 10_000) == pytest.approx(0.1)
+    assert rejection_precision(2500, 10_000) == pytest.approx(0.5)
 
 
 def test_the_fitted_law_by_hand():
@@ -103,9 +136,27 @@ def test_the_shipped_configurations_reach_ten_times_the_default_run():
     sample = vertexing["samples"]["ttbar"]
     events = sample["events_per_shard"] * sample["shards"]
     assert events >= 10 * default["events_per_shard"] * default["shards"]
-    # Its smallest point is the default run's size; its training settings are the default run's.
+    # Its smallest point is the default run's size; its training is the default run's but shorter
+    # (docs/learning_curves.md), the same at every point.
     assert events * vertexing["learning_curves"]["fractions"][0] == default["events_per_shard"] * default["shards"]
+    assert vertexing["training"]["batch_size"] == load_config(REPO / "config.yaml")["training"]["batch_size"]
+    assert vertexing["training"]["max_epochs"] == 10 and vertexing["learning_curves"]["seeds"] >= 2
     assert {s.name for s in active_studies(vertexing)} >= {"vertexing", "learning_curves"}
     images = load_config(REPO_CONFIGS / "jet_images.yaml")
     assert images["learning_curves"]["studies"] == ["jet_images"]
     assert images["jet_images"]["training"]["max_epochs"] == 12
+    # The particle-level overlay, merged as Snakemake merges two --configfile's: the same
+    # events (seed, samples) and training as jet_images.yaml, images of the constituents.
+    import yaml
+
+    def merged(base, overlay):
+        return {k: merged(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+                for k, v in {**base, **overlay}.items()}
+
+    raw = [yaml.safe_load((REPO_CONFIGS / name).read_text())
+           for name in ("jet_images.yaml", "jet_images_particles.yaml")]
+    particles = resolve_config(merged(*raw), source="jet_images_particles.yaml")
+    assert particles["jet_images"]["objects"] == "particles" and images["jet_images"]["objects"] == "calorimeter"
+    assert particles["samples"] == images["samples"] and particles["seed"] == images["seed"]
+    assert particles["jet_images"]["training"] == images["jet_images"]["training"]
+    assert set(particles["learning_curves"]["fractions"]) <= set(images["learning_curves"]["fractions"])

@@ -410,6 +410,16 @@ def test_the_studies_run_end_to_end_on_files_in_the_authors_layouts(tmp_path, se
     table = (curves / "curve.md").read_text()
     assert "| set2graph | f1_b |" in table and "| cnn | auc |" in table and "1,211,000 jets" in table
     assert f"Data: {top_tagging}." in table and f"Data: {set2graph}." in table
+    # The untrained finders on the same test jets are the vertexing study's own numbers for them.
+    with open(results / "vertexing" / "metrics.csv") as f:
+        study_f1 = {(r["method"], r["flavour"]): float(r["f1"]) for r in csv.DictReader(f)}
+    for finder in ("avr", "baseline", "single_vertex"):
+        line = next(line for line in table.splitlines() if line.startswith(f"| {finder} |"))
+        cells = [cell.strip() for cell in line.split("|")[2:5]]
+        assert [float(c) for c in cells] == pytest.approx([study_f1[finder, f] for f in ("b", "c", "light")], abs=6e-4)
+    assert "| avr |" in table and "0.56 / 0.7 / 0.97" in table
+    assert "QCD jets rests on the" in table
+    assert "| jet pT [GeV] |" in table and "| 76 (49) |" in table and "| b jets: true vertices |" in table
     for name in ("vertexing", "jet_images"):
         assert (curves / f"{name}.png").stat().st_size > 1000 and (curves / f"{name}.pdf").exists()
     # Its full-size, first-seed point is the vertexing study's own training; the second seed is not.

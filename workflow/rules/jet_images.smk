@@ -56,11 +56,14 @@ else:
     rule build_jet_images:
         input:
             generated="results/{sample}/generated/shard_{shard}.h5",
-            cells="results/{sample}/calorimeter/shard_{shard}.h5",
+            # Images of the generator-level constituents (jet_images.objects: particles) need no cells.
+            cells=(["results/{sample}/calorimeter/shard_{shard}.h5"]
+                   if config["jet_images"]["objects"] == "calorimeter" else []),
         output:
             "results/{sample}/jet_images/shard_{shard}.h5",
         params:
             config=stage_config_file("calorimeter", "jet_images"),
+            cells=lambda wc, input: f" --cells {input.cells}" if input.cells else "",
         log:
             "logs/jet_images/build/{sample}/shard_{shard}.log",
         benchmark:
@@ -74,7 +77,7 @@ else:
             "../envs/pipeline.yaml"
         shell:
             "python -m pipeline jet_images build --config {params.config} --generated {input.generated}"
-            " --cells {input.cells} --output {output} --quiet 2> {log}"
+            "{params.cells} --output {output} --quiet 2> {log}"
 
 
     rule split_jet_images:

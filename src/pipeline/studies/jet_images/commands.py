@@ -72,7 +72,8 @@ def register(sub) -> None:
                     "into a jet_images HDF5 file.")
     config_argument(p)
     p.add_argument("--generated", required=True, type=Path, help="particle_jets file (the jets)")
-    p.add_argument("--cells", required=True, type=Path, help="calorimeter_cells file of the same shard")
+    p.add_argument("--cells", type=Path, help="calorimeter_cells file of the same shard (not with jet_images.objects: "
+                   "particles)")
     p.add_argument("--output", required=True, type=Path, help="jet_images HDF5 file to write")
     quiet_argument(p)
 

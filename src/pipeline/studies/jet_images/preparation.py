@@ -1,5 +1,7 @@
-"""Jet images from calorimeter cells: transverse energy in (delta eta, delta phi) pixels
-around the jet axis, with the standard preprocessing, and the study's train/val/test files.
+"""Jet images from calorimeter cells (or, with ``jet_images.objects: particles``, from the
+jets' generator-level constituents, no detector): transverse energy in (delta eta, delta phi)
+pixels around the jet axis, with the standard preprocessing, and the study's train/val/test
+files.
 
 A cell's transverse energy is E / cosh(eta) at its centre. Every cell is spread evenly
 over sub-cells no wider than half a pixel, so it shares its energy among the pixels it
@@ -34,6 +36,7 @@ from pipeline.io.outputs import save_figure
 from pipeline.seeds import derive_seed
 from pipeline.simulation.calorimeter_geometry import CalorimeterGeometry
 from pipeline.simulation.formats import CALORIMETER_CELLS, PARTICLE_JETS
+from pipeline.simulation.kinematics import wrap_phi
 from pipeline.simulation.split import SPLITS, assign_events
 from pipeline.simulation.stage import ShardStage
 from pipeline.studies.jet_images.formats import IMAGE_CLASSES, jet_images_schema
@@ -44,6 +47,8 @@ log = logging.getLogger(__name__)
 EVENTS_PER_CHUNK = 500
 #: Rows of every input file taken per round when writing the split files.
 ROWS_PER_ROUND = 2000
+#: What the data set's name adds for the images' objects (jet_images.objects).
+OBJECTS_NOTE = {"calorimeter": "", "particles": " (generator-level constituents, no detector)"}
 
 
 def image_coordinates(x: np.ndarray, y: np.ndarray, et: np.ndarray, jet: np.ndarray, n_jets: int,
@@ -129,6 +134,27 @@ def jet_images(geometry: CalorimeterGeometry, cells: Mapping[str, np.ndarray], c
     return pixelate(x, y, et, owner, n_jets, pixels, size).astype(np.float32)
 
 
+def particle_images(owner: np.ndarray, px: np.ndarray, py: np.ndarray, pz: np.ndarray, axis_eta: np.ndarray,
+                    axis_phi: np.ndarray, settings: Mapping) -> np.ndarray:
+    """Images of jets from their particles: each particle a point deposit of its pT at its
+    (eta, phi) relative to its jet's axis, through the same preprocessing and pixels as the
+    cells (no spreading: a particle has no cell width).
+
+    owner: (k,) index of each particle's jet; px, py, pz: (k,) GeV; axis_eta, axis_phi:
+    (n_jets,) the jets' axes; settings: the jet_images section. Particles along the beam
+    (pT = 0) deposit nothing. Returns (n_jets, pixels, pixels) float32 [GeV pT per pixel].
+    """
+    n_jets = len(axis_eta)
+    pt = np.hypot(px, py)
+    along = pt > 0
+    owner, pt, px, py, pz = owner[along], pt[along], px[along], py[along], pz[along]
+    eta = np.arcsinh(pz / pt)
+    phi = np.arctan2(py, px)
+    x, y = image_coordinates(eta - axis_eta[owner], wrap_phi(phi - axis_phi[owner]), pt, owner, n_jets,
+                             settings["preprocessing"])
+    return pixelate(x, y, pt, owner, n_jets, settings["pixels"], settings["pixel_size"]).astype(np.float32)
+
+
 def sample_label(config: Mapping, sample: str) -> int:
     """1 for the study's signal sample, 0 for its background; ValueError otherwise."""
     study = config["jet_images"]
@@ -139,30 +165,46 @@ def sample_label(config: Mapping, sample: str) -> int:
     return roles[sample]
 
 
-def build_jet_images(config: Mapping, generated: str | Path, cells_path: str | Path, output: str | Path,
+def build_jet_images(config: Mapping, generated: str | Path, cells_path: str | Path | None, output: str | Path,
                      progress: bool = True) -> int:
-    """Write the jet images of one shard (jet_images schema). Signal jets must contain a
-    hadronic top (``top_contained``), background jets are all jets of the sample's
+    """Write the jet images of one shard (jet_images schema): from the calorimeter cells of
+    ``cells_path``, or with ``jet_images.objects: particles`` from the jets' constituents in
+    ``generated`` (``cells_path`` is then not read and may be None). Signal jets must contain
+    a hadronic top (``top_contained``), background jets are all jets of the sample's
     selection. Returns the number of jets written."""
     settings = config["jet_images"]
-    geometry = CalorimeterGeometry.from_settings(config["calorimeter"])
-    stage = ShardStage("jet_images", ("calorimeter", "jet_images"), jet_images_schema(settings["pixels"]),
-                       EVENTS_PER_CHUNK, seeded=False)
+    from_cells = settings["objects"] == "calorimeter"
+    if from_cells and cells_path is None:
+        raise ValueError("build_jet_images: jet_images.objects is calorimeter, so the calorimeter_cells file "
+                         "of the shard is needed (--cells)")
+    geometry = CalorimeterGeometry.from_settings(config["calorimeter"]) if from_cells else None
+    stage = ShardStage("jet_images", ("calorimeter", "jet_images") if from_cells else ("jet_images",),
+                       jet_images_schema(settings["pixels"]), EVENTS_PER_CHUNK, seeded=False)
 
     def image_attrs(readers, sample):
-        return {"label": sample_label(config, sample), "n_events": readers["generated"].n_rows("events"), "pixels": settings["pixels"],
-                "pixel_size": settings["pixel_size"], "preprocessing": json.dumps(settings["preprocessing"])}
+        return {"label": sample_label(config, sample), "n_events": readers["generated"].n_rows("events"),
+                "pixels": settings["pixels"], "pixel_size": settings["pixel_size"],
+                "preprocessing": json.dumps(settings["preprocessing"]), "objects": settings["objects"]}
 
     def process(readers, start, stop, rng):
-        jets_file, cells_file = readers["generated"], readers["cells"]
+        jets_file = readers["generated"]
         label = sample_label(config, str(jets_file.attrs["sample"]))
         jets, jet_offsets = jets_file.read_children("jets", start, stop)
         event = jets_file.read("events", ["event"], start, stop)["event"]
         jet_event = parent_index(jet_offsets)
         keep = np.flatnonzero(jets["top_contained"] == 1) if label == 1 else np.arange(len(jet_event))
         jets = {k: v[keep] for k, v in jets.items()}
-        cells, cell_offsets = cells_file.read_children("cells", start, stop)
-        images = jet_images(geometry, cells, cell_offsets, jets, jet_event[keep], settings)
+        if from_cells:
+            cells, cell_offsets = readers["cells"].read_children("cells", start, stop)
+            images = jet_images(geometry, cells, cell_offsets, jets, jet_event[keep], settings)
+        else:
+            first_jet = int(jets_file.offsets("jets", start, stop)[0])
+            particles, offsets = jets_file.read_children("constituents", first_jet, first_jet + len(jet_event),
+                                                         ["px", "py", "pz"])
+            rows = ragged_rows(offsets, keep)
+            owner = np.repeat(np.arange(len(keep)), offsets[keep + 1] - offsets[keep])
+            images = particle_images(owner, *(particles[k][rows].astype(np.float64) for k in ("px", "py", "pz")),
+                                     jets["eta"].astype(np.float64), jets["phi"].astype(np.float64), settings)
         shard = int(jets_file.attrs["shard"])
         return {"jets": {
             "pt": jets["pt"], "eta": jets["eta"], "phi": jets["phi"], "mass": jets["mass"],
@@ -170,9 +212,11 @@ def build_jet_images(config: Mapping, generated: str | Path, cells_path: str | P
             "shard": np.full(len(keep), shard, np.int32), "image": images,
         }}, {}
 
-    rows = stage.run(config, {"generated": (generated, PARTICLE_JETS), "cells": (cells_path, CALORIMETER_CELLS)},
-                     output, process, progress, image_attrs)
-    log.info("jet images: %d jets of %s", rows["jets"], Path(generated).name)
+    inputs = {"generated": (generated, PARTICLE_JETS)}
+    if from_cells:
+        inputs["cells"] = (cells_path, CALORIMETER_CELLS)
+    rows = stage.run(config, inputs, output, process, progress, image_attrs)
+    log.info("jet images (%s): %d jets of %s", settings["objects"], rows["jets"], Path(generated).name)
     return rows["jets"]
 
 
@@ -198,6 +242,10 @@ def split_jet_images(config: Mapping, inputs: Sequence[str | Path], outputs: Map
             if int(reader.attrs["pixels"]) != settings["pixels"]:
                 raise ValueError(f"{reader.path}: {reader.attrs['pixels']} pixels, the config asks for "
                                  f"{settings['pixels']}")
+            objects = str(reader.attrs.get("objects", "calorimeter"))
+            if objects != settings["objects"]:
+                raise ValueError(f"{reader.path}: images of {objects}, the config asks for jet_images.objects "
+                                 f"{settings['objects']!r}")
             sample_label(config, sample)
             samples.append(sample)
             assignments.append(assign_events(int(reader.attrs["n_events"]), config["split"],
@@ -208,7 +256,9 @@ def split_jet_images(config: Mapping, inputs: Sequence[str | Path], outputs: Map
         attrs.update(pixels=settings["pixels"], pixel_size=settings["pixel_size"],
                      preprocessing=json.dumps(settings["preprocessing"]),
                      sources=json.dumps([str(p) for p in inputs]),
-                     dataset=f"simulation, samples {settings['signal']} (top) and {settings['background']} (QCD)")
+                     objects=settings["objects"],
+                     dataset=f"simulation{OBJECTS_NOTE[settings['objects']]}, samples {settings['signal']} (top) "
+                             f"and {settings['background']} (QCD)")
         schema = jet_images_schema(settings["pixels"])
         writers = {name: stack.enter_context(RaggedWriter(outputs[name], schema, {**attrs, "split": name}))
                    for name in SPLITS}

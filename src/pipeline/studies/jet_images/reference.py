@@ -4,8 +4,8 @@ landscape paper's own jets, splits and labels.
 
 Each constituent is a point deposit of its pT at its (eta, phi), around the axis of the sum
 of the jet's constituents, through the same preprocessing and pixelisation as the
-calorimeter's images (``preparation.image_coordinates`` and ``pixelate``): no cell
-spreading, the constituents are Delphes energy-flow objects. The authors' splits stay the
+calorimeter's images (``preparation.particle_images``, as for our own generator-level
+constituents): no cell spreading, the constituents are Delphes energy-flow objects. The authors' splits stay the
 splits (train.h5, val.h5, test.h5); each file is read in chunks of ROWS_PER_CHUNK jets, so
 memory stays flat in the file size, and the jets of every chunk are shuffled (seeded), so
 that any slice of an output mixes both classes whatever the file's order.
@@ -26,9 +26,8 @@ from pipeline.config import config_hash
 from pipeline.datasets import SPLITS, dataset, describe, source_files
 from pipeline.io.hdf5 import RaggedWriter, provenance_attrs
 from pipeline.seeds import derive_seed
-from pipeline.simulation.kinematics import wrap_phi
 from pipeline.studies.jet_images.formats import jet_images_schema
-from pipeline.studies.jet_images.preparation import image_coordinates, pixelate
+from pipeline.studies.jet_images.preparation import particle_images
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +53,7 @@ def constituent_images(p4: np.ndarray, settings: Mapping) -> dict[str, np.ndarra
         jet_eta = np.where(jet_pt > 0, np.arcsinh(jet[:, 3] / jet_pt), 0.0)
     jet_phi = np.arctan2(jet[:, 2], jet[:, 1])
     mass = np.sqrt(np.maximum(jet[:, 0] ** 2 - (jet[:, 1:] ** 2).sum(axis=1), 0.0))
-    pt = np.hypot(px, py)
-    along = pt > 0  # nothing along the beam
-    owner, pt, pz, px, py = owner[along], pt[along], pz[along], px[along], py[along]
-    eta = np.arcsinh(pz / pt)
-    phi = np.arctan2(py, px)
-    x, y = image_coordinates(eta - jet_eta[owner], wrap_phi(phi - jet_phi[owner]), pt, owner, n,
-                             settings["preprocessing"])
-    image = pixelate(x, y, pt, owner, n, settings["pixels"], settings["pixel_size"]).astype(np.float32)
+    image = particle_images(owner, px, py, pz, jet_eta, jet_phi, settings)
     return {"pt": jet_pt.astype(np.float32), "eta": jet_eta.astype(np.float32), "phi": jet_phi.astype(np.float32),
             "mass": mass.astype(np.float32), "image": image}
 

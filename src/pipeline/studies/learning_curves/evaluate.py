@@ -1,6 +1,8 @@
 """The learning curves' evaluation: every point's network on its study's test file, the mean
 and spread over the seeds, a power law fitted through the means and extrapolated to the
 paper's training size, the table and one figure per study, and an MLflow run per method.
+For the vertex finders, the finders that learn nothing (AVR, our baseline, one vertex) on the
+same test jets, beside the paper's AVR: the data's part of the distance, at any size.
 
 Metrics: the vertex finders' pairwise F1 per flavour (b, c, light; ``vertexing.metrics``,
 the EPJC paper's definition), the taggers' AUC and background rejection 1/eps_B at
@@ -14,6 +16,7 @@ of one decade says where the curve is heading, not where it ends: it cannot see 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -26,7 +29,9 @@ from pipeline.ml.threads import use_evaluation_threads
 from pipeline.ml.tracking import log_run, run_name, run_tags
 from pipeline.studies.jet_images.evaluate import LANDSCAPE
 from pipeline.studies.learning_curves.methods import STUDY_OF
-from pipeline.studies.vertexing.evaluate import FLAVOURS, PAPER_F1
+from pipeline.studies.vertexing.classical import CLASSICAL
+from pipeline.studies.vertexing.evaluate import FLAVOURS, PAPER_F1, predict
+from pipeline.studies.vertexing.evaluate import summarise as vertexing_summary
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +78,55 @@ def vertexing_metrics(config: Mapping, method: str, checkpoint: str | Path, test
     for name, code in FLAVOURS.items():
         scored = metrics["scored"] & (flavour == code)
         out[f"f1_{name}"] = float(metrics["f1"][scored].mean()) if scored.any() else float("nan")
+    return out
+
+
+def untrained_references(test: str | Path) -> dict[str, dict[str, float]]:
+    """{finder: {f1_b, f1_c, f1_light}} of the finders that learn nothing (the classical AVR
+    and our baseline, the single-vertex partition) on the vertex finders' test file: how hard
+    the jets are, whatever the training size. Beside the paper's AVR on theirs, it separates
+    the data (generator, detector model) from the data size."""
+    rows, _ = vertexing_summary(predict(test, {}))
+    return {finder: {f"f1_{r['flavour']}": r["f1"] for r in rows if r["method"] == finder and r["flavour"] in FLAVOURS}
+            for finder in (*CLASSICAL, "single_vertex")}
+
+
+#: The Set2Graph training jets' scale as Shlomi et al. (EPJC 81 (2021) 540) state it: jet pT
+#: and track pT, mean and standard deviation [GeV]; and the d0 spread of their public files
+#: [mm], whose long tails suggest tracks of K0S and Lambda decays.
+PAPER_DATA_SCALE = {"jet pT [GeV]": (76.0, 49.0), "track pT [GeV]": (5.2, 7.5), "track d0 [mm]": (None, 14.0)}
+
+
+def data_scale(train: str | Path) -> dict[str, tuple[float, float]]:
+    """{quantity: (mean, standard deviation)} of a track_graphs training file, in
+    PAPER_DATA_SCALE's quantities and units, plus tracks and true vertices per jet of each
+    flavour: what the jets are like, beside the paper's."""
+    from pipeline.studies.vertexing.formats import TRACK_FEATURES, TRACK_GRAPHS
+
+    with RaggedReader(train, TRACK_GRAPHS) as reader:
+        jets = reader.read("jets", ["pt", "flavour", "n_tracks"])
+        tracks = reader.read("tracks", ["features", "vertex"])
+        mean, std = np.asarray(reader.attrs["feature_mean"]), np.asarray(reader.attrs["feature_std"])
+
+    def raw(name):
+        k = TRACK_FEATURES.index(name)
+        return tracks["features"][:, k].astype(np.float64) * std[k] + mean[k]
+
+    track_pt, d0 = np.exp(raw("log_pt")), raw("d0")
+    out = {"jet pT [GeV]": (float(jets["pt"].mean()), float(jets["pt"].std())),
+           "track pT [GeV]": (float(track_pt.mean()), float(track_pt.std())),
+           "track d0 [mm]": (float(d0.mean()), float(d0.std()))}
+    # True vertices per jet: distinct labels, counted as label changes after sorting within jets.
+    jet = np.repeat(np.arange(len(jets["n_tracks"])), jets["n_tracks"])
+    order = np.lexsort((tracks["vertex"], jet))
+    new_vertex = np.ones(len(order), bool)
+    new_vertex[1:] = (jet[order][1:] != jet[order][:-1]) | (tracks["vertex"][order][1:] != tracks["vertex"][order][:-1])
+    vertices = np.bincount(jet[order][new_vertex], minlength=len(jets["n_tracks"]))
+    for name, code in FLAVOURS.items():
+        mine = jets["flavour"] == code
+        out[f"{name} jets: fraction"] = (float(mine.mean()), float("nan"))
+        out[f"{name} jets: tracks"] = (float(jets["n_tracks"][mine].mean()), float(jets["n_tracks"][mine].std()))
+        out[f"{name} jets: true vertices"] = (float(vertices[mine].mean()), float(vertices[mine].std()))
     return out
 
 
@@ -128,9 +182,14 @@ def summarise(rows: Sequence[Mapping]) -> list[dict]:
     return out
 
 
-def write_table(summary: Sequence[Mapping], data: Mapping[str, str], path: Path) -> None:
+def write_table(summary: Sequence[Mapping], data: Mapping[str, str], path: Path,
+                references: Mapping[str, Mapping[str, float]] | None = None,
+                scale: Mapping[str, tuple[float, float]] | None = None, background_jets: int | None = None) -> None:
     """curve.md: per study, method and metric the seed mean ± spread at each size, the paper's
-    number, and the fitted law's value at the paper's size."""
+    number, and the fitted law's value at the paper's size; ``references``: the untrained
+    vertex finders' F1 on the same test jets (``untrained_references``), beside the paper's;
+    ``scale``: the vertex finders' training jets (``data_scale``), beside the paper's;
+    ``background_jets``: the taggers' QCD test jets, whose count limits a rejection's precision."""
     lines = []
     for study in dict.fromkeys(r["study"] for r in summary):
         mine = [r for r in summary if r["study"] == study]
@@ -150,6 +209,32 @@ def write_table(summary: Sequence[Mapping], data: Mapping[str, str], path: Path)
                 lines.append(f"| {method} | {metric} | " + " | ".join(cells)
                              + f" | {PAPER[method][metric]:g} | {at_paper} |")
         lines.append("")
+        if study == "vertexing" and references:
+            lines += ["Finders that learn nothing, on the same test jets: how hard the jets are at any training "
+                      "size (the paper's AVR on theirs beside ours).", "",
+                      "| finder | " + " | ".join(METRICS[study]) + " | paper, theirs |",
+                      "| --- |" + " ---: |" * (len(METRICS[study]) + 1)]
+            for finder, values in references.items():
+                theirs = " / ".join(f"{v:g}" for v in PAPER_F1[finder]) if finder in PAPER_F1 else "-"
+                lines.append(f"| {finder} | " + " | ".join(f"{values[m]:.3g}" for m in METRICS[study])
+                             + f" | {theirs} |")
+            lines.append("")
+        if study == "jet_images" and background_jets:
+            n = background_jets
+            lines += [f"A rejection R on the test file's {n:,} QCD jets rests on the {n:,}/R that pass, a relative "
+                      f"statistical uncertainty of about sqrt(R/{n:,}) that the seed spread does not show (one test "
+                      f"file): {rejection_precision(300, n):.0%} at R = 300, {rejection_precision(914, n):.0%} at the "
+                      "paper's CNN's 914.", ""]
+        if study == "vertexing" and scale:
+            lines += ["The training jets (the largest point), beside the paper's: mean (standard deviation).", "",
+                      "| quantity | ours | paper, theirs |", "| --- | ---: | ---: |"]
+            for name, (mean, spread) in scale.items():
+                ours = f"{mean:.3g}" + (f" ({spread:.3g})" if np.isfinite(spread) else "")
+                paper = PAPER_DATA_SCALE.get(name)
+                theirs = "-" if paper is None else (f"{paper[0]:g} ({paper[1]:g})" if paper[0] is not None
+                                                    else f"- ({paper[1]:g})")
+                lines.append(f"| {name} | {ours} | {theirs} |")
+            lines.append("")
     note = ("Mean ± standard deviation over the seeds (the trainings of one point differ in their seed; the points "
             "of one seed in their jets: nested subsets of one training split). Paper rows: theirs, on their "
             "Delphes samples, not reproduced here. Fit: 1 - m = a N^-b (F1, AUC) or R = c N^d (rejection) through "
@@ -158,9 +243,17 @@ def write_table(summary: Sequence[Mapping], data: Mapping[str, str], path: Path)
     write_text(path, "\n".join(lines) + "\n" + note)
 
 
-def plot_study(summary: Sequence[Mapping], study: str, path: Path) -> None:
+def rejection_precision(rejection: float, background_jets: int) -> float:
+    """Relative statistical uncertainty of a background rejection R measured on
+    ``background_jets`` jets: the N/R that pass are Poisson, so about sqrt(R / N)."""
+    return math.sqrt(rejection / background_jets)
+
+
+def plot_study(summary: Sequence[Mapping], study: str, path: Path,
+               references: Mapping[str, Mapping[str, float]] | None = None) -> None:
     """One panel per metric: each method's seed mean and spread against the training jets (log
-    x), its fitted law dashed out to the paper's size, the paper's number there as a star."""
+    x), its fitted law dashed out to the paper's size, the paper's number there as a star;
+    the untrained AVR's F1 on our test jets as a line, the paper's AVR as a black star."""
     plt = pyplot()
     metrics = METRICS[study]
     fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 5), squeeze=False)
@@ -179,6 +272,11 @@ def plot_study(summary: Sequence[Mapping], study: str, path: Path) -> None:
                 grid = np.geomspace(n.min(), paper_n, 50)
                 ax.plot(grid, [predicted(fit, metric, g) for g in grid], "--", color=colour, alpha=0.6)
             ax.plot([paper_n], [PAPER[method][metric]], "*", color=colour, markersize=14, markeredgecolor="black")
+        if references and "avr" in references:
+            ax.axhline(references["avr"][metric], color="black", linestyle="-.", linewidth=1,
+                       label="AVR (untrained), our jets")
+            ax.plot([paper_n], [PAPER_F1["avr"][METRICS[study].index(metric)]], "*", color="black", markersize=14,
+                    label="AVR, paper (theirs)")
         ax.axvline(paper_n, color="grey", linestyle=":", label=f"paper's size ({PAPER_SIZE_NOTE[study]})")
         ax.set_xscale("log")
         if metric.startswith("rejection"):
@@ -222,9 +320,16 @@ def evaluate_curves(config: Mapping, checkpoints: Mapping[tuple[str, float, int]
     write_csv(output_dir / "curve.csv", COLUMNS, rows, floats=".6g")
     summary = summarise(rows)
     data = {study: data_set_of(path) or "not recorded" for study, path in tests.items()}
-    write_table(summary, data, output_dir / "curve.md")
+    references = untrained_references(tests["vertexing"]) if "vertexing" in tests else None
+    largest = {study: path for (study, _), path in sorted(subsets.items(), key=lambda item: item[0][1])}
+    scale = data_scale(largest["vertexing"]) if "vertexing" in largest else None
+    background = None
+    if "jet_images" in tests:
+        with RaggedReader(tests["jet_images"], schemas["jet_images"]) as reader:
+            background = int((reader.read("jets", ["label"])["label"] == 0).sum())
+    write_table(summary, data, output_dir / "curve.md", references, scale, background)
     for study in dict.fromkeys(r["study"] for r in summary):
-        plot_study(summary, study, output_dir / study)
+        plot_study(summary, study, output_dir / study, references if study == "vertexing" else None)
     stage = {key: config[key] for key in ("seed", "learning_curves")}
     for method in dict.fromkeys(r["method"] for r in summary):
         paths = [tests[STUDY_OF[method]], *(p for (m, _, _), p in checkpoints.items() if m == method)]

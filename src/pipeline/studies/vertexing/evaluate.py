@@ -52,10 +52,10 @@ def load_finders(config: Mapping, checkpoints: Mapping[str, str | Path]) -> dict
 
 def predict(test_path: str | Path, models: Mapping[str, VertexFinder], batch_size: int = 512) -> dict:
     """Every method's labels on the test file: {"truth", method..., "offsets", "flavour", ...};
-    ``models`` the learned finders (``load_finders``)."""
+    ``models`` the learned finders (``load_finders``; none: the classical and trivial ones only)."""
     batches = TrackGraphBatches(test_path, batch_size)
     mean, std = batches.feature_mean, batches.feature_std
-    out = {name: [] for name in ("truth", *METHODS, *TRIVIAL, "n_tracks", "flavour", "jet_index")}
+    out = {name: [] for name in ("truth", *CLASSICAL, *models, *TRIVIAL, "n_tracks", "flavour", "jet_index")}
     with torch.no_grad():
         for index in range(len(batches)):
             batch = batches[index]
@@ -79,10 +79,10 @@ def predict(test_path: str | Path, models: Mapping[str, VertexFinder], batch_siz
 
 
 def summarise(predictions: Mapping[str, np.ndarray]) -> tuple[list[dict], dict[str, dict]]:
-    """Rows of metrics.csv and the per-jet metrics of every method."""
+    """Rows of metrics.csv and the per-jet metrics of every method in ``predictions``."""
     rows, per_jet = [], {}
     flavour = predictions["flavour"]
-    for method in (*METHODS, *TRIVIAL):
+    for method in (m for m in (*METHODS, *TRIVIAL) if m in predictions):
         metrics = jet_metrics(predictions["truth"], predictions[method], predictions["offsets"])
         per_jet[method] = metrics
         by_flavour = []
