@@ -13,7 +13,8 @@ CURVE_SAMPLES = LEARNING_CURVES.samples(config)
 # The points' names in paths: the fractions as the config writes them (0.1, 0.3, 1).
 CURVE_FRACTIONS = [f"{fraction:g}" for fraction in config["learning_curves"]["fractions"]]
 CURVE_REPLICAS = list(range(config["learning_curves"]["seeds"]))
-CURVE_SECTIONS = ("learning_curves", "vertexing", "jet_images")
+# Only the curved studies' sections: a change to another study's must not retrain these points.
+CURVE_SECTIONS = ("learning_curves", *CURVED)
 # In the report (category learning_curves): {output: (caption in workflow/report/, subcategory[, labels])}.
 LEARNING_CURVES_REPORT = {
     "results/learning_curves/curve.md": ("learning_curves_table", "curves"),

@@ -255,6 +255,8 @@ def plot_study(summary: Sequence[Mapping], study: str, path: Path,
     x), its fitted law dashed out to the paper's size, the paper's number there as a star;
     the untrained AVR's F1 on our test jets as a line, the paper's AVR as a black star."""
     plt = pyplot()
+    from matplotlib.ticker import NullFormatter
+
     metrics = METRICS[study]
     fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 5), squeeze=False)
     paper_n = PAPER_TRAIN_JETS[study]
@@ -279,12 +281,13 @@ def plot_study(summary: Sequence[Mapping], study: str, path: Path,
                     label="AVR, paper (theirs)")
         ax.axvline(paper_n, color="grey", linestyle=":", label=f"paper's size ({PAPER_SIZE_NOTE[study]})")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap over one decade
         if metric.startswith("rejection"):
             ax.set_yscale("log")
         ax.set_xlabel("training jets")
         ax.set_ylabel({"f1_b": "F1, b jets", "f1_c": "F1, c jets", "f1_light": "F1, light jets", "auc": "AUC",
                        "rejection_at_0.3": r"$1/\varepsilon_B$ at $\varepsilon_S = 0.3$"}[metric])
-        ax.legend(fontsize=9)
+        ax.legend(fontsize=8, loc="best", framealpha=0.8)
     fig.suptitle("ours: points with seed spread, dashed: fitted law; stars: the paper's (theirs)", fontsize=11)
     fig.tight_layout()
     save_figure(fig, path)
