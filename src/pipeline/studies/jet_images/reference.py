@@ -5,8 +5,8 @@ landscape paper's own jets, splits and labels.
 Each constituent is a point deposit of its pT at its (eta, phi), around the axis of the sum
 of the jet's constituents, through the same preprocessing and pixelisation as the
 calorimeter's images (``preparation.particle_images``, as for our own generator-level
-constituents): no cell spreading, the constituents are Delphes energy-flow objects. The authors' splits stay the
-splits (train.h5, val.h5, test.h5); each file is read in chunks of ROWS_PER_CHUNK jets, so
+constituents): no cell spreading, the constituents are Delphes energy-flow objects. The
+authors' splits stay the splits (train.h5, val.h5, test.h5); each file is read in chunks of ROWS_PER_CHUNK jets, so
 memory stays flat in the file size, and the jets of every chunk are shuffled (seeded), so
 that any slice of an output mixes both classes whatever the file's order.
 """

@@ -53,32 +53,14 @@ COLUMNS = ("study", "method", "fraction", "train_jets", "replica", "metric", "va
 
 def vertexing_metrics(config: Mapping, method: str, checkpoint: str | Path, test: str | Path,
                       batch_size: int = 512) -> dict[str, float]:
-    """{f1_b, f1_c, f1_light}: a vertex finder's mean pairwise F1 per flavour on the test file."""
-    import torch
-
-    from pipeline.studies.vertexing.data import TrackGraphBatches
-    from pipeline.studies.vertexing.metrics import jet_metrics
+    """{f1_b, f1_c, f1_light}: a vertex finder's mean pairwise F1 per flavour on the test file
+    (the vertexing study's own prediction and summary, without its classical finders)."""
     from pipeline.studies.vertexing.models import VertexFinder
     from pipeline.studies.vertexing.train import vertex_finder_identity
 
     model = load_module(VertexFinder, checkpoint, vertex_finder_identity(config, method)).eval()
-    batches = TrackGraphBatches(test, batch_size)
-    truth, labels, n_tracks, flavour = [], [], [], []
-    with torch.no_grad():
-        for index in range(len(batches)):
-            batch = batches[index]
-            mask = batch["mask"].numpy()
-            labels.append(model.partition(model(batch["x"], batch["mask"]), batch["mask"])[mask])
-            truth.append(batch["vertex"].numpy()[mask])
-            n_tracks.append(batch["n_tracks"].numpy())
-            flavour.append(batch["flavour"].numpy())
-    n_tracks, flavour = np.concatenate(n_tracks), np.concatenate(flavour)
-    metrics = jet_metrics(np.concatenate(truth), np.concatenate(labels), np.concatenate([[0], np.cumsum(n_tracks)]))
-    out = {}
-    for name, code in FLAVOURS.items():
-        scored = metrics["scored"] & (flavour == code)
-        out[f"f1_{name}"] = float(metrics["f1"][scored].mean()) if scored.any() else float("nan")
-    return out
+    rows, _ = vertexing_summary(predict(test, {method: model}, batch_size, classical=False))
+    return {f"f1_{r['flavour']}": r["f1"] for r in rows if r["method"] == method and r["flavour"] in FLAVOURS}
 
 
 def untrained_references(test: str | Path) -> dict[str, dict[str, float]]:

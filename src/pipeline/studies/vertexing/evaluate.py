@@ -50,18 +50,21 @@ def load_finders(config: Mapping, checkpoints: Mapping[str, str | Path]) -> dict
     return {m: load_module(VertexFinder, p, vertex_finder_identity(config, m)).eval() for m, p in checkpoints.items()}
 
 
-def predict(test_path: str | Path, models: Mapping[str, VertexFinder], batch_size: int = 512) -> dict:
+def predict(test_path: str | Path, models: Mapping[str, VertexFinder], batch_size: int = 512,
+            classical: bool = True) -> dict:
     """Every method's labels on the test file: {"truth", method..., "offsets", "flavour", ...};
-    ``models`` the learned finders (``load_finders``; none: the classical and trivial ones only)."""
+    ``models`` the learned finders (``load_finders``; none: the classical and trivial ones only);
+    ``classical``: whether the classical finders (the costly AVR fits) run too."""
     batches = TrackGraphBatches(test_path, batch_size)
     mean, std = batches.feature_mean, batches.feature_std
-    out = {name: [] for name in ("truth", *CLASSICAL, *models, *TRIVIAL, "n_tracks", "flavour", "jet_index")}
+    finders = CLASSICAL if classical else {}
+    out = {name: [] for name in ("truth", *finders, *models, *TRIVIAL, "n_tracks", "flavour", "jet_index")}
     with torch.no_grad():
         for index in range(len(batches)):
             batch = batches[index]
             mask = batch["mask"].numpy()
             labels = {
-                **{finder: classical_partition(finder, batch["x"].numpy(), mask, mean, std) for finder in CLASSICAL},
+                **{finder: classical_partition(finder, batch["x"].numpy(), mask, mean, std) for finder in finders},
                 "single_vertex": np.where(mask, 0, -1),
                 "all_singletons": np.where(mask, np.arange(mask.shape[1]), -1),
             }
